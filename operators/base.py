@@ -1,0 +1,316 @@
+"""The interface every learner implements, and the per-arm bookkeeping they share.
+
+Learners work on featurized vectors (see :mod:`pipeline.features`): a context vector ``x`` of length
+``dim`` and, for hybrid models, a shared vector per arm. The conventions follow river
+(``learn_one``) and scikit-learn (hyper-parameters are constructor arguments, state is separate):
+
+* ``choose(x, candidates)`` returns a :class:`Decision`: the chosen arm, a score per candidate and
+  the probability (propensity) with which this policy picks that arm for this input.
+* ``learn_impression(arm, x)`` counts an impression when it is seen; ``learn_reward(arm, x, r)`` adds a
+  reward (or a reward *increment*) when feedback arrives, possibly hours later. ``learn_one`` is both
+  at once and ``learn_batch`` is ``learn_one`` over rows, vectorised.
+* ``export_state()`` / ``from_state()`` move the whole state as plain arrays (no pickle), and
+  ``merge(other)`` combines two states learned on disjoint event streams.
+
+Arms are strings. Unknown arms are added on first sight (new items appear at any time);
+``retire_arm`` keeps an arm's statistics but never chooses it again.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+Shared = Mapping[str, np.ndarray] | None
+
+
+class Decision:
+    """What a policy did for one request: the chosen arm, its propensity, and per-candidate scores.
+
+    ``scores`` (a dict) and ``ranking`` (candidates best first, the chosen arm leading) are built on
+    first access, because a request path that needs only the arm should not pay for them.
+    """
+
+    __slots__ = ("arm", "propensity", "candidates", "score_array", "probabilities", "_scores", "_ranking")
+
+    def __init__(self, arm: str, propensity: float, candidates: Sequence[str], score_array: np.ndarray,
+                 probabilities: np.ndarray | None = None) -> None:
+        self.arm = arm
+        self.propensity = propensity
+        self.candidates = candidates
+        self.score_array = score_array
+        self.probabilities = probabilities
+        self._scores: dict[str, float] | None = None
+        self._ranking: tuple[str, ...] | None = None
+
+    @property
+    def scores(self) -> dict[str, float]:
+        if self._scores is None:
+            self._scores = dict(zip(self.candidates, self.score_array.tolist(), strict=True))
+        return self._scores
+
+    @property
+    def ranking(self) -> tuple[str, ...]:
+        if self._ranking is None:
+            order = np.argsort(-self.score_array, kind="stable")
+            ranked = [self.candidates[i] for i in order if self.candidates[i] != self.arm]
+            self._ranking = (self.arm, *ranked)
+        return self._ranking
+
+    def __repr__(self) -> str:
+        return f"Decision(arm={self.arm!r}, propensity={self.propensity:.4g}, scores={self.scores!r})"
+
+
+@dataclass
+class LearnerState:
+    """A learner's complete state in plain types: JSON-able fields plus named numpy arrays."""
+
+    kind: str
+    params: dict[str, Any]
+    arms: list[str]
+    retired: list[str]
+    arrays: dict[str, np.ndarray]
+    counters: dict[str, float]
+    rng: dict[str, Any] = field(default_factory=dict)
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    state = rng.bit_generator.state
+    return {"bit_generator": state["bit_generator"], "state": dict(state["state"]),
+            "has_uint32": state.get("has_uint32", 0), "uinteger": state.get("uinteger", 0)}
+
+
+class Learner(ABC):
+    """Base class: arm table, growable per-arm arrays, counters, state export and merge."""
+
+    kind: ClassVar[str]
+    #: rewards are clipped to [0, 1] by the pipeline before reaching Bernoulli learners
+    binary_reward: ClassVar[bool] = False
+    #: ``merge`` is exact (sums of sufficient statistics) rather than an approximation
+    exact_merge: ClassVar[bool] = True
+    #: names of per-arm arrays that are plain sums (merged by addition); others need ``_merge_arrays``
+    additive_arrays: ClassVar[tuple[str, ...]] = ()
+    #: names of per-arm caches derived from the state (inverses, θ): never exported, rebuilt on load
+    derived_arrays: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, dim: int, seed: int = 0) -> None:
+        if dim < 1:
+            raise ValueError("dim must be >= 1")
+        self.dim = int(dim)
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(seed)
+        self.arms: list[str] = []
+        self.arm_index: dict[str, int] = {}
+        self.retired: set[str] = set()
+        self.counters: dict[str, float] = {"impressions": 0.0, "rewards": 0.0, "reward_sum": 0.0}
+        self._capacity = 0
+        self._arrays: dict[str, np.ndarray] = {}
+        self._candidate_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._allocate(8)
+
+    # -- hyper-parameters -------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-able) that rebuild an equivalent empty learner."""
+        return {"dim": self.dim, "seed": self.seed}
+
+    # -- per-arm storage ----------------------------------------------------------------------
+    @abstractmethod
+    def _arm_arrays(self) -> dict[str, tuple[tuple[int, ...], float | np.ndarray]]:
+        """Per-arm arrays: name -> (shape per arm, initial value: a scalar or an array of that shape)."""
+
+    def _allocate(self, capacity: int) -> None:
+        for name, (shape, init) in self._arm_arrays().items():
+            new = np.zeros((capacity, *shape))
+            if np.any(init):
+                new[:] = init
+            old = self._arrays.get(name)
+            if old is not None:
+                new[: self._capacity] = old[: self._capacity]
+            self._arrays[name] = new
+        self._capacity = capacity
+        self._on_resize()
+
+    def _on_resize(self) -> None:
+        """Hook for subclasses that keep views into ``self._arrays``."""
+
+    def add_arm(self, arm: str) -> int:
+        arm = str(arm)
+        index = self.arm_index.get(arm)
+        if index is not None:
+            return index
+        index = len(self.arms)
+        if index >= self._capacity:
+            self._allocate(max(8, 2 * self._capacity))
+        self.arms.append(arm)
+        self.arm_index[arm] = index
+        self._candidate_cache.clear()
+        return index
+
+    def retire_arm(self, arm: str) -> None:
+        self.retired.add(str(arm))
+        self._candidate_cache.clear()
+
+    def active_arms(self) -> list[str]:
+        return [a for a in self.arms if a not in self.retired]
+
+    def _rows(self, candidates: Sequence[str]) -> np.ndarray:
+        """Row indexes of the candidates (adding unseen arms), cached per candidate tuple."""
+        key = tuple(candidates)
+        rows = self._candidate_cache.get(key)
+        if rows is None:
+            rows = np.fromiter((self.add_arm(a) for a in key), dtype=np.intp, count=len(key))
+            if len(self._candidate_cache) > 4096:
+                self._candidate_cache.clear()
+            self._candidate_cache[key] = rows
+        return rows
+
+    def rows_of(self, arms: Sequence[str]) -> np.ndarray:
+        """Row index of each arm in ``arms`` (adding unseen arms), for the vectorised batch paths."""
+        index = self.arm_index
+        add = self.add_arm
+        return np.fromiter((index[a] if a in index else add(a) for a in arms), dtype=np.intp, count=len(arms))
+
+    def _eligible(self, candidates: Sequence[str] | None) -> list[str]:
+        if candidates is None:
+            eligible = self.active_arms()
+        else:
+            eligible = [c for c in candidates if c not in self.retired]
+        if not eligible:
+            raise ValueError("no eligible candidates (all retired, or none given)")
+        return eligible
+
+    # -- decisions ----------------------------------------------------------------------------
+    @abstractmethod
+    def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
+        """One score per candidate: the index the policy maximises (a draw, for sampling policies)."""
+
+    def propensities(self, x: np.ndarray, candidates: Sequence[str], scores: np.ndarray,
+                     shared: Shared = None) -> np.ndarray:
+        """Probability of each candidate being chosen; default: argmax with uniform tie-breaking."""
+        best = scores == scores.max()
+        return best / best.sum()
+
+    def _pick(self, x: np.ndarray, candidates: Sequence[str], scores: np.ndarray,
+              shared: Shared) -> tuple[int, float, np.ndarray | None]:
+        """Index of the chosen candidate and its propensity. Default: argmax, ties broken uniformly
+        at random. Randomised policies override this together with :meth:`propensities`."""
+        best = int(np.argmax(scores))
+        top = scores[best]
+        ties = np.flatnonzero(scores == top)
+        if ties.size == 1:
+            return best, 1.0, None
+        return int(ties[self.rng.integers(ties.size)]), 1.0 / ties.size, None
+
+    def choose(self, x: np.ndarray, candidates: Sequence[str] | None = None, shared: Shared = None) -> Decision:
+        eligible = self._eligible(candidates) if (candidates is None or self.retired) else candidates
+        if not eligible:
+            raise ValueError("no candidates given")
+        scores = self.score(x, eligible, shared)
+        pick, propensity, probs = self._pick(x, eligible, scores, shared)
+        return Decision(eligible[pick], propensity, eligible, scores, probs)
+
+    # -- learning -----------------------------------------------------------------------------
+    @abstractmethod
+    def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
+        """Count an impression of ``arm`` in context ``x`` whose reward is not known yet (0 so far)."""
+
+    @abstractmethod
+    def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
+        """Add ``reward`` (an increment) to an impression already counted with ``learn_impression``."""
+
+    def learn_one(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
+        self.learn_impression(arm, x, shared)
+        if reward:
+            self.learn_reward(arm, x, reward, shared)
+
+    def learn_batch(self, arms: Sequence[str], X: np.ndarray, rewards: np.ndarray,
+                    shared: np.ndarray | None = None) -> None:
+        """``learn_one`` over rows; subclasses vectorise it. Must equal the sequential result."""
+        for i, arm in enumerate(arms):
+            self.learn_one(arm, X[i], float(rewards[i]), None if shared is None else shared[i])
+
+    def _count(self, impressions: float = 0.0, reward: float = 0.0, rewarded: float = 0.0) -> None:
+        c = self.counters
+        c["impressions"] += impressions
+        c["reward_sum"] += reward
+        c["rewards"] += rewarded
+
+    # -- state --------------------------------------------------------------------------------
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        n = len(self.arms)
+        return {name: arr[:n].copy() for name, arr in self._arrays.items() if name not in self.derived_arrays}
+
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        missing = set(self._arrays) - set(self.derived_arrays) - set(arrays)
+        if missing:
+            raise ValueError(f"{self.kind}: state lacks arrays {sorted(missing)}")
+        for name, arr in arrays.items():
+            if name not in self._arrays or name in self.derived_arrays:
+                raise ValueError(f"{self.kind}: unknown state array {name!r}")
+            expected = self._arrays[name].shape[1:]
+            if arr.shape != (len(self.arms), *expected):
+                raise ValueError(f"{self.kind}: state array {name!r} has shape {arr.shape}, "
+                                 f"expected {(len(self.arms), *expected)}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{self.kind}: state array {name!r} holds NaN or inf")
+            self._arrays[name][: len(self.arms)] = arr
+        self._on_load()
+
+    def _on_load(self) -> None:
+        """Hook: rebuild caches derived from the arrays (inverses, θ) after import or merge."""
+
+    def export_state(self) -> LearnerState:
+        return LearnerState(kind=self.kind, params=self.params(), arms=list(self.arms),
+                            retired=sorted(self.retired), arrays=self._state_arrays(),
+                            counters=dict(self.counters), rng=_rng_state(self.rng))
+
+    @classmethod
+    def from_state(cls, state: LearnerState) -> Learner:
+        if state.kind != cls.kind:
+            raise ValueError(f"state is for {state.kind!r}, not {cls.kind!r}")
+        learner = cls(**state.params)
+        for arm in state.arms:
+            learner.add_arm(arm)
+        learner.retired = set(state.retired)
+        learner._load_arrays(state.arrays)
+        learner.counters.update(state.counters)
+        if state.rng:
+            learner.rng.bit_generator.state = {
+                "bit_generator": state.rng["bit_generator"], "state": state.rng["state"],
+                "has_uint32": state.rng.get("has_uint32", 0), "uinteger": state.rng.get("uinteger", 0)}
+        return learner
+
+    def merge(self, other: Learner) -> Learner:
+        """A learner holding both states. Additive arrays are summed per arm id; subclasses with
+        other arrays override :meth:`_merge_arrays`. Neither input is modified."""
+        if other.kind != self.kind or other.dim != self.dim:
+            raise ValueError("can only merge learners of the same kind and dimension")
+        merged = type(self).from_state(self.export_state())
+        for arm in other.arms:
+            merged.add_arm(arm)
+        rows = np.array([merged.arm_index[a] for a in other.arms], dtype=np.intp)
+        theirs = other._state_arrays()
+        merged._merge_arrays(rows, theirs, other)
+        merged.retired |= other.retired
+        for key, value in other.counters.items():
+            merged.counters[key] = merged.counters.get(key, 0.0) + value
+        merged._on_load()
+        return merged
+
+    def _merge_arrays(self, rows: np.ndarray, theirs: Mapping[str, np.ndarray], other: Learner) -> None:
+        for name in self._arrays:
+            if name in self.derived_arrays:
+                continue
+            if name not in self.additive_arrays:
+                raise NotImplementedError(f"{self.kind}: array {name!r} is not additive; override _merge_arrays")
+            self._arrays[name][rows] += theirs[name]
+
+
+def softmax(values: np.ndarray, temperature: float) -> np.ndarray:
+    z = (values - values.max()) / temperature
+    e = np.exp(z)
+    return e / e.sum()

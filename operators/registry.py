@@ -1,0 +1,38 @@
+"""Learner names as used on the command line, and construction from names or stored states."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from operators.base import Learner, LearnerState
+
+#: CLI name -> "module:Class". Imported lazily so that ``banditloop --help`` stays fast.
+LEARNERS: dict[str, str] = {
+    "random": "operators.uniform_random:UniformRandom",
+    "egreedy": "operators.epsilon_greedy:EpsilonGreedy",
+    "ucb1": "operators.ucb1:UCB1",
+    "ts": "operators.beta_ts:BetaTS",
+    "linucb": "operators.linucb:LinUCB",
+    "hybrid-linucb": "operators.hybrid_linucb:HybridLinUCB",
+    "diag-linucb": "operators.diag_linucb:DiagLinUCB",
+    "lints": "operators.lin_ts:LinearTS",
+    "ctr-lr": "operators.ctr_lr:CTRLogisticRegression",
+}
+
+
+def learner_class(name: str) -> type[Learner]:
+    try:
+        target = LEARNERS[name]
+    except KeyError:
+        raise ValueError(f"unknown learner {name!r}; choose from {', '.join(LEARNERS)}") from None
+    module, cls = target.split(":")
+    return getattr(import_module(module), cls)
+
+
+def make_learner(name: str, dim: int, **params: Any) -> Learner:
+    return learner_class(name)(dim=dim, **params)
+
+
+def learner_from_state(state: LearnerState) -> Learner:
+    return learner_class(state.kind).from_state(state)

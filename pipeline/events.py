@@ -1,0 +1,151 @@
+"""The event model: impressions, clicks and conversions, one JSON object each.
+
+Events are decoded with msgspec (strict types, tagged on ``type``) and then checked for what a
+schema cannot express: finite numbers, a flat context, a propensity in (0, 1]. Anything that fails
+raises :class:`InvalidEvent` with a human-readable reason; callers count it and dead-letter it.
+
+Timestamps (``ts``) are epoch seconds as a float, or an RFC 3339 string; both are normalised to a
+float on decoding so that the rest of the pipeline works with one representation.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+ArmId = str
+FeatureValue = float | str
+Context = dict[str, FeatureValue]
+
+#: Upper bounds that keep one bad producer from blowing up memory in a long-running consumer.
+MAX_EVENT_BYTES = 64 * 1024
+MAX_FEATURES = 1024
+MAX_CANDIDATES = 10_000
+MAX_ID_LENGTH = 256
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+_ArmIn = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)] | int
+_Timestamp = float | str
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be applied. ``reason`` is short and stable enough to aggregate on."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Impression(msgspec.Struct, tag="impression", tag_field="type", kw_only=True, omit_defaults=True):
+    event_id: _Id
+    ts: _Timestamp
+    impression_id: _Id
+    arm: _ArmIn
+    context: dict[str, float | str] = {}
+    user_id: str | None = None
+    candidates: list[_ArmIn] | None = None
+    arm_features: dict[str, dict[str, float | str]] | None = None
+    position: int | None = None
+    propensity: float | None = None
+    policy: str | None = None
+
+
+class Click(msgspec.Struct, tag="click", tag_field="type", kw_only=True, omit_defaults=True):
+    event_id: _Id
+    ts: _Timestamp
+    impression_id: _Id
+
+
+class Conversion(msgspec.Struct, tag="conversion", tag_field="type", kw_only=True, omit_defaults=True):
+    event_id: _Id
+    ts: _Timestamp
+    impression_id: _Id
+    value: float | None = None
+
+
+Event = Impression | Click | Conversion
+Feedback = Click | Conversion
+
+_decoder = msgspec.json.Decoder(Event)
+_encoder = msgspec.json.Encoder()
+
+
+def parse_ts(ts: float | str) -> float:
+    """Epoch seconds from a float or an RFC 3339 string (``2026-01-02T03:04:05.5Z``)."""
+    if isinstance(ts, str):
+        try:
+            dt = datetime.fromisoformat(ts)
+        except ValueError as exc:
+            raise InvalidEvent(f"ts: not an RFC 3339 timestamp: {ts!r}") from exc
+        if dt.tzinfo is None:
+            raise InvalidEvent(f"ts: RFC 3339 timestamp needs a timezone offset: {ts!r}")
+        return dt.timestamp()
+    value = float(ts)
+    if not math.isfinite(value):
+        raise InvalidEvent("ts: not a finite number")
+    return value
+
+
+def _check_flat(name: str, features: dict[str, float | str]) -> None:
+    if len(features) > MAX_FEATURES:
+        raise InvalidEvent(f"{name}: {len(features)} features, more than {MAX_FEATURES}")
+    for key, value in features.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidEvent(f"{name}.{key}: not a finite number")
+
+
+def _validate(event: Event) -> Event:
+    event.ts = parse_ts(event.ts)
+    if isinstance(event, Impression):
+        event.arm = str(event.arm)
+        _check_flat("context", event.context)
+        if event.candidates is not None:
+            if len(event.candidates) > MAX_CANDIDATES:
+                raise InvalidEvent(f"candidates: more than {MAX_CANDIDATES}")
+            event.candidates = [str(c) for c in event.candidates]
+            if event.arm not in event.candidates:
+                raise InvalidEvent("arm: not among the candidates")
+        if event.arm_features is not None:
+            if len(event.arm_features) > MAX_CANDIDATES:
+                raise InvalidEvent(f"arm_features: more than {MAX_CANDIDATES} arms")
+            for arm, feats in event.arm_features.items():
+                _check_flat(f"arm_features.{arm}", feats)
+        if event.propensity is not None and not (0.0 < event.propensity <= 1.0):
+            raise InvalidEvent("propensity: must be in (0, 1]")
+        if event.position is not None and event.position < 0:
+            raise InvalidEvent("position: must be >= 0")
+    elif isinstance(event, Conversion) and event.value is not None and not math.isfinite(event.value):
+        raise InvalidEvent("value: not a finite number")
+    return event
+
+
+def decode_event(raw: bytes | str) -> Event:
+    """Decode and validate one JSON event; raises :class:`InvalidEvent` with the reason."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"oversized: {len(raw)} bytes, more than {MAX_EVENT_BYTES}")
+    try:
+        event = _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(f"schema: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    return _validate(event)
+
+
+def encode_event(event: Event) -> bytes:
+    """Compact JSON for a validated event (``ts`` as epoch seconds)."""
+    return _encoder.encode(event)
+
+
+def event_ts(event: Event) -> float:
+    """The event time of a decoded (hence normalised) event."""
+    return event.ts  # type: ignore[return-value]
+
+
+#: Processing order for events with equal timestamps: an impression before its feedback.
+TYPE_ORDER: dict[type, int] = {Impression: 0, Click: 1, Conversion: 2}
+
+EventType = Literal["impression", "click", "conversion"]
