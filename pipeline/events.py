@@ -25,6 +25,8 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_FEATURES = 1024
 MAX_CANDIDATES = 10_000
 MAX_ID_LENGTH = 256
+#: Numbers beyond this magnitude are refused: squared in a learner they would overflow to inf.
+MAX_ABS_VALUE = 1e9
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _ArmIn = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)] | int
@@ -93,8 +95,8 @@ def _check_flat(name: str, features: dict[str, float | str]) -> None:
     if len(features) > MAX_FEATURES:
         raise InvalidEvent(f"{name}: {len(features)} features, more than {MAX_FEATURES}")
     for key, value in features.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidEvent(f"{name}.{key}: not a finite number")
+        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_ABS_VALUE):
+            raise InvalidEvent(f"{name}.{key}: not a finite number within ±{MAX_ABS_VALUE:g}")
 
 
 def _validate(event: Event) -> Event:
@@ -117,8 +119,9 @@ def _validate(event: Event) -> Event:
             raise InvalidEvent("propensity: must be in (0, 1]")
         if event.position is not None and event.position < 0:
             raise InvalidEvent("position: must be >= 0")
-    elif isinstance(event, Conversion) and event.value is not None and not math.isfinite(event.value):
-        raise InvalidEvent("value: not a finite number")
+    elif isinstance(event, Conversion) and event.value is not None and not (
+            math.isfinite(event.value) and abs(event.value) <= MAX_ABS_VALUE):
+        raise InvalidEvent(f"value: not a finite number within ±{MAX_ABS_VALUE:g}")
     return event
 
 

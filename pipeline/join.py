@@ -1,0 +1,272 @@
+"""Event-time join of impressions with their clicks and conversions.
+
+One join serves every entry point (replay, simulation, live topics) so they learn identically.
+
+Semantics
+---------
+* An impression opens a join entry keyed by ``impression_id`` and is handed to the sink at once:
+  learners count it immediately (a reward of 0 so far).
+* Feedback (click or conversion) joins its impression if ``imp.ts - clock_skew <= fb.ts <=
+  imp.ts + window`` (``click_window`` or ``conversion_window``). The reward of the impression is
+  recomputed from everything joined so far with the :class:`~pipeline.reward.RewardSpec` and only the
+  *increment* goes to the sink, so a click that arrives hours later is learned when it arrives, and a
+  second click or a duplicate changes nothing.
+* Feedback whose impression has not arrived yet is held, until the impression comes or the
+  watermark passes ``fb.ts + clock_skew`` (then it is unmatched).
+* The watermark is event time minus ``allowed_lateness``; the caller advances it (from the
+  maximum event time seen, or the minimum over input partitions for live topics). Impressions older
+  than the watermark are late (dropped and dead-lettered); impressions whose windows have closed
+  before the watermark are evicted, which bounds the join state.
+* Duplicates (same impression, same feedback ``event_id``) are applied once. They are recognised
+  while the impression is in the join state, which is exactly as long as they could matter.
+
+The state (open impressions and held feedback) exports to plain JSON-able data for checkpoints.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+
+from pipeline.events import Click, Conversion, Event, Feedback, Impression
+from pipeline.reward import RewardSpec
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    click_window: float = 3600.0
+    conversion_window: float = 7 * 86400.0
+    allowed_lateness: float = 60.0
+    clock_skew: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("click_window", "conversion_window", "allowed_lateness", "clock_skew"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+    @property
+    def retention(self) -> float:
+        return max(self.click_window, self.conversion_window)
+
+    def to_dict(self) -> dict:
+        return {"click_window": self.click_window, "conversion_window": self.conversion_window,
+                "allowed_lateness": self.allowed_lateness, "clock_skew": self.clock_skew}
+
+
+class OpenImpression(msgspec.Struct, array_like=True):
+    """What the join keeps of an impression until its windows close."""
+
+    impression_id: str
+    event_id: str
+    ts: float
+    arm: str
+    context: dict[str, float | str]
+    arm_features: dict[str, float | str] | None = None
+    clicked: bool = False
+    conversions: int = 0
+    value_sum: float = 0.0
+    applied: float = 0.0
+    seen: list[str] = []
+
+
+class JoinSink(Protocol):
+    """Where joined events go (a learner adapter)."""
+
+    def on_impression(self, imp: OpenImpression) -> None: ...
+
+    def on_reward(self, imp: OpenImpression, delta: float) -> None: ...
+
+
+DeadLetter = Callable[[Event, str], None]
+
+COUNTER_NAMES = ("impressions", "clicks", "conversions", "duplicates", "unmatched", "late", "held",
+                 "evicted", "rewarded")
+
+
+class _JoinState(msgspec.Struct):
+    open: list[OpenImpression]
+    pending: list[Click | Conversion]
+    watermark: float | None
+    counters: dict[str, int]
+
+
+_state_encoder = msgspec.json.Encoder()
+_state_decoder = msgspec.json.Decoder(_JoinState)
+
+
+@dataclass
+class EventJoin:
+    """Joins events into a sink; see the module docstring."""
+
+    sink: JoinSink
+    reward: RewardSpec = field(default_factory=RewardSpec)
+    config: JoinConfig = field(default_factory=JoinConfig)
+    clip_reward: bool = False
+    dead_letter: DeadLetter | None = None
+
+    def __post_init__(self) -> None:
+        self.open: dict[str, OpenImpression] = {}
+        self.pending: dict[str, list[Feedback]] = {}
+        self.watermark: float | None = None
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self._evict_heap: list[tuple[float, str]] = []
+        self._pending_heap: list[tuple[float, str]] = []
+
+    # -- input ----------------------------------------------------------------------------------
+    def process(self, event: Event) -> str:
+        """Apply one decoded event; returns what happened (``"impression"``, ``"click"``,
+        ``"conversion"``, ``"duplicate"``, ``"held"``, ``"late"`` or ``"unmatched"``)."""
+        if isinstance(event, Impression):
+            return self._impression(event)
+        return self._feedback(event)
+
+    def advance(self, event_time: float) -> None:
+        """Move the watermark to ``event_time - allowed_lateness`` (never backwards) and evict."""
+        self.set_watermark(event_time - self.config.allowed_lateness)
+
+    def set_watermark(self, watermark: float) -> None:
+        if self.watermark is not None and watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        retention = self.config.retention
+        heap = self._evict_heap
+        while heap and heap[0][0] < watermark:
+            _, imp_id = heapq.heappop(heap)
+            imp = self.open.get(imp_id)
+            if imp is not None and imp.ts + retention < watermark:
+                del self.open[imp_id]
+                self.counters["evicted"] += 1
+        heap = self._pending_heap
+        skew = self.config.clock_skew
+        while heap and heap[0][0] < watermark:
+            _, imp_id = heapq.heappop(heap)
+            held = self.pending.get(imp_id)
+            if held is None:
+                continue
+            keep = [fb for fb in held if fb.ts + skew >= watermark]
+            for fb in held:
+                if fb.ts + skew < watermark:
+                    self.counters["held"] -= 1
+                    self._unmatched(fb, "no impression arrived within the allowed lateness")
+            if keep:
+                self.pending[imp_id] = keep
+            else:
+                del self.pending[imp_id]
+
+    def close(self) -> None:
+        """End of input (replay): every held feedback is unmatched; open impressions stay."""
+        for held in self.pending.values():
+            for fb in held:
+                self.counters["held"] -= 1
+                self._unmatched(fb, "no impression for this feedback in the input")
+        self.pending.clear()
+        self._pending_heap.clear()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _late(self, ts: float) -> bool:
+        return self.watermark is not None and ts < self.watermark
+
+    def _impression(self, ev: Impression) -> str:
+        if ev.impression_id in self.open:
+            self.counters["duplicates"] += 1
+            return "duplicate"
+        if self._late(ev.ts):
+            self.counters["late"] += 1
+            self._dead(ev, "late impression: older than the watermark")
+            return "late"
+        features = None
+        if ev.arm_features is not None:
+            features = ev.arm_features.get(ev.arm)
+        imp = OpenImpression(impression_id=ev.impression_id, event_id=ev.event_id, ts=ev.ts, arm=ev.arm,
+                             context=ev.context, arm_features=features, seen=[])
+        self.open[ev.impression_id] = imp
+        heapq.heappush(self._evict_heap, (ev.ts + self.config.retention, ev.impression_id))
+        self.counters["impressions"] += 1
+        self.sink.on_impression(imp)
+        held = self.pending.pop(ev.impression_id, None)
+        if held:
+            for fb in held:
+                self.counters["held"] -= 1
+                self._join(imp, fb)
+        return "impression"
+
+    def _feedback(self, fb: Feedback) -> str:
+        imp = self.open.get(fb.impression_id)
+        if imp is not None:
+            return self._join(imp, fb)
+        held = self.pending.get(fb.impression_id)
+        if held is not None and any(h.event_id == fb.event_id for h in held):
+            self.counters["duplicates"] += 1
+            return "duplicate"
+        if self._late(fb.ts + self.config.clock_skew):
+            return self._unmatched(fb, "unknown or expired impression")
+        self.pending.setdefault(fb.impression_id, []).append(fb)
+        heapq.heappush(self._pending_heap, (fb.ts + self.config.clock_skew, fb.impression_id))
+        self.counters["held"] += 1
+        return "held"
+
+    def _join(self, imp: OpenImpression, fb: Feedback) -> str:
+        if fb.event_id in imp.seen:
+            self.counters["duplicates"] += 1
+            return "duplicate"
+        is_click = isinstance(fb, Click)
+        window = self.config.click_window if is_click else self.config.conversion_window
+        lag = fb.ts - imp.ts
+        if lag < -self.config.clock_skew:
+            return self._unmatched(fb, "feedback precedes its impression by more than the clock skew")
+        if lag > window:
+            return self._unmatched(fb, f"outside the {'click' if is_click else 'conversion'} window")
+        imp.seen.append(fb.event_id)
+        if is_click:
+            imp.clicked = True
+            self.counters["clicks"] += 1
+            kind = "click"
+        else:
+            imp.conversions += 1
+            imp.value_sum += fb.value if fb.value is not None else 0.0
+            self.counters["conversions"] += 1
+            kind = "conversion"
+        reward = self.reward.value(imp.clicked, imp.conversions, imp.value_sum)
+        if self.clip_reward:
+            reward = min(max(reward, 0.0), 1.0)
+        delta = reward - imp.applied
+        if delta != 0.0:
+            if imp.applied == 0.0:
+                self.counters["rewarded"] += 1
+            imp.applied = reward
+            self.sink.on_reward(imp, delta)
+        return kind
+
+    def _unmatched(self, fb: Feedback, reason: str) -> str:
+        self.counters["unmatched"] += 1
+        self._dead(fb, f"unmatched {'click' if isinstance(fb, Click) else 'conversion'}: {reason}")
+        return "unmatched"
+
+    def _dead(self, event: Event, reason: str) -> None:
+        if self.dead_letter is not None:
+            self.dead_letter(event, reason)
+
+    # -- state ----------------------------------------------------------------------------------
+    def export_state(self) -> bytes:
+        """JSON bytes of the open impressions, held feedback, watermark and counters."""
+        pending = [fb for held in self.pending.values() for fb in held]
+        return _state_encoder.encode(_JoinState(open=list(self.open.values()), pending=pending,
+                                                watermark=self.watermark, counters=dict(self.counters)))
+
+    def import_state(self, data: bytes) -> None:
+        state = _state_decoder.decode(data)
+        self.__post_init__()
+        self.watermark = state.watermark
+        self.counters.update(state.counters)
+        for imp in state.open:
+            self.open[imp.impression_id] = imp
+            self._evict_heap.append((imp.ts + self.config.retention, imp.impression_id))
+        heapq.heapify(self._evict_heap)
+        for fb in state.pending:
+            self.pending.setdefault(fb.impression_id, []).append(fb)
+            self._pending_heap.append((fb.ts + self.config.clock_skew, fb.impression_id))
+        heapq.heapify(self._pending_heap)

@@ -1,0 +1,109 @@
+"""A model's configuration and the adapter that feeds joined events into its learner.
+
+A :class:`ModelConfig` is everything needed to rebuild a model from nothing: the learner and its
+hyper-parameters, the featurization, the reward and the join windows. It is stored with every
+checkpoint, so a scorer or a restarted worker featurizes exactly as the learner did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from operators.base import Learner
+from operators.registry import learner_class, make_learner
+from pipeline.features import FeatureSpec, Featurizer
+from pipeline.join import JoinConfig, OpenImpression
+from pipeline.reward import RewardSpec
+
+#: learners that take a per-arm shared feature vector (context × arm features)
+SHARED_FEATURE_LEARNERS = frozenset({"hybrid-linucb"})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    learner: str
+    learner_params: dict[str, Any] = field(default_factory=dict)
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    shared_features: FeatureSpec | None = None
+    reward: RewardSpec = field(default_factory=RewardSpec)
+    join: JoinConfig = field(default_factory=JoinConfig)
+
+    def __post_init__(self) -> None:
+        learner_class(self.learner)  # fails early on an unknown name
+        if self.learner in SHARED_FEATURE_LEARNERS and self.shared_features is None:
+            object.__setattr__(self, "shared_features", FeatureSpec(dim=self.features.dim))
+
+    def new_learner(self) -> Learner:
+        params = dict(self.learner_params)
+        if self.learner in SHARED_FEATURE_LEARNERS and self.shared_features is not None:
+            params.setdefault("shared_dim", self.shared_features.dim)
+        return make_learner(self.learner, self.features.dim, **params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner,
+            "learner_params": dict(self.learner_params),
+            "features": self.features.to_dict(),
+            "shared_features": None if self.shared_features is None else self.shared_features.to_dict(),
+            "reward": self.reward.to_dict(),
+            "join": self.join.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        shared = data.get("shared_features")
+        return cls(
+            learner=data["learner"],
+            learner_params=dict(data.get("learner_params", {})),
+            features=FeatureSpec.from_dict(data["features"]),
+            shared_features=None if shared is None else FeatureSpec.from_dict(shared),
+            reward=RewardSpec.from_dict(data.get("reward", {})),
+            join=JoinConfig(**data.get("join", {})),
+        )
+
+
+class Vectorizer:
+    """Context (+ arm features) → the vectors a learner consumes, per the model's feature specs."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.context = Featurizer(config.features)
+        self.shared = None if config.shared_features is None else Featurizer(config.shared_features)
+
+    def x(self, context: Mapping[str, float | str]) -> np.ndarray:
+        x = self.context.transform(context)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("featurized context is not finite")
+        return x
+
+    def z(self, context: Mapping[str, float | str],
+          arm_features: Mapping[str, float | str] | None) -> np.ndarray | None:
+        if self.shared is None:
+            return None
+        return self.shared.cross(context, arm_features or {})
+
+    def shared_for(self, context: Mapping[str, float | str], candidates: list[str],
+                   arm_features: Mapping[str, Mapping[str, float | str]] | None) -> dict[str, np.ndarray] | None:
+        if self.shared is None:
+            return None
+        arm_features = arm_features or {}
+        return {arm: self.shared.cross(context, arm_features.get(arm, {})) for arm in candidates}
+
+
+class LearnerSink:
+    """Feeds the join's output into a learner: impressions at once, reward increments later."""
+
+    def __init__(self, learner: Learner, vectorizer: Vectorizer) -> None:
+        self.learner = learner
+        self.vectorizer = vectorizer
+
+    def on_impression(self, imp: OpenImpression) -> None:
+        v = self.vectorizer
+        self.learner.learn_impression(imp.arm, v.x(imp.context), v.z(imp.context, imp.arm_features))
+
+    def on_reward(self, imp: OpenImpression, delta: float) -> None:
+        v = self.vectorizer
+        self.learner.learn_reward(imp.arm, v.x(imp.context), delta, v.z(imp.context, imp.arm_features))

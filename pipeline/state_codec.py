@@ -1,0 +1,62 @@
+"""Learner states to bytes and back without pickle.
+
+Arrays go into an ``.npz`` archive read back with ``allow_pickle=False`` (numeric dtypes only, so
+a crafted archive cannot execute code); everything else (kind, hyper-parameters, arm ids, counters,
+random-generator state) is JSON. Both are validated on the way in: names, shapes and finiteness are
+checked by the learner's ``from_state``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+from operators.base import LearnerState
+
+_META_KEYS = ("kind", "params", "arms", "retired", "counters", "rng")
+
+
+class CorruptState(ValueError):
+    """Stored state that cannot be decoded into a learner state."""
+
+
+def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    for name, arr in arrays.items():
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(f"array {name!r} has non-numeric dtype {arr.dtype}")
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def decode_arrays(data: bytes) -> dict[str, np.ndarray]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except Exception as exc:  # zipfile, ValueError (object arrays), OSError...
+        raise CorruptState(f"state arrays unreadable: {exc}") from exc
+
+
+def state_meta(state: LearnerState) -> dict[str, Any]:
+    return {"kind": state.kind, "params": state.params, "arms": state.arms, "retired": state.retired,
+            "counters": state.counters, "rng": state.rng}
+
+
+def encode_state(state: LearnerState) -> tuple[bytes, str]:
+    """(array bytes, metadata JSON) for one learner state."""
+    return encode_arrays(state.arrays), json.dumps(state_meta(state), sort_keys=True)
+
+
+def decode_state(arrays: bytes, meta_json: str) -> LearnerState:
+    try:
+        meta = json.loads(meta_json)
+    except (TypeError, ValueError) as exc:
+        raise CorruptState(f"state metadata is not JSON: {exc}") from exc
+    if not isinstance(meta, dict) or any(k not in meta for k in _META_KEYS[:5]):
+        raise CorruptState("state metadata lacks kind/params/arms/retired/counters")
+    return LearnerState(kind=meta["kind"], params=meta["params"], arms=list(meta["arms"]),
+                        retired=list(meta["retired"]), arrays=decode_arrays(arrays),
+                        counters=dict(meta["counters"]), rng=meta.get("rng") or {})
