@@ -1,0 +1,91 @@
+"""Configuration of the simulated world (:class:`simulators.world.World`).
+
+The defaults describe a small display-ads setting: click-through rates of a few percent that depend
+on the context (a user) and differ between arms (ads) by a factor of several, a conversion for
+roughly one click in ten, clicks within seconds and conversions within the hour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.reward import RewardSpec
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Parameters of a :class:`~simulators.world.World`. Every random draw derives from ``seed``.
+
+    Click model, per arm ``a``: ``p = sigmoid(θ*_a·x + bias_a)`` with ``x ~ N(0, I_dim)``,
+    ``θ*_a ~ N(0, theta_scale²/dim · I)`` (so ``θ*_a·x`` has standard deviation ``theta_scale`` and
+    the best arm depends on the context) and ``bias_a ~ N(logit(base_ctr), bias_spread²)``.
+
+    Conversion given a click: ``sigmoid(c_a + γ_a·x)`` with ``c_a ~ N(logit(conversion_rate),
+    conversion_spread²)`` and ``γ_a·x`` of standard deviation ``conversion_context`` (0: the
+    conversion rate does not depend on the context). A conversion is worth ``value_a · Exp(1)``
+    where the arm's mean value ``value_a`` is log-normal around ``value_mean``.
+    """
+
+    arms: int = 10
+    dim: int = 8
+    seed: int = 0
+    #: mean delay (seconds, exponential) from the impression to its click
+    click_delay_mean: float = 30.0
+    #: mean delay (seconds, exponential) from the click to its conversion
+    conversion_delay_mean: float = 3600.0
+    #: per-step standard deviation of the random walk of θ*, relative to its initial scale: after
+    #: ``n`` steps an arm's logit for a typical context has moved by about ``drift·sqrt(n)·theta_scale``
+    drift: float = 0.0
+    #: per-step probability that an active arm retires and is replaced by a fresh arm (new id)
+    churn: float = 0.0
+    #: offer a random subset of this many active arms per request (None: all active arms)
+    candidates: int | None = None
+    #: requests per second of event time
+    rate: float = 10.0
+    #: event time of step 0 (epoch seconds; 2026-01-01T00:00:00Z)
+    start_ts: float = 1_767_225_600.0
+    base_ctr: float = 0.04
+    bias_spread: float = 0.4
+    theta_scale: float = 0.8
+    conversion_rate: float = 0.1
+    conversion_spread: float = 0.5
+    conversion_context: float = 0.0
+    value_mean: float = 20.0
+    value_spread: float = 0.5
+    #: numeric features per arm for hybrid models (0: none are published)
+    arm_feature_dim: int = 4
+    #: "params": a fixed random projection of the arm's true parameters plus noise (informative);
+    #: "random": independent noise (uninformative)
+    arm_features: Literal["params", "random"] = "params"
+    #: the reward that ``expected_reward`` and the oracle refer to
+    reward: RewardSpec = field(default_factory=RewardSpec)
+
+    def __post_init__(self) -> None:
+        if self.arms < 1 or self.dim < 1:
+            raise ValueError("arms and dim must be >= 1")
+        if self.candidates is not None and not 1 <= self.candidates <= self.arms:
+            raise ValueError("candidates must be in [1, arms]")
+        if not self.rate > 0:
+            raise ValueError("rate must be > 0")
+        if self.click_delay_mean < 0 or self.conversion_delay_mean < 0:
+            raise ValueError("delay means must be >= 0")
+        if self.drift < 0 or not 0.0 <= self.churn <= 1.0:
+            raise ValueError("drift must be >= 0 and churn in [0, 1]")
+        for name in ("base_ctr", "conversion_rate"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1)")
+        if self.arm_feature_dim < 0 or self.arm_features not in ("params", "random"):
+            raise ValueError("arm_feature_dim must be >= 0 and arm_features 'params' or 'random'")
+        if self.value_mean < 0:
+            raise ValueError("value_mean must be >= 0")
+
+    @property
+    def offered(self) -> int:
+        """Candidates per request."""
+        return self.arms if self.candidates is None else self.candidates
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
