@@ -12,12 +12,18 @@ Learners work on featurized vectors (see :mod:`pipeline.features`): a context ve
 * ``export_state()`` / ``from_state()`` move the whole state as plain arrays (no pickle), and
   ``merge(other)`` combines two states learned on disjoint event streams.
 
+Most state is per arm (one row per arm in growable arrays, see ``_arm_arrays``); a learner can also
+keep arrays that belong to no arm (``_global_arrays``, e.g. hybrid LinUCB's shared-feature sums).
+Both kinds are exported, validated (shape, finite) and imported alike, and merged by addition when
+listed in ``additive_arrays``; their names share one namespace in :attr:`LearnerState.arrays`.
+
 Arms are strings. Unknown arms are added on first sight (new items appear at any time);
 ``retire_arm`` keeps an arm's statistics but never chooses it again.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,9 +98,10 @@ class Learner(ABC):
     binary_reward: ClassVar[bool] = False
     #: ``merge`` is exact (sums of sufficient statistics) rather than an approximation
     exact_merge: ClassVar[bool] = True
-    #: names of per-arm arrays that are plain sums (merged by addition); others need ``_merge_arrays``
+    #: names of per-arm or global arrays that are plain sums (merged by addition); others need
+    #: ``_merge_arrays``
     additive_arrays: ClassVar[tuple[str, ...]] = ()
-    #: names of per-arm caches derived from the state (inverses, θ): never exported, rebuilt on load
+    #: names of per-arm or global caches derived from the state (inverses, θ): never exported, rebuilt on load
     derived_arrays: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, dim: int, seed: int = 0) -> None:
@@ -110,6 +117,13 @@ class Learner(ABC):
         self._capacity = 0
         self._arrays: dict[str, np.ndarray] = {}
         self._candidate_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._globals: dict[str, np.ndarray] = {}
+        for name, (shape, init) in self._global_arrays().items():
+            if name in self._arm_arrays():
+                raise TypeError(f"{type(self).__name__}: array {name!r} is both per-arm and global")
+            arr = np.zeros(shape)
+            arr[...] = init
+            self._globals[name] = arr
         self._allocate(8)
 
     # -- hyper-parameters -------------------------------------------------------------------
@@ -121,6 +135,11 @@ class Learner(ABC):
     @abstractmethod
     def _arm_arrays(self) -> dict[str, tuple[tuple[int, ...], float | np.ndarray]]:
         """Per-arm arrays: name -> (shape per arm, initial value: a scalar or an array of that shape)."""
+
+    def _global_arrays(self) -> dict[str, tuple[tuple[int, ...], float | np.ndarray]]:
+        """Arrays that belong to no arm: name -> (shape, initial value). Kept in ``self._globals``;
+        exported, validated, imported and merged like the per-arm ones. Default: none."""
+        return {}
 
     def _allocate(self, capacity: int) -> None:
         for name, (shape, init) in self._arm_arrays().items():
@@ -242,22 +261,38 @@ class Learner(ABC):
     # -- state --------------------------------------------------------------------------------
     def _state_arrays(self) -> dict[str, np.ndarray]:
         n = len(self.arms)
-        return {name: arr[:n].copy() for name, arr in self._arrays.items() if name not in self.derived_arrays}
+        out = {name: arr[:n].copy() for name, arr in self._arrays.items() if name not in self.derived_arrays}
+        out.update({name: arr.copy() for name, arr in self._globals.items() if name not in self.derived_arrays})
+        return out
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        missing = set(self._arrays) - set(self.derived_arrays) - set(arrays)
+        """Validate every array (known name, shape, finite) before storing any, then rebuild caches."""
+        stored = (set(self._arrays) | set(self._globals)) - set(self.derived_arrays)
+        missing = stored - set(arrays)
         if missing:
             raise ValueError(f"{self.kind}: state lacks arrays {sorted(missing)}")
-        for name, arr in arrays.items():
-            if name not in self._arrays or name in self.derived_arrays:
+        checked: dict[str, np.ndarray] = {}
+        for name, raw in arrays.items():
+            if name not in stored:
                 raise ValueError(f"{self.kind}: unknown state array {name!r}")
-            expected = self._arrays[name].shape[1:]
-            if arr.shape != (len(self.arms), *expected):
-                raise ValueError(f"{self.kind}: state array {name!r} has shape {arr.shape}, "
-                                 f"expected {(len(self.arms), *expected)}")
+            try:
+                arr = np.asarray(raw, dtype=float)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{self.kind}: state array {name!r} is not numeric: {exc}") from None
+            if name in self._globals:
+                expected = self._globals[name].shape
+            else:
+                expected = (len(self.arms), *self._arrays[name].shape[1:])
+            if arr.shape != expected:
+                raise ValueError(f"{self.kind}: state array {name!r} has shape {arr.shape}, expected {expected}")
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{self.kind}: state array {name!r} holds NaN or inf")
-            self._arrays[name][: len(self.arms)] = arr
+            checked[name] = arr
+        for name, arr in checked.items():
+            if name in self._globals:
+                self._globals[name][...] = arr
+            else:
+                self._arrays[name][: len(self.arms)] = arr
         self._on_load()
 
     def _on_load(self) -> None:
@@ -277,7 +312,10 @@ class Learner(ABC):
             learner.add_arm(arm)
         learner.retired = set(state.retired)
         learner._load_arrays(state.arrays)
-        learner.counters.update(state.counters)
+        for key, value in state.counters.items():
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{cls.kind}: counter {key!r} is not finite")
+        learner.counters.update({key: float(value) for key, value in state.counters.items()})
         if state.rng:
             learner.rng.bit_generator.state = {
                 "bit_generator": state.rng["bit_generator"], "state": state.rng["state"],
@@ -302,15 +340,33 @@ class Learner(ABC):
         return merged
 
     def _merge_arrays(self, rows: np.ndarray, theirs: Mapping[str, np.ndarray], other: Learner) -> None:
-        for name in self._arrays:
+        for name in (*self._arrays, *self._globals):
             if name in self.derived_arrays:
                 continue
             if name not in self.additive_arrays:
                 raise NotImplementedError(f"{self.kind}: array {name!r} is not additive; override _merge_arrays")
-            self._arrays[name][rows] += theirs[name]
+            if name in self._globals:
+                self._globals[name] += theirs[name]
+            else:
+                self._arrays[name][rows] += theirs[name]
 
 
 def softmax(values: np.ndarray, temperature: float) -> np.ndarray:
     z = (values - values.max()) / temperature
     e = np.exp(z)
     return e / e.sum()
+
+
+def epsilon_greedy_probabilities(values: np.ndarray, epsilon: float) -> np.ndarray:
+    """Exact ε-greedy choice probabilities: ``(1-ε)/ties + ε/K`` for the best value(s), ``ε/K`` otherwise
+    (the greedy share is split uniformly over ties)."""
+    best = values == values.max()
+    return (1.0 - epsilon) * best / best.sum() + epsilon / values.size
+
+
+def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn from ``probabilities`` with one uniform variate (inverse CDF). An entry of
+    probability 0 is never drawn."""
+    cdf = np.cumsum(probabilities)
+    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    return min(i, cdf.size - 1)

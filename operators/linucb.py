@@ -5,6 +5,9 @@ score ``θ_aᵀx + α·sqrt(xᵀ A_a⁻¹ x)``. The state is the raw sums ``Σ x
 two shards merge exactly by addition. ``A_a⁻¹`` and ``θ_a`` are caches kept current with
 Sherman–Morrison rank-one updates (O(d²) per event instead of O(d³)) and recomputed exactly every
 ``refresh_every`` updates of an arm, on import and on merge, so rounding cannot accumulate.
+
+That machinery lives in :class:`RidgeArms`, which linear Thompson sampling (:mod:`operators.lin_ts`)
+shares; :class:`LinUCB` adds only the upper-confidence score.
 """
 
 from __future__ import annotations
@@ -16,22 +19,22 @@ import numpy as np
 from operators.base import Learner, Shared
 
 
-class LinUCB(Learner):
-    kind = "linucb"
+class RidgeArms(Learner):
+    """One ridge regression per arm (``A_a = λI + Σxxᵀ``, ``b_a = Σrx``) with cached ``A_a⁻¹`` and
+    ``θ_a``; subclasses define the score. The exported state is the raw sums, so merging is exact."""
+
     additive_arrays = ("xtx", "xty", "n")
     derived_arrays = ("ainv", "theta", "since_refresh")
 
-    def __init__(self, dim: int, alpha: float = 1.0, ridge: float = 1.0, refresh_every: int = 1000,
-                 seed: int = 0) -> None:
+    def __init__(self, dim: int, ridge: float = 1.0, refresh_every: int = 1000, seed: int = 0) -> None:
         if ridge <= 0:
             raise ValueError("ridge must be > 0")
-        self.alpha = float(alpha)
         self.ridge = float(ridge)
         self.refresh_every = int(refresh_every)
         super().__init__(dim, seed)
 
     def params(self) -> dict:
-        return {**super().params(), "alpha": self.alpha, "ridge": self.ridge, "refresh_every": self.refresh_every}
+        return {**super().params(), "ridge": self.ridge, "refresh_every": self.refresh_every}
 
     def _arm_arrays(self):
         d = self.dim
@@ -58,13 +61,6 @@ class LinUCB(Learner):
 
     def _on_load(self) -> None:
         self._refresh(np.arange(len(self.arms)))
-
-    def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
-        rows = self._rows(candidates)
-        a = self._arrays
-        mean = a["theta"][rows] @ x
-        var = (a["ainv"][rows] @ x) @ x
-        return mean + self.alpha * np.sqrt(np.maximum(var, 0.0))
 
     # -- learning -------------------------------------------------------------------------------
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
@@ -105,3 +101,22 @@ class LinUCB(Learner):
         self._refresh(touched)
         self._count(impressions=float(len(rows)), reward=float(rewards.sum()),
                     rewarded=float(np.count_nonzero(rewards)))
+
+
+class LinUCB(RidgeArms):
+    kind = "linucb"
+
+    def __init__(self, dim: int, alpha: float = 1.0, ridge: float = 1.0, refresh_every: int = 1000,
+                 seed: int = 0) -> None:
+        self.alpha = float(alpha)
+        super().__init__(dim, ridge=ridge, refresh_every=refresh_every, seed=seed)
+
+    def params(self) -> dict:
+        return {**super().params(), "alpha": self.alpha}
+
+    def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
+        rows = self._rows(candidates)
+        a = self._arrays
+        mean = a["theta"][rows] @ x
+        var = (a["ainv"][rows] @ x) @ x
+        return mean + self.alpha * np.sqrt(np.maximum(var, 0.0))
