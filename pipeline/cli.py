@@ -1,0 +1,38 @@
+"""The ``banditloop`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+from pipeline.commands import COMMAND_MODULES
+from pipeline.commands.common import CommandError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="banditloop",
+        description="Streaming online learning for ads and recommendations: event logs and Kafka topics "
+                    "into contextual bandits, checkpoints in a database, and a scoring operator.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"banditloop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"banditloop {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

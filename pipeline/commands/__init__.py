@@ -1,0 +1,9 @@
+"""One module per ``banditloop`` sub-command; each exposes ``register(subparsers)``."""
+
+#: modules registered by ``pipeline.cli`` in this order (the help lists them so)
+COMMAND_MODULES = (
+    "pipeline.commands.simulate",
+    "pipeline.commands.replay",
+    "pipeline.commands.models",
+    "pipeline.commands.learners",
+)

@@ -1,0 +1,136 @@
+"""Options and output shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from pipeline.checkpoints import default_db_url
+from pipeline.features import FeatureSpec
+from pipeline.join import JoinConfig
+from pipeline.model import ModelConfig
+from pipeline.reward import REWARD_KINDS, RewardSpec
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, metavar="URL",
+                        help="SQLAlchemy database URL for checkpoints (default: $BANDITLOOP_DB or "
+                             "sqlite:///banditloop.db in the current directory)")
+
+
+def db_url(args: argparse.Namespace) -> str:
+    return args.db or default_db_url()
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, learner_required: bool = True) -> None:
+    from operators.registry import LEARNERS
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--learner", "--policy", dest="learner", required=learner_required, choices=list(LEARNERS),
+                       help="learner (see `banditloop learners`)")
+    group.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="learner hyper-parameter, e.g. --param alpha=0.5 (repeatable; values are JSON)")
+    group.add_argument("--model", default=None, help="model name in the checkpoint database (default: the learner)")
+    group.add_argument("--reward", choices=REWARD_KINDS, default="click", help="what counts as reward")
+    group.add_argument("--conversion-weight", type=float, default=1.0,
+                       help="w in click + w·conversion value (--reward click+value)")
+    group.add_argument("--click-window", type=float, default=JoinConfig.click_window, metavar="SECONDS")
+    group.add_argument("--conversion-window", type=float, default=JoinConfig.conversion_window, metavar="SECONDS")
+    group.add_argument("--allowed-lateness", type=float, default=JoinConfig.allowed_lateness, metavar="SECONDS")
+
+
+def add_feature_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("features")
+    group.add_argument("--dim", type=int, default=32, help="feature vector length (hashing dimension)")
+    group.add_argument("--numeric", default="", metavar="A,B,...",
+                       help="numeric context fields given their own slots (no hashing collisions)")
+    group.add_argument("--interaction", action="append", default=[], metavar="A:B",
+                       help="add the product of two context fields (repeatable)")
+    group.add_argument("--shared-dim", type=int, default=64, help="shared (context × arm) features, hybrid-linucb")
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params[key.strip().replace("-", "_")] = value
+    return params
+
+
+def model_config(args: argparse.Namespace, features: FeatureSpec) -> ModelConfig:
+    from operators.registry import learner_class
+
+    params = parse_params(args.param)
+    try:
+        shared = FeatureSpec(dim=args.shared_dim) if args.learner == "hybrid-linucb" else None
+        config = ModelConfig(
+            learner=args.learner, learner_params=params, features=features, shared_features=shared,
+            reward=RewardSpec(kind=args.reward, weight=args.conversion_weight),
+            join=JoinConfig(click_window=args.click_window, conversion_window=args.conversion_window,
+                            allowed_lateness=args.allowed_lateness))
+        config.new_learner()  # reject bad hyper-parameters before any work
+    except TypeError as exc:
+        cls = learner_class(args.learner)
+        raise CommandError(f"bad --param for {args.learner} ({cls.__name__}): {exc}") from None
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    return config
+
+
+def feature_spec(args: argparse.Namespace) -> FeatureSpec:
+    numeric = tuple(n for n in args.numeric.split(",") if n)
+    pairs = []
+    for item in args.interaction:
+        a, sep, b = item.partition(":")
+        if not sep or not a or not b:
+            raise CommandError(f"--interaction expects A:B, got {item!r}")
+        pairs.append((a, b))
+    try:
+        return FeatureSpec(dim=args.dim, numeric=numeric, interactions=tuple(pairs))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def emit(summary: dict[str, Any], args: argparse.Namespace, *, hide: tuple[str, ...] = ("curve",)) -> None:
+    """The summary: one JSON object with --json, else aligned ``key: value`` lines."""
+    if args.json:
+        print(json.dumps(summary, default=_json_default))
+        return
+    width = max((len(k) for k in summary if k not in hide), default=0)
+    for key, value in summary.items():
+        if key in hide:
+            continue
+        if isinstance(value, float):
+            value = f"{value:.6g}" if math.isfinite(value) else str(value)
+        elif isinstance(value, list | dict):
+            if not value:
+                continue
+            value = json.dumps(value, default=_json_default)
+        print(f"{key:<{width}}  {value}")
+    sys.stdout.flush()
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)

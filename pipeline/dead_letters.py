@@ -1,0 +1,52 @@
+"""Where events that cannot be applied go, with the reason: a JSON-lines file for offline runs.
+
+(Live consumption publishes the same records to a dead-letter topic: see ``pipeline.producer``.)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+from pipeline.events import Event, encode_event
+
+
+def dead_letter_record(payload: bytes, reason: str, source: str) -> dict[str, Any]:
+    try:
+        text: dict[str, Any] = {"payload": payload.decode("utf-8")}
+    except UnicodeDecodeError:
+        text = {"payload_base64": base64.b64encode(payload).decode("ascii")}
+    return {"reason": reason, "source": source, **text}
+
+
+class DeadLetterFile:
+    """Appends dead letters to a JSON-lines file, opened on the first one; counts reasons."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = None if path is None else Path(path)
+        self._fh: IO[str] | None = None
+        self.reasons: Counter[str] = Counter()
+
+    def raw(self, payload: bytes, reason: str, source: str) -> None:
+        self.reasons[reason.split(":", 1)[0]] += 1
+        if self.path is None:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._fh.write(json.dumps(dead_letter_record(payload, reason, source)) + "\n")
+
+    def event(self, event: Event, reason: str) -> None:
+        self.raw(encode_event(event), reason, "join")
+
+    @property
+    def count(self) -> int:
+        return sum(self.reasons.values())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

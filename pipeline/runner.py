@@ -1,0 +1,74 @@
+"""One model shard learning from events: the join, the learner, and its checkpoints.
+
+Replay, simulation and live consumption all drive a :class:`LearningRun`; they differ only in
+where events come from and what "position" means (a line count, Kafka offsets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from operators.base import Learner
+from operators.registry import learner_from_state
+from pipeline.checkpoints import DEFAULT_SHARD, Checkpoint, CheckpointStore
+from pipeline.events import Event
+from pipeline.join import EventJoin
+from pipeline.model import LearnerSink, ModelConfig, Vectorizer
+
+DeadLetterFn = Callable[[Event, str], None]
+
+
+class IncompatibleCheckpoint(ValueError):
+    """A stored checkpoint that does not fit the requested model configuration."""
+
+
+class LearningRun:
+    def __init__(self, config: ModelConfig, model: str, *, shard: str = DEFAULT_SHARD,
+                 learner: Learner | None = None, dead_letter: DeadLetterFn | None = None) -> None:
+        self.config = config
+        self.model = model
+        self.shard = shard
+        self.learner = learner if learner is not None else config.new_learner()
+        self.vectorizer = Vectorizer(config)
+        self.join = EventJoin(
+            sink=LearnerSink(self.learner, self.vectorizer), reward=config.reward, config=config.join,
+            clip_reward=self.learner.binary_reward and not config.reward.binary, dead_letter=dead_letter)
+        self.invalid = 0
+        self.version: int | None = None
+
+    # -- processing -----------------------------------------------------------------------------
+    def process(self, event: Event) -> str:
+        """Advance the watermark to this event's time and join it."""
+        self.join.advance(event.ts)
+        return self.join.process(event)
+
+    def counters(self) -> dict[str, Any]:
+        return {**self.join.counters, "invalid": self.invalid}
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def snapshot(self, source: dict[str, Any]) -> Checkpoint:
+        return Checkpoint(model=self.model, shard=self.shard, config=self.config.to_dict(),
+                          state=self.learner.export_state(), join_state=self.join.export_state(),
+                          counters=self.counters(), source=source)
+
+    def checkpoint(self, store: CheckpointStore, source: dict[str, Any]) -> int:
+        self.version = store.save(self.snapshot(source))
+        return self.version
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, *, dead_letter: DeadLetterFn | None = None,
+                        expect: ModelConfig | None = None) -> LearningRun:
+        """Rebuild a run (learner, join state, counters) from a stored checkpoint."""
+        config = ModelConfig.from_dict(checkpoint.config)
+        if expect is not None and expect.to_dict() != config.to_dict():
+            raise IncompatibleCheckpoint(
+                f"model {checkpoint.model!r} was checkpointed with a different configuration "
+                f"(stored learner {config.learner!r}); use another --model name or the same options")
+        learner = learner_from_state(checkpoint.state)
+        run = cls(config, checkpoint.model, shard=checkpoint.shard, learner=learner, dead_letter=dead_letter)
+        if checkpoint.join_state:
+            run.join.import_state(checkpoint.join_state)
+        run.invalid = int(checkpoint.counters.get("invalid", 0))
+        run.version = checkpoint.version
+        return run
