@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +34,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -51,6 +54,17 @@ def default_db_url() -> str:
 
 class Base(DeclarativeBase):
     pass
+
+
+class ModelRow(Base):
+    """Per-model version counter. Updating it first in a transaction serialises writers of one
+    model (a row lock in PostgreSQL, the write lock in SQLite), so versions only ever increase even
+    when old rows are pruned concurrently."""
+
+    __tablename__ = "banditloop_models"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    next_version: Mapped[int] = mapped_column(Integer)
 
 
 class CheckpointRow(Base):
@@ -126,11 +140,11 @@ class CheckpointStore:
     def save(self, checkpoint: Checkpoint) -> int:
         return self.save_many([checkpoint])[0]
 
-    def save_many(self, checkpoints: Sequence[Checkpoint], *, retries: int = 5) -> list[int]:
+    def save_many(self, checkpoints: Sequence[Checkpoint], *, retries: int = 10) -> list[int]:
         """Write the checkpoints (usually one per shard of one model) in one transaction.
 
-        Returns their versions. A concurrent writer taking the same version number makes the
-        transaction fail on the unique constraint; it is retried with the next numbers.
+        Returns their versions. Versions come from the per-model counter row; two writers creating
+        the same model's counter at once make one transaction fail, and it is retried.
         """
         if not checkpoints:
             return []
@@ -140,6 +154,7 @@ class CheckpointStore:
             except IntegrityError:
                 if attempt == retries - 1:
                     raise
+                time.sleep(random.uniform(0.0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
 
     def _save_once(self, checkpoints: Sequence[Checkpoint]) -> list[int]:
@@ -147,11 +162,10 @@ class CheckpointStore:
         versions: list[int] = []
         with Session(self.engine) as session, session.begin():
             next_version: dict[str, int] = {}
+            for model in sorted({cp.model for cp in checkpoints}):  # fixed order: no lock-order deadlock
+                count = sum(1 for cp in checkpoints if cp.model == model)
+                next_version[model] = self._allocate(session, model, count)
             for cp in checkpoints:
-                if cp.model not in next_version:
-                    latest = session.scalar(select(func.max(CheckpointRow.version))
-                                            .where(CheckpointRow.model == cp.model))
-                    next_version[cp.model] = (latest or 0) + 1
                 version = next_version[cp.model]
                 next_version[cp.model] += 1
                 arrays, meta = encode_state(cp.state)
@@ -166,6 +180,20 @@ class CheckpointStore:
         for cp, version in zip(checkpoints, versions, strict=True):
             cp.version, cp.created_at = version, now
         return versions
+
+    @staticmethod
+    def _allocate(session: Session, model: str, count: int) -> int:
+        """Reserve ``count`` consecutive versions of ``model``; returns the first."""
+        bumped = session.execute(update(ModelRow).where(ModelRow.name == model)
+                                 .values(next_version=ModelRow.next_version + count)
+                                 .returning(ModelRow.next_version)).first()
+        if bumped is not None:
+            return bumped[0] - count
+        first = (session.scalar(select(func.max(CheckpointRow.version)).where(CheckpointRow.model == model))
+                 or 0) + 1
+        session.add(ModelRow(name=model, next_version=first + count))
+        session.flush()  # a concurrent creator makes this fail: the caller retries
+        return first
 
     def _prune(self, session: Session, model: str) -> None:
         """Keep the newest ``keep`` rows of each shard of ``model``."""

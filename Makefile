@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   install into .venv and run the main job on embedded defaults (SQLite, bundled broker)
+#   make test   install the test dependencies into .venv and run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install install-test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(BIN)/banditloop simulate --policy linucb --arms 20 --dim 16 --steps 50000 --seed 7 \
+		--out out/demo-events.jsonl.gz --db sqlite:///banditloop.db
+	$(BIN)/banditloop models --db sqlite:///banditloop.db
+
+test: install-test
+	$(BIN)/ruff check pipeline operators simulators tests benchmarks
+	$(BIN)/python -m pytest -q -ra
+
+bench: install-test
+	$(BIN)/python benchmarks/closed_loop.py
+	$(BIN)/python benchmarks/learn_from_log.py
+	$(BIN)/python benchmarks/regret.py --quick
+
+clean:
+	rm -rf $(VENV) out banditloop.db *.egg-info
