@@ -1,0 +1,196 @@
+"""The scoring operator: answers choose/score calls from a model's newest checkpoint.
+
+A model may be stored as several shards (one per Kafka partition group); the scorer serves the
+merge of every shard's newest state. Reloading builds a complete new :class:`ServedModel` off to
+the side and swaps one reference, so a request sees either the old version or the new one, never a
+mix. A checkpoint that cannot be decoded, holds NaN/inf, or does not match the served configuration
+is refused with a log line and the previous model keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from operators.base import Learner
+from operators.registry import learner_from_state
+from pipeline.checkpoints import Checkpoint, CheckpointStore
+from pipeline.model import ModelConfig, Vectorizer
+
+log = logging.getLogger("banditloop.scorer")
+
+Features = Mapping[str, float | str]
+
+
+class NoModel(LookupError):
+    """The model has no (usable) checkpoint yet."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    model: str
+    version: int
+    arm: str
+    ranking: tuple[str, ...]
+    scores: dict[str, float]
+    propensity: float
+    #: probability of each candidate being chosen first, when the policy is randomised
+    probabilities: dict[str, float] | None = None
+
+
+@dataclass
+class ServedModel:
+    """One immutable-in-spirit snapshot: a learner merged from the shards, with its metadata."""
+
+    name: str
+    version: int
+    config: ModelConfig
+    learner: Learner
+    vectorizer: Vectorizer
+    shards: tuple[str, ...]
+    created_at: datetime | None
+    loaded_at: float = field(default_factory=time.time)
+    known_arms: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def merge_checkpoints(checkpoints: Sequence[Checkpoint]) -> tuple[ModelConfig, Learner]:
+    """The merged learner of several shards' checkpoints (all of one model configuration)."""
+    if not checkpoints:
+        raise NoModel("no checkpoints")
+    configs = {repr(sorted(cp.config.items())) for cp in checkpoints}
+    if len(configs) != 1:
+        raise ValueError("shards were checkpointed with different model configurations")
+    config = ModelConfig.from_dict(checkpoints[0].config)
+    learner = learner_from_state(checkpoints[0].state)
+    for cp in checkpoints[1:]:
+        learner = learner.merge(learner_from_state(cp.state))
+    return config, learner
+
+
+class Scorer:
+    """In-process scorer for one model. Thread-safe; see the module docstring for reloads."""
+
+    def __init__(self, store: CheckpointStore | str, model: str, *, max_new_arms: int = 10_000) -> None:
+        self.store = store if isinstance(store, CheckpointStore) else CheckpointStore(store)
+        self.model = model
+        self.max_new_arms = max_new_arms
+        self._served: ServedModel | None = None
+        self._reload_lock = threading.Lock()
+        self.reloads = 0
+        self.refused = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- loading --------------------------------------------------------------------------------
+    @property
+    def served(self) -> ServedModel:
+        served = self._served
+        if served is None:
+            raise NoModel(f"model {self.model!r} has no checkpoint yet")
+        return served
+
+    @property
+    def version(self) -> int | None:
+        return None if self._served is None else self._served.version
+
+    def reload(self) -> bool:
+        """Load the newest version if it is newer than the served one; True when swapped."""
+        with self._reload_lock:
+            newest = self.store.latest_version(self.model)
+            if newest is None or (self._served is not None and newest <= self._served.version):
+                return False
+            try:
+                candidate = self._build(newest)
+            except Exception as exc:  # refuse anything unusable, keep serving the old model
+                self.refused += 1
+                self.last_error = f"version {newest}: {exc}"
+                log.error("refusing checkpoint of model %r %s", self.model, self.last_error)
+                return False
+            self._served = candidate
+            self.reloads += 1
+            log.info("serving model %r version %d (%d shards)", self.model, candidate.version, len(candidate.shards))
+            return True
+
+    def _build(self, newest: int) -> ServedModel:
+        checkpoints = self.store.latest_per_shard(self.model)
+        if not checkpoints:
+            raise NoModel("no checkpoints")
+        config, learner = merge_checkpoints(checkpoints)
+        old = self._served
+        if old is not None and (old.config.learner != config.learner or old.config.features != config.features):
+            raise ValueError(f"incompatible with the served model ({old.config.learner} → {config.learner})")
+        version = max(cp.version or 0 for cp in checkpoints)
+        return ServedModel(name=self.model, version=version, config=config, learner=learner,
+                           vectorizer=Vectorizer(config), shards=tuple(cp.shard for cp in checkpoints),
+                           created_at=max(cp.created_at for cp in checkpoints if cp.created_at),
+                           known_arms=len(learner.arms))
+
+    def start_auto_reload(self, interval: float) -> None:
+        """Poll for new versions every ``interval`` seconds in a daemon thread."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.reload()
+                except Exception:  # the database may be down: keep serving, try again later
+                    log.exception("reload of model %r failed", self.model)
+
+        self._thread = threading.Thread(target=loop, name=f"reload-{self.model}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # -- answering ------------------------------------------------------------------------------
+    def choose(self, context: Features, candidates: Sequence[str] | None = None,
+               arm_features: Mapping[str, Features] | None = None, k: int = 1) -> ScoreResult:
+        served = self.served
+        learner, vec = served.learner, served.vectorizer
+        x = vec.x(context)
+        with served.lock:  # learners keep an RNG and a candidate cache: one request at a time
+            if len(learner.arms) > served.known_arms + self.max_new_arms:
+                self._forget_unknown_arms(served)
+                learner = served.learner
+            eligible = learner._eligible(candidates)
+            shared = vec.shared_for(context, eligible, arm_features)
+            decision = learner.choose(x, eligible, shared)
+        probs = decision.probabilities
+        return ScoreResult(
+            model=served.name, version=served.version, arm=decision.arm,
+            ranking=decision.ranking[: max(1, k)], scores=decision.scores, propensity=decision.propensity,
+            probabilities=None if probs is None else dict(zip(eligible, np.asarray(probs).tolist(), strict=True)))
+
+    def _forget_unknown_arms(self, served: ServedModel) -> None:
+        """Arms first seen in requests grow the learner's tables; bound that growth by starting
+        again from the checkpointed state (request-only arms carry no statistics anyway)."""
+        fresh = learner_from_state(served.learner.export_state())
+        keep = served.known_arms
+        state = fresh.export_state()
+        state.arms = state.arms[:keep]
+        state.arrays = {name: arr[:keep] if arr.ndim and arr.shape[0] == len(fresh.arms) else arr
+                        for name, arr in state.arrays.items()}
+        served.learner = learner_from_state(state)
+
+    def info(self) -> dict[str, Any]:
+        served = self._served
+        if served is None:
+            return {"model": self.model, "version": None, "reloads": self.reloads, "refused": self.refused}
+        return {"model": served.name, "version": served.version, "learner": served.config.learner,
+                "shards": list(served.shards), "arms": len(served.learner.arms),
+                "created_at": None if served.created_at is None else served.created_at.isoformat(),
+                "loaded_at": served.loaded_at, "reloads": self.reloads, "refused": self.refused,
+                "last_error": self.last_error}
