@@ -22,7 +22,7 @@ Feature names are not stored: they are a function of the arm ids and ``dim``, wh
 already holds, so every array stays numeric. River's model is the source of truth while learning;
 ``w``, ``w_shared`` and ``intercept`` are written from it on export and it is rebuilt from them on
 import, giving identical predictions (a missing river weight and a stored 0 are the same). The SGD
-learning rates are constant, so the optimizer has no other state to carry.
+learning rates are constant (river's default 0.01), so the optimizer has no other state to carry.
 
 **Merge is approximate** (``exact_merge = False``): logistic regression has no additive sufficient
 statistics, so two shards are combined by averaging their weights, each arm's ``w`` weighted by the
@@ -50,7 +50,7 @@ class CTRLogisticRegression(Learner):
     additive_arrays = ("n", "clicks")
 
     def __init__(self, dim: int, exploration: str = "egreedy", epsilon: float = 0.1, temperature: float = 0.05,
-                 learning_rate: float = 0.05, intercept_lr: float = 0.05, l2: float = 0.0, seed: int = 0) -> None:
+                 learning_rate: float = 0.01, intercept_lr: float = 0.01, l2: float = 0.0, seed: int = 0) -> None:
         if exploration not in EXPLORATIONS:
             raise ValueError(f"exploration must be one of {EXPLORATIONS}, not {exploration!r}")
         if not 0.0 <= epsilon <= 1.0:
