@@ -1,0 +1,97 @@
+"""``banditloop consume``: learn from live Kafka topics as a member of a consumer group."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pipeline.commands.common import (
+    CommandError,
+    add_db_option,
+    add_feature_options,
+    add_model_options,
+    add_output_options,
+    db_url,
+    emit,
+    feature_spec,
+    model_config,
+)
+
+
+def add_topic_options(parser: argparse.ArgumentParser) -> None:
+    from pipeline.topics import TopicNames
+
+    defaults = TopicNames()
+    group = parser.add_argument_group("topics")
+    group.add_argument("--impressions-topic", default=defaults.impressions)
+    group.add_argument("--clicks-topic", default=defaults.clicks)
+    group.add_argument("--conversions-topic", default=defaults.conversions)
+    group.add_argument("--dead-letter-topic", default=defaults.dead_letters)
+    group.add_argument("--partitions", type=int, default=None,
+                       help="create missing topics with this many partitions (equal for the three)")
+
+
+def topic_names(args: argparse.Namespace):
+    from pipeline.topics import TopicNames
+
+    return TopicNames(impressions=args.impressions_topic, clicks=args.clicks_topic,
+                      conversions=args.conversions_topic, dead_letters=args.dead_letter_topic)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "consume", help="learn from Kafka topics (consumer group; exactly-once checkpoints)",
+        description="Joins impressions with clicks and conversions in event time, learns, and checkpoints "
+                    "parameters + join state + offsets in one database transaction. Several processes with "
+                    "the same --group split the partitions; the served model is the merge of their shards. "
+                    "Stops on SIGTERM/SIGINT (after a final checkpoint), --max-events or --idle-timeout.")
+    p.add_argument("--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap servers")
+    p.add_argument("--group", required=True, help="consumer group id")
+    add_model_options(p)
+    add_feature_options(p)
+    add_topic_options(p)
+    p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--max-events", type=int, default=None, help="stop after this many messages")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop after this long without a message")
+    p.add_argument("--log-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="log lag, events/s, join hits/misses and dead letters this often")
+    add_db_option(p)
+    add_output_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.checkpoints import CheckpointStore
+    from pipeline.consumer import ConsumeOptions, ConsumerWorker
+    from pipeline.producer import EventProducer
+    from pipeline.runner import IncompatibleCheckpoint
+    from pipeline.topics import ensure_topics
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = model_config(args, feature_spec(args))
+    model = args.model or args.learner
+    topics = topic_names(args)
+    if args.partitions:
+        ensure_topics(args.bootstrap, topics, args.partitions)
+    store = CheckpointStore(db_url(args))
+    if any(cp.source.get("kind") != "kafka" for cp in store.latest_per_shard(model)):
+        raise CommandError(f"model {model!r} holds checkpoints not written by consume; use another --model")
+    producer = EventProducer(args.bootstrap, topics)
+    worker = ConsumerWorker(config, ConsumeOptions(
+        bootstrap=args.bootstrap, group=args.group, model=model, topics=topics,
+        checkpoint_interval=args.checkpoint_interval, max_events=args.max_events,
+        idle_timeout=args.idle_timeout, log_interval=args.log_interval), store,
+        dead_letter=producer.send_dead_letter)
+    worker.install_signal_handlers()
+    try:
+        summary = worker.run()
+    except IncompatibleCheckpoint as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        producer.close()
+        store.close()
+    summary["db"] = db_url(args)
+    emit(summary, args)
+    return 0
