@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from importlib import import_module
 
 from pipeline.commands import COMMAND_MODULES
-from pipeline.commands.common import CommandError
+from pipeline.commands.common import CommandError, apply_env_defaults
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser; options default from ``$BANDITLOOP_<OPTION>`` in ``environ`` (default ``os.environ``)."""
     parser = argparse.ArgumentParser(
         prog="banditloop",
         description="Streaming online learning for ads and recommendations: event logs and Kafka topics "
@@ -18,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_MODULES:
         import_module(module).register(subparsers)
+    apply_env_defaults(parser, environ)
     return parser
 
 

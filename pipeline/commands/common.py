@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shlex
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from pipeline.checkpoints import default_db_url
@@ -134,3 +137,93 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     raise TypeError(type(value).__name__)
+
+
+# -- defaults from the environment ---------------------------------------------------------------
+#: every long option ``--some-option`` of every sub-command defaults from ``$BANDITLOOP_SOME_OPTION``
+ENV_PREFIX = "BANDITLOOP_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_name(option: str) -> str:
+    """``--reload-interval`` -> ``BANDITLOOP_RELOAD_INTERVAL``."""
+    return ENV_PREFIX + option.lstrip("-").upper().replace("-", "_")
+
+
+def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """Let every long option of ``parser`` and its sub-commands default from ``$BANDITLOOP_<OPTION>``.
+
+    Containers and compose files configure commands through the environment, so that one set of
+    variables (``BANDITLOOP_DB``, ``BANDITLOOP_BOOTSTRAP``, ``BANDITLOOP_MODEL``, ...) configures every
+    process alike. Precedence: command line > environment > built-in default. The variable is named
+    after the option's first long name (``--learner``/``--policy`` -> ``BANDITLOOP_LEARNER``). Values
+    are converted and checked like command-line values; a bad value is a usage error naming the
+    variable, raised only by a sub-command that uses it and only when the command line does not set
+    the option. An option that is required on the command line is not once its variable is set.
+    Flags (``store_true``) take 1/true/yes/on or 0/false/no/off; repeatable options (``append``) take
+    a shell-quoted, whitespace-separated list, to which command-line occurrences are added.
+    Positional arguments never come from the environment. Call after every option is added.
+    """
+    environ = os.environ if environ is None else environ
+    parsers = [parser]
+    while parsers:
+        current = parsers.pop()
+        errors: dict[str, str] = {}
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(dict.fromkeys(action.choices.values()))  # aliases share one parser
+                continue
+            longs = [o for o in action.option_strings if o.startswith("--")]
+            if not longs or isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                continue
+            name = env_name(longs[0])
+            if name not in environ:
+                continue
+            action.required = False
+            try:
+                action.default = _env_value(current, action, environ[name])
+            except (argparse.ArgumentError, ValueError) as exc:
+                message = exc.message if isinstance(exc, argparse.ArgumentError) else str(exc)
+                errors[action.dest] = f"${name}={environ[name]!r}: {message}"
+                action.default = [] if isinstance(action, argparse._AppendAction) else _EnvError()
+        if errors:
+            _report_env_errors(current, errors)
+
+
+class _EnvError:
+    """Default of an option whose environment variable is invalid (reported if it is used)."""
+
+
+def _report_env_errors(parser: argparse.ArgumentParser, errors: dict[str, str]) -> None:
+    original = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = original(args, namespace)
+        for dest, message in errors.items():
+            value = getattr(parsed, dest, None)
+            if isinstance(value, _EnvError) or value == []:
+                parser.error(message)
+        return parsed, extras
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _env_value(parser: argparse.ArgumentParser, action: argparse.Action, raw: str) -> Any:
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+        word = raw.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError("expected 1/true/yes/on or 0/false/no/off")
+        return (word in _TRUE) == isinstance(action, argparse._StoreTrueAction)
+    if isinstance(action, argparse._StoreConstAction | argparse._CountAction):
+        raise ValueError(f"option {action.option_strings[0]} cannot be set from the environment")
+    if isinstance(action, argparse._AppendAction) or action.nargs not in (None, argparse.OPTIONAL):
+        return [_convert(parser, action, item) for item in shlex.split(raw)]
+    return _convert(parser, action, raw)
+
+
+def _convert(parser: argparse.ArgumentParser, action: argparse.Action, raw: str) -> Any:
+    value = parser._get_value(action, raw)  # the option's type conversion, as on the command line
+    if action.choices is not None:
+        parser._check_value(action, value)
+    return value
