@@ -117,6 +117,7 @@ class Learner(ABC):
         self._capacity = 0
         self._arrays: dict[str, np.ndarray] = {}
         self._candidate_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._index_cache: dict[tuple[str, ...], np.ndarray | slice] = {}
         self._globals: dict[str, np.ndarray] = {}
         for name, (shape, init) in self._global_arrays().items():
             if name in self._arm_arrays():
@@ -187,6 +188,24 @@ class Learner(ABC):
             self._candidate_cache[key] = rows
         return rows
 
+    def _row_index(self, candidates: Sequence[str]) -> np.ndarray | slice:
+        """Like :meth:`_rows`, but a ``slice`` when the candidates are consecutive rows in order (all
+        arms, the common case): indexing per-arm arrays with a slice gives views instead of copies,
+        which is most of the cost of scoring a few arms. Cached; an arm's row never changes."""
+        key = tuple(candidates)
+        index = self._index_cache.get(key)
+        if index is None:
+            rows = self._rows(key)
+            start = int(rows[0]) if rows.size else 0
+            if rows.size and np.array_equal(rows, np.arange(start, start + rows.size)):
+                index = slice(start, start + rows.size)
+            else:
+                index = rows
+            if len(self._index_cache) > 4096:
+                self._index_cache.clear()
+            self._index_cache[key] = index
+        return index
+
     def rows_of(self, arms: Sequence[str]) -> np.ndarray:
         """Row index of each arm in ``arms`` (adding unseen arms), for the vectorised batch paths."""
         index = self.arm_index
@@ -217,9 +236,9 @@ class Learner(ABC):
               shared: Shared) -> tuple[int, float, np.ndarray | None]:
         """Index of the chosen candidate and its propensity. Default: argmax, ties broken uniformly
         at random. Randomised policies override this together with :meth:`propensities`."""
-        best = int(np.argmax(scores))
+        best = int(scores.argmax())
         top = scores[best]
-        ties = np.flatnonzero(scores == top)
+        ties = (scores == top).nonzero()[0]  # np.flatnonzero without its Python-level overhead
         if ties.size == 1:
             return best, 1.0, None
         return int(ties[self.rng.integers(ties.size)]), 1.0 / ties.size, None

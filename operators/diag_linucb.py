@@ -35,16 +35,23 @@ class DiagLinUCB(Learner):
         r = self.arm_index[arm]
         return self._arrays["b"][r] / (self.ridge + self._arrays["d"][r])
 
+    def _on_resize(self) -> None:
+        # direct references to the per-arm arrays for the per-event paths (re-bound when they grow)
+        self._d, self._b, self._n = self._arrays["d"], self._arrays["b"], self._arrays["n"]
+
     def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
-        rows = self._rows(candidates)
-        inv = 1.0 / (self.ridge + self._arrays["d"][rows])
-        return (self._arrays["b"][rows] * inv) @ x + self.alpha * np.sqrt(inv @ (x * x))
+        rows = self._row_index(candidates)
+        inv = 1.0 / (self.ridge + self._d[rows])
+        return (self._b[rows] * inv) @ x + self.alpha * np.sqrt(inv @ (x * x))
 
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
-        r = self.add_arm(arm)
-        self._arrays["d"][r] += x * x
-        self._arrays["n"][r] += 1.0
-        self._count(impressions=1.0)
+        r = self.arm_index.get(arm)
+        if r is None:
+            r = self.add_arm(arm)
+        d = self._d[r]  # augmenting the view, not self._d[r] += ..., skips a copy back
+        d += x * x
+        self._n[r] += 1.0
+        self.counters["impressions"] += 1.0  # self._count(impressions=1.0), inlined
 
     def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
         r = self.add_arm(arm)

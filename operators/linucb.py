@@ -62,21 +62,31 @@ class RidgeArms(Learner):
     def _on_load(self) -> None:
         self._refresh(np.arange(len(self.arms)))
 
+    def _on_resize(self) -> None:
+        # direct references to the per-arm arrays for the per-event paths (re-bound when they grow);
+        # a subclass that overrides this hook must call super()._on_resize()
+        a = self._arrays
+        self._xtx, self._xty, self._n = a["xtx"], a["xty"], a["n"]
+        self._ainv, self._theta, self._since = a["ainv"], a["theta"], a["since_refresh"]
+
     # -- learning -------------------------------------------------------------------------------
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
-        r = self.add_arm(arm)
-        a = self._arrays
-        a["xtx"][r] += np.outer(x, x)
-        a["n"][r] += 1.0
-        a["since_refresh"][r] += 1.0
-        if a["since_refresh"][r] >= self.refresh_every:
+        r = self.arm_index.get(arm)
+        if r is None:
+            r = self.add_arm(arm)
+        xtx = self._xtx[r]  # augmenting the view, not self._xtx[r] += ..., skips a copy back
+        xtx += np.multiply.outer(x, x)  # np.outer for vectors, minus its Python overhead
+        self._n[r] += 1.0
+        since = self._since[r] + 1.0
+        self._since[r] = since
+        if since >= self.refresh_every:
             self._refresh(np.array([r]))
         else:
-            ainv = a["ainv"][r]
+            ainv = self._ainv[r]
             u = ainv @ x
-            ainv -= np.outer(u, u) / (1.0 + x @ u)
-            a["theta"][r] = ainv @ a["xty"][r]
-        self._count(impressions=1.0)
+            ainv -= np.multiply.outer(u, u) / (1.0 + x @ u)
+            np.matmul(ainv, self._xty[r], out=self._theta[r])
+        self.counters["impressions"] += 1.0  # self._count(impressions=1.0), inlined
 
     def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
         r = self.add_arm(arm)
@@ -115,8 +125,12 @@ class LinUCB(RidgeArms):
         return {**super().params(), "alpha": self.alpha}
 
     def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
-        rows = self._rows(candidates)
-        a = self._arrays
-        mean = a["theta"][rows] @ x
-        var = (a["ainv"][rows] @ x) @ x
-        return mean + self.alpha * np.sqrt(np.maximum(var, 0.0))
+        rows = self._row_index(candidates)
+        mean = self._theta[rows] @ x
+        var = (self._ainv[rows] @ x) @ x
+        # mean + alpha * sqrt(max(var, 0)), in place (same values, fewer temporaries)
+        np.maximum(var, 0.0, out=var)
+        np.sqrt(var, out=var)
+        var *= self.alpha
+        var += mean
+        return var
