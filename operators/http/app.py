@@ -1,0 +1,232 @@
+"""The Starlette application of the scoring service (``banditloop serve``).
+
+Endpoints (JSON in and out; errors are ``{"error": "..."}`` with a 4xx/5xx status):
+
+* ``POST /score`` — body :class:`~operators.http.schemas.ScoreRequest`; answers
+  :class:`~operators.http.schemas.ScoreResponse`: the chosen arm, the slate (``k`` arms with
+  position, propensity and impression id each), every eligible candidate's score, the model name,
+  version and ``policy`` (``"model:version"``). With a publisher, one impression event per shown arm
+  goes to the impressions topic (queued, never waited for).
+* ``POST /feedback`` — one click or conversion event (the event model of :mod:`pipeline.events`),
+  published to its topic; 202 once Kafka acknowledged it, 503 without ``--bootstrap`` or when Kafka
+  does not acknowledge in time.
+* ``GET /healthz`` — 200 with the served model's info, 503 while no model is loaded.
+* ``GET /metrics`` — Prometheus text (see :mod:`operators.http.metrics`).
+
+Scoring runs directly on the event loop: it is pure CPU work of well under a millisecond, so a
+thread-pool hop would only add latency and GIL contention. Hot reloads happen in the scorer's own
+thread and swap one reference (see :mod:`operators.scorer`), so every request is answered by
+exactly one model version.
+
+The same scoring is available in-process without HTTP: ``operators.scorer.Scorer`` (``reload()``,
+``start_auto_reload()``, ``choose()``); this module only adds validation, logging and transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from operators.http.metrics import MetricsMiddleware, ServiceMetrics
+from operators.http.publisher import EventPublisher
+from operators.http.schemas import (
+    FeedbackResponse,
+    Limits,
+    RequestError,
+    ScoreRequest,
+    ScoreResponse,
+    SlateItem,
+    decode_score_request,
+    encoder,
+)
+from operators.http.slate import loggable, slate_propensities
+from operators.scorer import NoModel, Scorer, ScoreResult
+from pipeline.events import Impression, InvalidEvent, decode_event
+
+log = logging.getLogger("banditloop.serve")
+
+JSON = "application/json"
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(encoder.encode(body), status_code=status, media_type=JSON)
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes (413) before reading it when the length is
+    declared, and as soon as the limit is passed when it is streamed (chunked)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise RequestError(400, "invalid Content-Length header") from None
+        if size > limit:
+            raise RequestError(413, f"body of {size} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise RequestError(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class ScoringService:
+    """The endpoints' logic, around one :class:`Scorer` and an optional :class:`EventPublisher`."""
+
+    def __init__(self, scorer: Scorer, *, publisher: EventPublisher | None = None, limits: Limits | None = None,
+                 metrics: ServiceMetrics | None = None, reload_interval: float | None = 1.0,
+                 feedback_timeout: float = 10.0) -> None:
+        self.scorer = scorer
+        self.publisher = publisher
+        self.limits = limits or Limits()
+        self.metrics = metrics or ServiceMetrics()
+        self.reload_interval = reload_interval
+        self.feedback_timeout = feedback_timeout
+        self.metrics.watch(scorer, publisher)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            await asyncio.to_thread(self.scorer.reload)
+        except Exception:  # the database may be down at start-up: serve 503 and keep polling
+            log.exception("initial load of model %r failed", self.scorer.model)
+        if self.scorer.version is None:
+            log.warning("model %r has no usable checkpoint yet; /score answers 503 until one appears",
+                        self.scorer.model)
+        if self.reload_interval:
+            self.scorer.start_auto_reload(self.reload_interval)
+        if self.publisher is not None:
+            self.publisher.start()
+        try:
+            yield
+        finally:
+            self.scorer.close()
+            if self.publisher is not None:
+                await asyncio.to_thread(self.publisher.close)
+
+    # -- endpoints ------------------------------------------------------------------------------
+    async def score(self, request: Request) -> Response:
+        try:
+            req = decode_score_request(await read_body(request, self.limits.max_body_bytes), self.limits)
+            result = self.scorer.choose(req.context, req.candidates, req.arm_features, req.k)
+        except RequestError as exc:
+            return error_response(exc.status, exc.message)
+        except NoModel as exc:
+            return error_response(503, str(exc))
+        except ValueError as exc:  # e.g. every candidate retired
+            return error_response(422, str(exc))
+        propensities = slate_propensities(result)
+        policy = f"{result.model}:{result.version}"
+        slate = [SlateItem(arm=arm, position=i, propensity=p, impression_id=uuid.uuid4().hex)
+                 for i, (arm, p) in enumerate(zip(result.ranking, propensities, strict=True))]
+        if self.publisher is not None:
+            self._publish_impressions(req, result, slate, policy)
+        first = slate[0]
+        return json_response(ScoreResponse(
+            impression_id=first.impression_id, arm=first.arm, propensity=first.propensity, model=result.model,
+            version=result.version, policy=policy, slate=slate, scores=_finite(result.scores),
+            request_id=req.request_id))
+
+    def _publish_impressions(self, req: ScoreRequest, result: ScoreResult, slate: list[SlateItem],
+                             policy: str) -> None:
+        now = time.time()
+        candidates = list(result.scores)  # the eligible candidates, as strings
+        for item in slate:
+            self.publisher.publish(Impression(  # type: ignore[union-attr]
+                event_id=f"{item.impression_id}:i", ts=now, impression_id=item.impression_id, arm=item.arm,
+                context=req.context, user_id=req.user_id, candidates=candidates, arm_features=req.arm_features,
+                position=item.position, propensity=loggable(item.propensity), policy=policy))
+
+    async def feedback(self, request: Request) -> Response:
+        if self.publisher is None:
+            return error_response(503, "feedback publishing is disabled: the service was started without "
+                                       "--bootstrap; send clicks and conversions to Kafka directly")
+        try:
+            body = await read_body(request, self.limits.max_body_bytes)
+        except RequestError as exc:
+            return error_response(exc.status, exc.message)
+        try:
+            event = decode_event(body)
+        except InvalidEvent as exc:
+            status = 400 if exc.reason.startswith("not JSON") else 422
+            return error_response(status, f"invalid event: {exc.reason}")
+        if isinstance(event, Impression):
+            return error_response(422, "POST /feedback takes click and conversion events; "
+                                       "impressions are logged by POST /score")
+        future = self.publisher.publish(event, ack=True)
+        assert future is not None
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), self.feedback_timeout)
+        except TimeoutError:
+            return error_response(503, f"Kafka did not acknowledge the event within {self.feedback_timeout:g}s")
+        except Exception as exc:
+            return error_response(503, f"event not published: {exc}")
+        tag = event.__struct_config__.tag
+        return json_response(FeedbackResponse(accepted=True, type=str(tag), event_id=event.event_id,
+                                              impression_id=event.impression_id), 202)
+
+    async def healthz(self, request: Request) -> Response:
+        info = self.scorer.info()
+        info["kafka"] = None if self.publisher is None else self.publisher.connected.is_set()
+        if info.get("version") is None:
+            return json_response({"status": "no model", **info}, 503)
+        return json_response({"status": "ok", **info})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _finite(scores: dict[str, float]) -> dict[str, float | None]:
+    """Scores for JSON: a non-finite score (not expected, but never a 500) becomes null."""
+    if all(math.isfinite(v) for v in scores.values()):
+        return scores  # type: ignore[return-value]
+    return {k: (v if math.isfinite(v) else None) for k, v in scores.items()}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal error")
+
+
+def create_app(service: ScoringService) -> Any:
+    """The ASGI app: the Starlette routes wrapped in the metrics middleware."""
+    app = Starlette(
+        routes=[
+            Route("/score", service.score, methods=["POST"]),
+            Route("/feedback", service.feedback, methods=["POST"]),
+            Route("/healthz", service.healthz, methods=["GET"]),
+            Route("/metrics", service.metrics_endpoint, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=service.lifespan,
+    )
+    app.state.service = service
+    return MetricsMiddleware(app, service.metrics)
+

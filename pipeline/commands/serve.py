@@ -1,0 +1,107 @@
+"""``banditloop serve``: the scoring service over HTTP (Starlette on uvicorn).
+
+One process, one event loop: scoring is sub-millisecond CPU work done on the loop itself, and on a
+small machine more workers would mostly compete for the same cores. Run several instances behind a
+load balancer to scale out; each polls the checkpoint database on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from pipeline.commands.common import CommandError, add_db_option, db_url
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from operators.http.schemas import Limits
+    from pipeline.commands.consume import add_topic_options
+
+    limits = Limits()
+    p = subparsers.add_parser(
+        "serve", help="serve a model over HTTP: POST /score, POST /feedback, GET /healthz, GET /metrics",
+        description="Scores candidates with the newest checkpoint of --model (the merge of its shards), picks up "
+                    "new versions within --reload-interval, and refuses corrupt or incompatible ones while the "
+                    "old version keeps serving. With --bootstrap every shown arm is published as an impression "
+                    "event (with its propensity and policy version) so that the learners close the loop, and "
+                    "POST /feedback publishes clicks and conversions. Stops gracefully on SIGTERM/SIGINT.")
+    p.add_argument("--model", required=True, help="model name in the checkpoint database")
+    add_db_option(p)
+    p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8000, help="listen port (0: any free port)")
+    p.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
+                   help="Kafka bootstrap servers: publish impressions and feedback (default: publish nothing)")
+    add_topic_options(p)
+    p.add_argument("--reload-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="poll the database for a new model version this often (0: never reload)")
+    group = p.add_argument_group("limits (larger requests are refused with 413/422)")
+    group.add_argument("--max-candidates", type=int, default=limits.max_candidates)
+    group.add_argument("--max-features", type=int, default=limits.max_features,
+                       help="features in the context and in each arm's features")
+    group.add_argument("--max-k", type=int, default=limits.max_k, help="largest slate")
+    group.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
+    group.add_argument("--max-new-arms", type=int, default=10_000,
+                       help="arms first seen in requests kept before the model is reset to its checkpoint")
+    p.add_argument("--feedback-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long POST /feedback waits for Kafka's acknowledgement")
+    p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from operators.http import Limits, ScoringService, create_app
+    from operators.http.metrics import ServiceMetrics
+    from operators.http.publisher import EventPublisher
+    from operators.scorer import Scorer
+    from pipeline.commands.consume import topic_names
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        limits = Limits(max_body_bytes=args.max_body_bytes, max_candidates=args.max_candidates,
+                        max_features=args.max_features, max_k=args.max_k)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if args.reload_interval < 0:
+        raise CommandError("--reload-interval must be >= 0")
+    metrics = ServiceMetrics()
+    publisher = None
+    if args.bootstrap:
+        try:
+            topics = topic_names(args)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        publisher = EventPublisher.for_kafka(args.bootstrap, metrics, topics, args.partitions)
+    try:
+        scorer = Scorer(db_url(args), args.model, max_new_arms=args.max_new_arms)
+    except Exception as exc:  # a malformed URL or a missing driver
+        raise CommandError(f"checkpoint database {db_url(args)!r}: {exc}") from None
+    service = ScoringService(scorer, publisher=publisher, limits=limits, metrics=metrics,
+                             reload_interval=args.reload_interval or None, feedback_timeout=args.feedback_timeout)
+    config = uvicorn.Config(create_app(service), host=args.host, port=args.port, log_config=None,
+                            log_level=args.log_level, access_log=args.access_log, lifespan="on",
+                            timeout_graceful_shutdown=5, server_header=False)
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with our own
+    # handler in place that is a normal return (exit status 0) instead of death by signal.
+    stopped: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, _frame: stopped.append(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind or the start-up failed
+        if not server.started:
+            raise CommandError(f"could not serve on {args.host}:{args.port} (see the log above)") from None
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        scorer.close()
+        if publisher is not None:
+            publisher.close()
+    if not server.started:
+        raise CommandError(f"could not serve on {args.host}:{args.port} (see the log above)")
+    return 0
