@@ -186,7 +186,7 @@ class HybridLinUCB(Learner):
         v = x @ a["ainv_b"][rows]  # (K, k): B_aᵀ A_a⁻¹ x
         w = Z - v
         mean = a["ainv_y"][rows] @ x + w @ beta
-        var = (a["ainv"][rows] @ x) @ x + np.einsum("ij,jk,ik->i", w, a0inv, w)
+        var = (a["ainv"][rows] @ x) @ x + ((w @ a0inv) * w).sum(axis=1)
         return mean + self.alpha * np.sqrt(np.maximum(var, 0.0))
 
     # -- learning -------------------------------------------------------------------------------
