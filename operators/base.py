@@ -326,7 +326,13 @@ class Learner(ABC):
     def from_state(cls, state: LearnerState) -> Learner:
         if state.kind != cls.kind:
             raise ValueError(f"state is for {state.kind!r}, not {cls.kind!r}")
-        learner = cls(**state.params)
+        for key, value in state.params.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{cls.kind}: hyper-parameter {key!r} is not finite")
+        try:
+            learner = cls(**state.params)
+        except TypeError as exc:  # unknown or missing constructor arguments
+            raise ValueError(f"{cls.kind}: state has bad hyper-parameters: {exc}") from None
         for arm in state.arms:
             learner.add_arm(arm)
         learner.retired = set(state.retired)

@@ -249,6 +249,16 @@ def test_corrupt_state_is_refused(kind):
     other = "linucb" if kind != "linucb" else "ts"
     with pytest.raises(ValueError):
         learner_class(other).from_state(good)
+    float_params = [k for k, v in good.params.items() if isinstance(v, float)]
+    for key in float_params:
+        bad_params = {**good.params, key: float("nan")}
+        with pytest.raises(ValueError, match="not finite"):
+            learner_from_state(LearnerState(kind=good.kind, params=bad_params, arms=good.arms, retired=good.retired,
+                                            arrays=good.arrays, counters=good.counters, rng=good.rng))
+    with pytest.raises(ValueError, match="hyper-parameters"):
+        learner_from_state(LearnerState(kind=good.kind, params={**good.params, "bogus": 1}, arms=good.arms,
+                                        retired=good.retired, arrays=good.arrays, counters=good.counters,
+                                        rng=good.rng))
 
 
 # -- learning ---------------------------------------------------------------------------------------
