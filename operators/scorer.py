@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from operators.base import Learner
 from operators.registry import learner_from_state
@@ -87,6 +88,7 @@ class Scorer:
         self.reloads = 0
         self.refused = 0
         self.last_error: str | None = None
+        self._refused_version: int | None = None  # not retried (nor logged again) until a newer one exists
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -108,10 +110,15 @@ class Scorer:
             newest = self.store.latest_version(self.model)
             if newest is None or (self._served is not None and newest <= self._served.version):
                 return False
+            if newest == self._refused_version:
+                return False
             try:
                 candidate = self._build(newest)
+            except SQLAlchemyError:  # the database, not the checkpoint: retried at the next poll
+                raise
             except Exception as exc:  # refuse anything unusable, keep serving the old model
                 self.refused += 1
+                self._refused_version = newest
                 self.last_error = f"version {newest}: {exc}"
                 log.error("refusing checkpoint of model %r %s", self.model, self.last_error)
                 return False
