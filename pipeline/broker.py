@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -152,8 +151,9 @@ def wait_for_kafka(bootstrap: str, timeout: float = 30.0, *, process: subprocess
 
 # --------------------------------------------------------------------------- process hygiene
 
-_live: weakref.WeakSet[DevBroker] = weakref.WeakSet()
-_live_lock = threading.Lock()
+#: Started and not yet stopped (strong references: a discarded, still running broker is stopped at exit).
+_live: set[DevBroker] = set()
+_live_lock = threading.RLock()  # re-entrant: the signal handler may interrupt a holder
 _handlers_installed = False
 _PR_SET_PDEATHSIG = 1
 
