@@ -6,4 +6,5 @@ COMMAND_MODULES = (
     "pipeline.commands.replay",
     "pipeline.commands.models",
     "pipeline.commands.learners",
+    "pipeline.commands.serve",
 )
