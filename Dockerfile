@@ -1,0 +1,22 @@
+# The banditloop image: the `banditloop` command with PostgreSQL support. compose.yaml runs it as
+# `consume` (learners), `serve` (scorer), `simulate` (traffic) and `models` (table creation).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+COPY operators ./operators
+COPY simulators ./simulators
+RUN pip install '.[postgres]' \
+    && useradd --system --create-home --uid 10001 banditloop
+
+USER banditloop
+WORKDIR /home/banditloop
+EXPOSE 8000
+ENTRYPOINT ["banditloop"]
+CMD ["--help"]
