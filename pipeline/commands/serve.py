@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--feedback-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long POST /feedback waits for Kafka's acknowledgement")
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
+    p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
+                   help="uvicorn's HTTP parser (auto: httptools when installed, else h11)")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="event loop (auto: uvloop when installed, else asyncio)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                              reload_interval=args.reload_interval or None, feedback_timeout=args.feedback_timeout)
     config = uvicorn.Config(create_app(service), host=args.host, port=args.port, log_config=None,
                             log_level=args.log_level, access_log=args.access_log, lifespan="on",
-                            timeout_graceful_shutdown=5, server_header=False)
+                            timeout_graceful_shutdown=5, server_header=False, http=args.http, loop=args.loop)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with our own
     # handler in place that is a normal return (exit status 0) instead of death by signal.
