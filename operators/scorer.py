@@ -77,7 +77,21 @@ def merge_checkpoints(checkpoints: Sequence[Checkpoint]) -> tuple[ModelConfig, L
 
 
 class Scorer:
-    """In-process scorer for one model. Thread-safe; see the module docstring for reloads."""
+    """In-process scorer for one model. Thread-safe; see the module docstring for reloads.
+
+    This is the whole scoring path; ``banditloop serve`` (:mod:`operators.http`) only adds HTTP,
+    validation, impression logging and metrics around it. To score inside a Python service without
+    HTTP::
+
+        scorer = Scorer("postgresql+psycopg://user@db/banditloop", "ads")
+        scorer.reload()                  # newest version (merge of the shards); NoModel until one exists
+        scorer.start_auto_reload(1.0)    # pick up new versions in a daemon thread
+        result = scorer.choose({"age": 31, "country": "fr"}, ["ad-7", "ad-9", "ad-12"], k=2)
+        result.arm, result.propensity, result.ranking, result.scores, result.version
+
+    Log ``result.propensity`` and ``f"{result.model}:{result.version}"`` with the impression so that
+    learning and off-policy evaluation know what the policy did.
+    """
 
     def __init__(self, store: CheckpointStore | str, model: str, *, max_new_arms: int = 10_000) -> None:
         self.store = store if isinstance(store, CheckpointStore) else CheckpointStore(store)

@@ -534,3 +534,40 @@ def test_score_publishes_impressions_and_feedback_publishes_clicks(start_server,
     assert srv.metric("banditloop_events_published_total", 'type="click"') == 1.0
     assert srv.metric("banditloop_publish_errors_total", 'reason="kafka"') == 0.0
     assert srv.stop() == 0
+
+
+# -- slate propensities (in process) ------------------------------------------------------------
+def test_slate_propensities_follow_the_documented_definition(tmp_path):
+    from operators.http.slate import loggable, slate_propensities
+    from operators.scorer import ScoreResult
+
+    def result(scores, ranking, propensity, probabilities=None):
+        return ScoreResult(model="m", version=1, arm=ranking[0], ranking=tuple(ranking), scores=scores,
+                           propensity=propensity, probabilities=probabilities)
+
+    # argmax without ties: the ranking is deterministic
+    assert slate_propensities(result({"a": 3.0, "b": 2.0, "c": 1.0}, "abc", 1.0)) == [1.0, 1.0, 1.0]
+    # three arms tied at the top, in candidate order a, b, c; d below. If b was drawn (1/3), a follows
+    # at position 1 (it is there whenever b or c was drawn: 2/3), then c at position 2 (whenever a or b
+    # was drawn: 2/3), then d, deterministic
+    tied = {"a": 5.0, "b": 5.0, "c": 5.0, "d": 1.0}
+    assert slate_propensities(result(tied, "bacd", 1 / 3)) == pytest.approx([1 / 3, 2 / 3, 2 / 3, 1.0])
+    assert slate_propensities(result(tied, "abcd", 1 / 3)) == pytest.approx([1 / 3, 1 / 3, 2 / 3, 1.0])
+    # randomised: the probability of being chosen first
+    probs = {"a": 0.8, "b": 0.15, "c": 0.05}
+    assert slate_propensities(result({"a": 1.0, "b": 0.5, "c": 0.1}, "abc", 0.8, probs)) == [0.8, 0.15, 0.05]
+    # unknown propensity (Thompson sampling without Monte Carlo draws)
+    assert slate_propensities(result({"a": 1.0, "b": 0.5}, "ab", float("nan"))) == [None, None]
+    assert loggable(0.0) is None and loggable(None) is None and loggable(0.25) == 0.25
+
+    # every learner kind through the in-process scorer: one propensity per shown arm, in [0, 1]
+    db = f"sqlite:///{tmp_path / 'kinds.db'}"
+    for learner in ("egreedy", "ts", "lints", "hybrid-linucb", "random", "ucb1"):
+        train(db, model=learner, learner=learner, steps=300)
+        scorer = Scorer(db, learner)
+        scorer.reload()
+        res = scorer.choose(CONTEXT, ARMS, {"a0": {"price": 2.0}}, k=4)
+        props = slate_propensities(res)
+        assert len(props) == 4 and props[0] == pytest.approx(res.propensity), learner
+        assert all(p is None or 0.0 <= p <= 1.0 for p in props), (learner, props)
+        scorer.store.close()
