@@ -15,10 +15,14 @@ partitions are handed to another worker, and on SIGTERM/SIGINT. When the databas
 worker pauses its partitions and retries with backoff; it never gets further ahead of the durable
 state than one interval.
 
-Watermarks. A shard's watermark is the minimum over its inputs of the newest event time read,
-ignoring inputs that are caught up with the broker, minus the allowed lateness. A topic read faster
-than another therefore never makes the other's events late, and with topics written in event-time
-order the result equals ``replay`` of the same log.
+Watermarks. A shard's watermark is the minimum over its three inputs of the newest event time
+read, minus the allowed lateness, advanced record by record. A topic read faster than another
+therefore never makes the other's events late, and with topics written in event-time order the
+result equals ``replay`` of the same log. An input that is caught up with the broker and has been
+silent for ``input_idleness`` seconds stops holding the watermark back (as Flink's idleness does), so
+a topic without traffic (no conversions yet) cannot stall eviction forever; when every input is idle
+the watermark moves to the newest event time read. Idleness is decided on wall-clock time, so it is
+the one place where timing can change what is learned; keep it well above the producers' bursts.
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ class ConsumeOptions:
     #: backoff bounds (seconds) for checkpoint retries while the database is unreachable
     retry_initial: float = 0.5
     retry_max: float = 30.0
+    #: seconds an input must be caught up and silent before it stops holding the watermark back
+    input_idleness: float = 30.0
+    #: give up when the group has not assigned partitions (even none) within this time
+    join_timeout: float = 120.0
     #: how long a shutdown keeps retrying a failing final checkpoint before giving up (nothing is
     #: lost by giving up: the next owner resumes from the last durable checkpoint)
     shutdown_retry_seconds: float = 60.0
@@ -81,6 +89,8 @@ class Shard:
     offsets: dict[str, int]
     max_ts: dict[str, float]
     dirty: bool = False
+    #: monotonic time each input last delivered a record (or the shard was assigned)
+    last_seen: dict[str, float] = field(default_factory=dict)
 
     def source(self) -> dict[str, Any]:
         return {"kind": "kafka", "partition": self.partition, "offsets": dict(self.offsets),
@@ -120,6 +130,8 @@ class ConsumerWorker:
         self.last_checkpoint_seconds: float | None = None
         self.consumer: KafkaConsumer | None = None
         self._retired_counters: dict[str, int] = {}
+        #: last time a message arrived or partitions were assigned (the --idle-timeout clock)
+        self._last_activity: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -140,11 +152,20 @@ class ConsumerWorker:
             "auto_offset_reset": "earliest",
             "partition_assignment_strategy": [RangePartitionAssignor],
             "max_poll_records": self.options.max_poll_records,
-            "fetch_max_bytes": 32 * 1024 * 1024,
-            "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            "fetch_max_bytes": 16 * 1024 * 1024,
+            "max_partition_fetch_bytes": 2 * 1024 * 1024,
             "client_id": f"banditloop-{self.options.group}",
-            **self.options.consumer_config,
+            # a misspelt topic must not silently become a new topic (Tansu auto-creates by default)
+            "allow_auto_create_topics": False,
+            # brokers hold a group join for up to half the session timeout: keep rebalances short
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
         }
+        if "receive_message_max_bytes" in KafkaConsumer.DEFAULT_CONFIG:
+            # kafka-python >= 2.3 refuses network frames over 1 MB by default, and brokers (Tansu among
+            # them) may answer a fetch with more than max_partition_fetch_bytes: allow large frames.
+            config["receive_message_max_bytes"] = 256 * 1024 * 1024
+        config.update(self.options.consumer_config)
         consumer = KafkaConsumer(**config)
         consumer.subscribe(topics=[self.topics.impressions, self.topics.clicks, self.topics.conversions],
                            listener=_Rebalance(self))
@@ -154,7 +175,6 @@ class ConsumerWorker:
         """Consume until stopped (signal, ``max_events``, ``idle_timeout``); returns a summary."""
         self.consumer = consumer = self._make_consumer()
         started = time.monotonic()
-        last_message = time.monotonic()
         last_log = time.monotonic()
         processed_at_log = 0
         try:
@@ -162,17 +182,24 @@ class ConsumerWorker:
                 while not self.stop_event.is_set():
                     batch = consumer.poll(timeout_ms=200)
                     if batch:
-                        last_message = time.monotonic()
+                        self._last_activity = time.monotonic()
                         self._process_batch(batch)
+                    else:  # idle inputs may now be known to be caught up: let their watermarks move
+                        for shard in self.shards.values():
+                            self._advance_watermark(shard)
                     if timer.due():
                         self.checkpoint()
                     if self.options.max_events is not None and self.counters["messages"] >= self.options.max_events:
                         log.info("reached --max-events %d", self.options.max_events)
                         break
-                    idle = time.monotonic() - last_message
-                    if self.options.idle_timeout is not None and idle >= self.options.idle_timeout:
-                        log.info("no message for %.1f s (--idle-timeout): stopping", idle)
-                        break
+                    if self._last_activity is None:
+                        if time.monotonic() - started > self.options.join_timeout:
+                            raise TimeoutError(f"no partition assignment within {self.options.join_timeout:.0f} s")
+                    elif self.options.idle_timeout is not None:
+                        idle = time.monotonic() - self._last_activity
+                        if idle >= self.options.idle_timeout:
+                            log.info("no message for %.1f s (--idle-timeout): stopping", idle)
+                            break
                     if time.monotonic() - last_log >= self.options.log_interval:
                         rate = (self.counters["messages"] - processed_at_log) / (time.monotonic() - last_log)
                         self._log_progress(rate)
@@ -187,6 +214,7 @@ class ConsumerWorker:
     # -- processing -----------------------------------------------------------------------------
     def _process_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
         touched: set[int] = set()
+        lateness = self.config.join.allowed_lateness
         for tp, records in batch.items():
             shard = self.shards.get(tp.partition)
             role = self._role.get(tp.topic)
@@ -195,6 +223,8 @@ class ConsumerWorker:
             expected = _EXPECTED_TYPE[role]
             join = shard.run.join
             newest = shard.max_ts.get(role)
+            # the watermark follows this input record by record, bounded by the other inputs
+            floor = self._floor(shard, exclude=role)
             for record in records:
                 self.counters["messages"] += 1
                 shard.offsets[role] = record.offset + 1
@@ -204,9 +234,12 @@ class ConsumerWorker:
                     continue
                 if newest is None or event.ts > newest:
                     newest = event.ts
+                    if floor is not None:
+                        join.set_watermark(min(newest, floor) - lateness)
                 join.process(event)
             if newest is not None:
                 shard.max_ts[role] = newest
+            shard.last_seen[role] = time.monotonic()
             shard.dirty = True
             touched.add(tp.partition)
         for partition in touched:
@@ -251,25 +284,44 @@ class ConsumerWorker:
 
         return send
 
-    def _advance_watermark(self, shard: Shard) -> None:
-        """Minimum newest event time over inputs that still have unread messages."""
-        consumer = self.consumer
-        times = []
-        for role, topic in (("impressions", self.topics.impressions), ("clicks", self.topics.clicks),
-                            ("conversions", self.topics.conversions)):
-            tp = TopicPartition(topic, shard.partition)
-            highwater = consumer.highwater(tp) if consumer is not None else None
-            caught_up = highwater is not None and shard.offsets.get(role, 0) >= highwater
-            newest = shard.max_ts.get(role)
-            if caught_up:
+    def _floor(self, shard: Shard, exclude: str | None = None) -> float | None:
+        """Minimum newest event time over the inputs (but ``exclude``) that are not idle; ``+inf``
+        when all of them are idle; None when a non-idle input has no event time yet (it holds the
+        watermark back)."""
+        floor = float("inf")
+        for role in ("impressions", "clicks", "conversions"):
+            if role == exclude or self._idle(shard, role):
                 continue
+            newest = shard.max_ts.get(role)
             if newest is None:
-                return  # an input with unread messages and no event time yet holds the watermark
-            times.append(newest)
-        if not times:  # every input is caught up: everything available has been read
-            times = list(shard.max_ts.values())
-        if times:
-            shard.run.join.set_watermark(min(times) - self.config.join.allowed_lateness)
+                return None
+            floor = min(floor, newest)
+        return floor
+
+    def _idle(self, shard: Shard, role: str) -> bool:
+        consumer = self.consumer
+        if consumer is None:
+            return False
+        if time.monotonic() - shard.last_seen.get(role, 0.0) < self.options.input_idleness:
+            return False
+        highwater = consumer.highwater(TopicPartition(getattr(self.topics, role), shard.partition))
+        return highwater is not None and shard.offsets.get(role, 0) >= highwater
+
+    def _advance_watermark(self, shard: Shard) -> None:
+        """The minimum newest event time over the inputs that are not idle or, when all are idle,
+        the newest event time read at all (everything available has been read)."""
+        floor = self._floor(shard)
+        if floor is None:
+            return
+        if floor == float("inf"):
+            if not shard.max_ts:
+                return
+            floor = max(shard.max_ts.values())
+        join = shard.run.join
+        before = join.watermark
+        join.set_watermark(floor - self.config.join.allowed_lateness)
+        if join.watermark != before:
+            shard.dirty = True
 
     # -- partitions -----------------------------------------------------------------------------
     def _on_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -290,6 +342,7 @@ class ConsumerWorker:
             self._retired_counters[key] = self._retired_counters.get(key, 0) + value
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._last_activity = time.monotonic()
         consumer = self.consumer
         partitions = sorted({tp.partition for tp in assigned})
         by_partition: dict[int, set[str]] = {}
@@ -300,8 +353,7 @@ class ConsumerWorker:
             if topics != expected:
                 log.error("partition %d assigned for %s only: topics must have equal partition counts "
                           "for impressions and their feedback to meet", p, sorted(topics))
-        checkpoints = {cp.shard: cp for cp in self.store.latest_per_shard(
-            self.options.model, [shard_name(p) for p in partitions])} if partitions else {}
+        checkpoints = {cp.shard: cp for cp in self._load_with_retry(partitions)}
         for p in partitions:
             cp = checkpoints.get(shard_name(p))
             dead = self._join_dead_letter(p)
@@ -315,7 +367,9 @@ class ConsumerWorker:
             else:
                 run = LearningRun(self.config, self.options.model, shard=shard_name(p), dead_letter=dead)
                 offsets, max_ts = {}, {}
-            self.shards[p] = Shard(partition=p, run=run, offsets=offsets, max_ts=max_ts)
+            now = time.monotonic()
+            self.shards[p] = Shard(partition=p, run=run, offsets=offsets, max_ts=max_ts,
+                                   last_seen=dict.fromkeys(("impressions", "clicks", "conversions"), now))
             for role, topic in (("impressions", self.topics.impressions), ("clicks", self.topics.clicks),
                                 ("conversions", self.topics.conversions)):
                 tp = TopicPartition(topic, p)
@@ -326,6 +380,22 @@ class ConsumerWorker:
                 else:
                     consumer.seek_to_beginning(tp)
         log.info("assigned partitions %s (restored %d from checkpoints)", partitions, len(checkpoints))
+
+    def _load_with_retry(self, partitions: list[int]) -> list:
+        """The partitions' newest checkpoints. A partition cannot be processed without its state, so
+        a database outage here is waited out (with backoff) rather than skipped."""
+        if not partitions:
+            return []
+        delay = self.options.retry_initial
+        while True:
+            try:
+                return self.store.latest_per_shard(self.options.model, [shard_name(p) for p in partitions])
+            except SQLAlchemyError as exc:
+                if self.stop_event.is_set():
+                    raise
+                log.warning("cannot read checkpoints (%s); retrying in %.1f s", type(exc).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.options.retry_max)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def checkpoint(self, deadline: float | None = None) -> bool:
@@ -361,6 +431,7 @@ class ConsumerWorker:
         finally:
             if paused and consumer is not None:
                 consumer.resume(*consumer.paused())
+                self._last_activity = time.monotonic()  # time paused for the database is not idle time
 
     def _wait(self, seconds: float, consumer: KafkaConsumer | None) -> None:
         """Sleep while keeping group membership alive (poll with every partition paused)."""

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.features import Featurizer, FeatureSpec
+from pipeline.features import FeatureSpec, Featurizer
 
 
 def test_layout_bias_numeric_slots_and_hashing():

@@ -31,10 +31,10 @@ def conversion(i, ts, value=None, eid=None):
     return Conversion(event_id=eid or f"cnv-{i}", ts=ts, impression_id=f"i{i}", value=value)
 
 
-def make(reward=RewardSpec(), **cfg):
+def make(reward=None, **cfg):
     sink = Recorder()
     dead = []
-    join = EventJoin(sink=sink, reward=reward, config=JoinConfig(**cfg),
+    join = EventJoin(sink=sink, reward=reward or RewardSpec(), config=JoinConfig(**cfg),
                      dead_letter=lambda ev, reason: dead.append((ev.event_id, reason)))
     return join, sink, dead
 

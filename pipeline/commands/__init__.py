@@ -6,5 +6,8 @@ COMMAND_MODULES = (
     "pipeline.commands.replay",
     "pipeline.commands.models",
     "pipeline.commands.learners",
+    "pipeline.commands.broker",
+    "pipeline.commands.produce",
+    "pipeline.commands.consume",
     "pipeline.commands.serve",
 )

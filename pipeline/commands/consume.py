@@ -53,7 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--max-events", type=int, default=None, help="stop after this many messages")
     p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
-                   help="stop after this long without a message")
+                   help="stop after this long without a message (after a crash, make it longer than the "
+                        "6 s session timeout: partitions of a killed member arrive only after it)")
+    p.add_argument("--input-idleness", type=float, default=30.0, metavar="SECONDS",
+                   help="a topic caught up and silent this long stops holding the event-time watermark back")
     p.add_argument("--log-interval", type=float, default=10.0, metavar="SECONDS",
                    help="log lag, events/s, join hits/misses and dead letters this often")
     add_db_option(p)
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     config = model_config(args, feature_spec(args))
     model = args.model or args.learner
     topics = topic_names(args)
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     worker = ConsumerWorker(config, ConsumeOptions(
         bootstrap=args.bootstrap, group=args.group, model=model, topics=topics,
         checkpoint_interval=args.checkpoint_interval, max_events=args.max_events,
-        idle_timeout=args.idle_timeout, log_interval=args.log_interval), store,
+        idle_timeout=args.idle_timeout, log_interval=args.log_interval, input_idleness=args.input_idleness), store,
         dead_letter=producer.send_dead_letter)
     worker.install_signal_handlers()
     try:

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="any other WorldConfig field, e.g. --world base_ctr=0.05")
     world.add_argument("--shared-dim", type=int, default=64, help="shared (context × arm) features, hybrid-linucb")
     p.add_argument("--out", default=None, metavar="LOG.jsonl", help="write the event log (.gz compresses)")
+    p.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
+                   help="also publish the world's events to the Kafka topics as they happen")
+    p.add_argument("--partitions", type=int, default=None, help="with --bootstrap: create missing topics")
     p.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--no-checkpoint", action="store_true", help="do not write checkpoints")
     add_db_option(p)
@@ -63,14 +66,26 @@ def run(args: argparse.Namespace) -> int:
                             **parse_params(args.world))
     except (TypeError, ValueError) as exc:
         raise CommandError(f"world: {exc}") from None
+    producer = None
+    if args.bootstrap:
+        from pipeline.producer import EventProducer
+        from pipeline.topics import TopicNames, ensure_topics
+
+        if args.partitions:
+            ensure_topics(args.bootstrap, TopicNames(), args.partitions)
+        producer = EventProducer(args.bootstrap, TopicNames())
     store = None if args.no_checkpoint else CheckpointStore(db_url(args))
     try:
         summary = simulate(world, config, args.model or args.learner, store,
                            SimulationOptions(steps=args.steps, out=args.out, quiet=args.quiet or args.json,
-                                             checkpoint_interval=args.checkpoint_interval))
+                                             checkpoint_interval=args.checkpoint_interval,
+                                             on_event=None if producer is None else producer.send))
     finally:
         if store is not None:
             store.close()
+        if producer is not None:
+            producer.flush()
+            producer.close()
     if store is not None:
         summary["db"] = db_url(args)
     emit(summary, args)

