@@ -192,6 +192,27 @@ async def run_load(url: str, payloads: list[bytes], rate: float, seconds: float,
             "send_span": sent_until - measured_start, "max_behind": max_behind, "max_busy": max_busy}
 
 
+def publish_figures(url: str, wait: float = 10.0) -> str:
+    """Impressions acknowledged by Kafka and publish errors, from the server's /metrics (after
+    giving the producer a moment to drain)."""
+    deadline = time.monotonic() + wait
+    while True:
+        text = httpx.get(url + "/metrics", timeout=10).text
+        values = {}
+        for line in text.splitlines():
+            if line.startswith(("banditloop_events_published_total", "banditloop_publish_errors_total",
+                                "banditloop_publish_queue_size")):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        queued = values.get("banditloop_publish_queue_size", 0.0)
+        if queued == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    acked = values.get('banditloop_events_published_total{type="impression"}', 0.0)
+    errors = sum(v for k, v in values.items() if k.startswith("banditloop_publish_errors_total"))
+    return f"{acked:.0f} impressions acknowledged by Kafka, {errors:.0f} publish errors, {queued:.0f} still queued"
+
+
 def describe(values_s: np.ndarray) -> str:
     ms = values_s * 1000.0
     return "  ".join(f"{name} {np.percentile(ms, q):7.2f}" for name, q in
@@ -213,13 +234,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learner", default="linucb", choices=["linucb", "diag-linucb"])
     parser.add_argument("--train-steps", type=int, default=5_000)
     parser.add_argument("--reload-interval", type=float, default=1.0, help="the started server's polling period")
+    parser.add_argument("--kafka", action="store_true",
+                        help="start a dev broker (Tansu) and serve with --bootstrap: every answer is published")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for the started `banditloop serve`, e.g. --serve-arg=--http=h11")
     args = parser.parse_args(argv)
 
     proc = None
+    broker = None
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url
+        if args.kafka and url is None:
+            from pipeline.broker import DevBroker
+
+            broker = DevBroker().start()
+            args.serve_arg += ["--bootstrap", broker.bootstrap, "--partitions", "4"]
         if url is None:
             proc, url = start_server(Path(tmp), args.learner, args.candidates, args.dim, args.train_steps,
                                      args.reload_interval, args.serve_arg)
@@ -232,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                                        args.client))
             own_cpu = time.process_time() - own0
             server_cpu = (cpu_seconds(proc.pid) - server_cpu0) if proc else 0.0
+            published = publish_figures(url) if args.kafka else ""
         finally:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
@@ -240,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+            if broker is not None:
+                broker.stop()
 
     res = np.array(out["results"], dtype=float).reshape(-1, 4)
     ok = res[res[:, 3] == 200]
@@ -260,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         p99 = float(np.percentile(ok[:, 2] - ok[:, 0], 99)) * 1000
         print(f"target       p99 <= 10 ms at {args.rate:g} req/s: {'met' if p99 <= 10 else 'MISSED'} "
               f"(p99 {p99:.2f} ms)")
+    if published:
+        print(f"kafka        {published} (warm-up included)")
     total = out["elapsed"] + args.warmup
     print(f"CPU          load generator {own_cpu / total * 100:.0f}% of a core"
           + (f", server {server_cpu / total * 100:.0f}% of a core" if proc else ""))
