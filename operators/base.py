@@ -33,6 +33,10 @@ import numpy as np
 
 Shared = Mapping[str, np.ndarray] | None
 
+#: candidate-tuple caches: at most this many entries of at most this many arms (bounded memory)
+_CACHE_MAX_ENTRIES = 1024
+_CACHE_MAX_CANDIDATES = 512
+
 
 class Decision:
     """What a policy did for one request: the chosen arm, its propensity, and per-candidate scores.
@@ -183,9 +187,10 @@ class Learner(ABC):
         rows = self._candidate_cache.get(key)
         if rows is None:
             rows = np.fromiter((self.add_arm(a) for a in key), dtype=np.intp, count=len(key))
-            if len(self._candidate_cache) > 4096:
-                self._candidate_cache.clear()
-            self._candidate_cache[key] = rows
+            if len(key) <= _CACHE_MAX_CANDIDATES:  # big candidate sets are rarely repeated exactly
+                if len(self._candidate_cache) >= _CACHE_MAX_ENTRIES:
+                    self._candidate_cache.clear()
+                self._candidate_cache[key] = rows
         return rows
 
     def _row_index(self, candidates: Sequence[str]) -> np.ndarray | slice:
@@ -201,9 +206,10 @@ class Learner(ABC):
                 index = slice(start, start + rows.size)
             else:
                 index = rows
-            if len(self._index_cache) > 4096:
-                self._index_cache.clear()
-            self._index_cache[key] = index
+            if len(key) <= _CACHE_MAX_CANDIDATES:
+                if len(self._index_cache) >= _CACHE_MAX_ENTRIES:
+                    self._index_cache.clear()
+                self._index_cache[key] = index
         return index
 
     def rows_of(self, arms: Sequence[str]) -> np.ndarray:
@@ -261,6 +267,8 @@ class Learner(ABC):
         """Add ``reward`` (an increment) to an impression already counted with ``learn_impression``."""
 
     def learn_one(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
+        if not math.isfinite(reward):
+            raise ValueError(f"reward must be finite, got {reward!r}")
         self.learn_impression(arm, x, shared)
         if reward:
             self.learn_reward(arm, x, reward, shared)
@@ -352,6 +360,11 @@ class Learner(ABC):
         other arrays override :meth:`_merge_arrays`. Neither input is modified."""
         if other.kind != self.kind or other.dim != self.dim:
             raise ValueError("can only merge learners of the same kind and dimension")
+        mine = {k: v for k, v in self.params().items() if k != "seed"}
+        theirs_params = {k: v for k, v in other.params().items() if k != "seed"}
+        if mine != theirs_params:
+            raise ValueError(f"cannot merge {self.kind} learners with different hyper-parameters: "
+                             f"{mine} vs {theirs_params}")
         merged = type(self).from_state(self.export_state())
         for arm in other.arms:
             merged.add_arm(arm)

@@ -26,6 +26,7 @@ The state (open impressions and held feedback) exports to plain JSON-able data f
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -220,17 +221,16 @@ class EventJoin:
             return self._unmatched(fb, "feedback precedes its impression by more than the clock skew")
         if lag > window:
             return self._unmatched(fb, f"outside the {'click' if is_click else 'conversion'} window")
+        clicked = imp.clicked or is_click
+        conversions = imp.conversions + (0 if is_click else 1)
+        value_sum = imp.value_sum + (0.0 if is_click or fb.value is None else fb.value)
+        reward = self.reward.value(clicked, conversions, value_sum)
+        if not math.isfinite(reward):  # e.g. an enormous weight × value: never let it reach a model
+            return self._unmatched(fb, f"reward is not finite ({reward!r})")
         imp.seen.append(fb.event_id)
-        if is_click:
-            imp.clicked = True
-            self.counters["clicks"] += 1
-            kind = "click"
-        else:
-            imp.conversions += 1
-            imp.value_sum += fb.value if fb.value is not None else 0.0
-            self.counters["conversions"] += 1
-            kind = "conversion"
-        reward = self.reward.value(imp.clicked, imp.conversions, imp.value_sum)
+        imp.clicked, imp.conversions, imp.value_sum = clicked, conversions, value_sum
+        kind = "click" if is_click else "conversion"
+        self.counters["clicks" if is_click else "conversions"] += 1
         if self.clip_reward:
             reward = min(max(reward, 0.0), 1.0)
         delta = reward - imp.applied

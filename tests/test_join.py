@@ -122,3 +122,11 @@ def test_export_import_mid_stream_changes_nothing(cut):
     feed(second, events[cut:])
     assert sink_first.rewards + sink_second.rewards == sink_whole.rewards
     assert second.counters == whole.counters
+
+
+def test_non_finite_reward_is_dead_lettered_and_never_applied():
+    join, sink, dead = make(reward=RewardSpec(kind="click+value", weight=1e300))
+    feed(join, [impression(1, 0), conversion(1, 5, value=1e9), click(1, 6)])
+    assert sink.rewards == [("i1", 1.0)]  # the click still counts; the overflowing conversion does not
+    assert join.counters["conversions"] == 0 and join.counters["unmatched"] == 1
+    assert "not finite" in dead[0][1]
