@@ -93,10 +93,17 @@ class Scorer:
     learning and off-policy evaluation know what the policy did.
     """
 
-    def __init__(self, store: CheckpointStore | str, model: str, *, max_new_arms: int = 10_000) -> None:
+    def __init__(self, store: CheckpointStore | str, model: str, *, max_new_arms: int = 10_000,
+                 cold_start: ModelConfig | None = None) -> None:
+        """``cold_start``: while the model has no checkpoint at all, serve an untrained learner of
+        this configuration as version 0 instead of raising :class:`NoModel`. An untrained learner
+        chooses uniformly at random (its scores tie: exact 1/K propensities; Thompson sampling
+        estimates them), so the impressions it logs let the learners start; the first checkpoint
+        replaces it whatever its configuration."""
         self.store = store if isinstance(store, CheckpointStore) else CheckpointStore(store)
         self.model = model
         self.max_new_arms = max_new_arms
+        self.cold_start = cold_start
         self._served: ServedModel | None = None
         self._reload_lock = threading.Lock()
         self.reloads = 0
@@ -122,6 +129,13 @@ class Scorer:
         """Load the newest version if it is newer than the served one; True when swapped."""
         with self._reload_lock:
             newest = self.store.latest_version(self.model)
+            if newest is None and self._served is None and self.cold_start is not None:
+                config = self.cold_start
+                self._served = ServedModel(name=self.model, version=0, config=config, learner=config.new_learner(),
+                                           vectorizer=Vectorizer(config), shards=(), created_at=None)
+                log.warning("model %r has no checkpoint yet: serving an untrained %s as version 0 (uniform "
+                            "choices) until the first one", self.model, config.learner)
+                return True
             if newest is None or (self._served is not None and newest <= self._served.version):
                 return False
             if newest == self._refused_version:
@@ -147,7 +161,8 @@ class Scorer:
             raise NoModel("no checkpoints")
         config, learner = merge_checkpoints(checkpoints)
         old = self._served
-        if old is not None and (old.config.learner != config.learner or old.config.features != config.features):
+        if old is not None and old.version > 0 and (
+                old.config.learner != config.learner or old.config.features != config.features):
             raise ValueError(f"incompatible with the served model ({old.config.learner} → {config.learner})")
         version = max(cp.version or 0 for cp in checkpoints)
         return ServedModel(name=self.model, version=version, config=config, learner=learner,

@@ -222,6 +222,21 @@ def test_no_model_yet_is_503_not_500(start_server, tmp_path):
     assert srv.stop() == 0
 
 
+def test_cold_start_serves_an_untrained_model_until_the_first_checkpoint(start_server, tmp_path):
+    db = f"sqlite:///{tmp_path / 'cold.db'}"
+    srv = start_server(db, "m", "--cold-start", "linucb")
+    health = srv.client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "cold start" and health.json()["version"] == 0
+    body = srv.score(context=CONTEXT, candidates=ARMS, k=2).json()
+    assert body["version"] == 0 and body["policy"] == "m:0"
+    assert body["propensity"] == pytest.approx(1 / len(ARMS))  # every arm ties: a uniform choice
+    # the first checkpoint replaces it, although its features differ from the untrained model's
+    train(db)
+    wait_for(lambda: srv.health().get("version") == 1, what="the first checkpoint")
+    assert srv.health()["status"] == "ok" and srv.metric("banditloop_model_refused_reloads_total", 'model="m"') == 0
+    assert srv.score(context=CONTEXT, candidates=ARMS).json()["propensity"] == 1.0
+
+
 # -- validation ---------------------------------------------------------------------------------
 def _body(**fields) -> bytes:
     return json.dumps({"context": CONTEXT, "candidates": ARMS, **fields}).encode()

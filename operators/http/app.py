@@ -10,7 +10,8 @@ Endpoints (JSON in and out; errors are ``{"error": "..."}`` with a 4xx/5xx statu
 * ``POST /feedback`` — one click or conversion event (the event model of :mod:`pipeline.events`),
   published to its topic; 202 once Kafka acknowledged it, 503 without ``--bootstrap`` or when Kafka
   does not acknowledge in time.
-* ``GET /healthz`` — 200 with the served model's info, 503 while no model is loaded.
+* ``GET /healthz`` — 200 with the served model's info (``status`` ``ok``, or ``cold start`` while an
+  untrained model is served as version 0), 503 while no model is loaded.
 * ``GET /metrics`` — Prometheus text (see :mod:`operators.http.metrics`).
 
 Scoring runs directly on the event loop: it is pure CPU work of well under a millisecond, so a
@@ -190,7 +191,8 @@ class ScoringService:
         info["kafka"] = None if self.publisher is None else self.publisher.connected.is_set()
         if info.get("version") is None:
             return json_response({"status": "no model", **info}, 503)
-        return json_response({"status": "ok", **info})
+        # version 0: an untrained model served until the first checkpoint (serve --cold-start)
+        return json_response({"status": "cold start" if info["version"] == 0 else "ok", **info})
 
     async def metrics_endpoint(self, request: Request) -> Response:
         from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
