@@ -152,10 +152,13 @@ class VWAdf(Contender):
     name = "vowpalwabbit cb_explore_adf"
     ARGS = "--cb_explore_adf --epsilon 0.05 -q sa --quiet"
 
-    def __init__(self, stream: Stream, seed: int = 0, format_per_event: bool = False) -> None:
+    def __init__(self, stream: Stream, seed: int = 0, format_per_event: bool = False,
+                 args: str | None = None) -> None:
         from vowpalwabbit import Workspace
 
-        self.vw = Workspace(self.ARGS + f" --random_seed {seed}", quiet=True)
+        if args is not None:
+            self.name = f"vowpalwabbit {args.replace('--quiet', '').strip()}"
+        self.vw = Workspace((args or self.ARGS) + f" --random_seed {seed}", quiet=True)
         self.arms = [stream.arms[j] for j in stream.candidates[0]]
         self.actions = [f"|a arm={a}" for a in self.arms]
         names = [f"x{i}" for i in range(stream.X.shape[1])]

@@ -12,8 +12,9 @@ MABWiser ``partial_fit`` on chunks (its batch API). ``learn_one`` per event is s
 Part 2, end to end (clearly not the same thing): JSON lines of a simulated event log decoded with
 ``pipeline.events.decode_event``, contexts featurized with ``pipeline.features.Featurizer`` and
 learned — event at a time (clicks joined to their impression through an in-memory dict, as they
-arrive) and as one batch (decode and join everything, then ``learn_batch``). This is a minimal
-loop, not ``pipeline.replay``; it shows where the time goes (decoding, featurizing, learning).
+arrive) and as one batch (decode, featurize into one matrix and join, then one ``learn_batch``).
+This is a minimal loop, not ``pipeline.replay``; it shows where the time goes (decoding,
+featurizing, learning).
 
     python benchmarks/learn_from_log.py [--quick] [--events N] [--budget S]
 """
@@ -240,23 +241,23 @@ def end_to_end(steps: int, seed: int, repeats: int) -> tuple[list[list[object]],
 
     def batch(name: str) -> Callable[[], None]:
         def run() -> None:
+            # featurize into one preallocated matrix while decoding, join clicks by row, learn once
             learner = learner_class(name)(dim=CONTEXT_DIM + 1, seed=seed)
-            decoded = [decode_event(line) for line in lines]
+            X = np.zeros((n_imp, CONTEXT_DIM + 1))
+            rewards = np.zeros(n_imp)
             index: dict[str, int] = {}
             arms: list[str] = []
-            contexts = []
-            for e in decoded:
+            for line in lines:
+                e = decode_event(line)
                 if isinstance(e, Impression):
-                    index[e.impression_id] = len(arms)
+                    i = len(arms)
+                    index[e.impression_id] = i
                     arms.append(e.arm)
-                    contexts.append(e.context)
-            rewards = np.zeros(len(arms))
-            for e in decoded:
-                if isinstance(e, Click):
+                    featurizer.transform(e.context, X[i])
+                elif isinstance(e, Click):
                     i = index.get(e.impression_id)
                     if i is not None:
                         rewards[i] = 1.0
-            X = featurizer.transform_many(contexts)
             learner.learn_batch(arms, X, rewards)
         return run
 
@@ -264,7 +265,7 @@ def end_to_end(steps: int, seed: int, repeats: int) -> tuple[list[list[object]],
                                                    ("decode + featurize", decode_featurize)]
     paths += [(f"decode + featurize + {name} learn, event at a time", per_event(name))
               for name in ("diag-linucb", "linucb", "ts")]
-    paths += [(f"decode + join + featurize + {name} learn_batch (whole log)", batch(name))
+    paths += [(f"decode + featurize + join, then one {name} learn_batch", batch(name))
               for name in ("diag-linucb", "linucb")]
     for label, run in paths:
         best = float("inf")
