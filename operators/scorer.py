@@ -96,10 +96,10 @@ class Scorer:
     def __init__(self, store: CheckpointStore | str, model: str, *, max_new_arms: int = 10_000,
                  cold_start: ModelConfig | None = None) -> None:
         """``cold_start``: while the model has no checkpoint at all, serve an untrained learner of
-        this configuration as version 0 instead of raising :class:`NoModel`. An untrained learner
-        chooses uniformly at random (its scores tie: exact 1/K propensities; Thompson sampling
-        estimates them), so the impressions it logs let the learners start; the first checkpoint
-        replaces it whatever its configuration."""
+        this configuration as version 0 instead of raising :class:`NoModel`, so that impressions
+        (which the learners start from) can be logged at all; the first checkpoint replaces it
+        whatever its configuration. ``banditloop serve --cold-start`` uses ``random`` (uniform, exact
+        1/K propensities): an untrained argmax learner's equal scores tie only up to rounding."""
         self.store = store if isinstance(store, CheckpointStore) else CheckpointStore(store)
         self.model = model
         self.max_new_arms = max_new_arms
@@ -133,8 +133,8 @@ class Scorer:
                 config = self.cold_start
                 self._served = ServedModel(name=self.model, version=0, config=config, learner=config.new_learner(),
                                            vectorizer=Vectorizer(config), shards=(), created_at=None)
-                log.warning("model %r has no checkpoint yet: serving an untrained %s as version 0 (uniform "
-                            "choices) until the first one", self.model, config.learner)
+                log.warning("model %r has no checkpoint yet: serving an untrained %s as version 0 until the "
+                            "first one", self.model, config.learner)
                 return True
             if newest is None or (self._served is not None and newest <= self._served.version):
                 return False

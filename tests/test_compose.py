@@ -140,7 +140,7 @@ def test_learners_and_scorer_agree_on_the_model(services):
     consumer, scorer, simulator = (parse(services[n]) for n in ("consumer", "scorer", "simulator"))
     assert services["consumer"]["deploy"]["replicas"] == 2 and consumer.group
     assert consumer.model and consumer.model == scorer.model
-    assert scorer.cold_start == consumer.learner  # scores before the first checkpoint (version 0)
+    assert scorer.cold_start is True  # answers (uniformly) before the learners' first checkpoint
     # the simulator must not write checkpoints under the learners' model name
     assert simulator.no_checkpoint or (simulator.model or simulator.learner) != consumer.model
     # the consumer featurizes the simulator's contexts x0..x{d-1} in their own slots

@@ -224,12 +224,12 @@ def test_no_model_yet_is_503_not_500(start_server, tmp_path):
 
 def test_cold_start_serves_an_untrained_model_until_the_first_checkpoint(start_server, tmp_path):
     db = f"sqlite:///{tmp_path / 'cold.db'}"
-    srv = start_server(db, "m", "--cold-start", "linucb")
+    srv = start_server(db, "m", "--cold-start")
     health = srv.client.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "cold start" and health.json()["version"] == 0
     body = srv.score(context=CONTEXT, candidates=ARMS, k=2).json()
     assert body["version"] == 0 and body["policy"] == "m:0"
-    assert body["propensity"] == pytest.approx(1 / len(ARMS))  # every arm ties: a uniform choice
+    assert [item["propensity"] for item in body["slate"]] == pytest.approx([1 / len(ARMS)] * 2)  # uniform
     # the first checkpoint replaces it, although its features differ from the untrained model's
     train(db)
     wait_for(lambda: srv.health().get("version") == 1, what="the first checkpoint")
@@ -586,3 +586,62 @@ def test_slate_propensities_follow_the_documented_definition(tmp_path):
         assert len(props) == 4 and props[0] == pytest.approx(res.propensity), learner
         assert all(p is None or 0.0 <= p <= 1.0 for p in props), (learner, props)
         scorer.store.close()
+
+
+@pytest.mark.kafka
+def test_the_loop_closes_scorer_to_kafka_to_learners_and_back(start_server, tmp_path, kafka_bootstrap):
+    """Cold start -> impressions and clicks on Kafka -> ``banditloop consume`` learns and checkpoints
+    -> the scorer serves the learners' model: every impression and click served here is in it."""
+    from operators.scorer import merge_checkpoints
+
+    suffix = uuid.uuid4().hex[:8]
+    topic_args = ["--impressions-topic", f"imp-{suffix}", "--clicks-topic", f"clk-{suffix}",
+                  "--conversions-topic", f"cnv-{suffix}", "--dead-letter-topic", f"dlq-{suffix}"]
+    db = f"sqlite:///{tmp_path / 'loop.db'}"
+    srv = start_server(db, "loop", "--cold-start", "--bootstrap", kafka_bootstrap, "--partitions", "2",
+                       *topic_args)
+    wait_for(lambda: srv.health()["kafka"], 60, what="the Kafka producer to connect")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = (tmp_path / "consume.log").open("wb")
+    consumer = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap", kafka_bootstrap, "--group", f"g-{suffix}",
+         "--learner", "linucb", "--model", "loop", "--db", db, "--checkpoint-interval", "0.5", "--quiet",
+         "--dim", str(DIM + 1), "--numeric", ",".join(dense_names("x", DIM)), *topic_args],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        rng = random.Random(3)
+        clicks = 0
+        for _ in range(200):
+            context = {f"x{i}": rng.uniform(-1, 1) for i in range(DIM)}
+            body = srv.score(context=context, candidates=ARMS).json()
+            assert body["version"] == 0 and body["propensity"] == pytest.approx(1 / len(ARMS))
+            if body["arm"] == "a0":
+                click = Click(event_id=f"c-{body['impression_id']}", ts=time.time(),
+                              impression_id=body["impression_id"])
+                assert srv.client.post("/feedback", content=encode_event(click)).status_code == 202
+                clicks += 1
+        assert clicks > 0
+        store = CheckpointStore(db)
+
+        def learned() -> dict | None:
+            checkpoints = store.latest_per_shard("loop")
+            return merge_checkpoints(checkpoints)[1].counters if checkpoints else None
+
+        wait_for(lambda: (learned() or {}).get("impressions") == 200 and learned().get("rewards") == clicks, 120,
+                 0.5, what=f"the learners to checkpoint 200 impressions and {clicks} clicks")
+        store.close()
+        wait_for(lambda: (srv.health().get("version") or 0) >= 1, 30, what="the scorer to load the learners' model")
+        health = srv.health()
+        assert health["status"] == "ok" and health["learner"] == "linucb" and health["arms"] == len(ARMS)
+        body = srv.score(context=CONTEXT, candidates=ARMS).json()
+        assert body["policy"] == f"loop:{body['version']}" and body["propensity"] == 1.0
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        try:
+            consumer.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(consumer.pid, signal.SIGKILL)
+            consumer.wait()
+        log.close()
+    assert consumer.returncode == 0, (tmp_path / "consume.log").read_text()[-3000:]
+    assert srv.stop() == 0

@@ -26,12 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "old version keeps serving. With --bootstrap every shown arm is published as an impression "
                     "event (with its propensity and policy version) so that the learners close the loop, and "
                     "POST /feedback publishes clicks and conversions. Stops gracefully on SIGTERM/SIGINT.")
-    from operators.registry import LEARNERS
-
     p.add_argument("--model", required=True, help="model name in the checkpoint database")
-    p.add_argument("--cold-start", default=None, choices=list(LEARNERS), metavar="LEARNER",
-                   help="while the model has no checkpoint, serve an untrained LEARNER as version 0 (uniform "
-                        "choices, logged as impressions so that the learners can start) instead of answering 503")
+    p.add_argument("--cold-start", action="store_true",
+                   help="while the model has no checkpoint, choose uniformly at random (version 0, propensity "
+                        "1/K; logged as impressions, so that the learners can start) instead of answering 503")
     add_db_option(p)
     p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000, help="listen port (0: any free port)")
@@ -89,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cold_start:
         from pipeline.model import ModelConfig
 
-        cold_start = ModelConfig(learner=args.cold_start)
+        cold_start = ModelConfig(learner="random")
     try:
         scorer = Scorer(db_url(args), args.model, max_new_arms=args.max_new_arms, cold_start=cold_start)
     except Exception as exc:  # a malformed URL or a missing driver
