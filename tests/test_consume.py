@@ -250,7 +250,9 @@ def test_two_workers_and_a_rebalance_equal_one_worker(kafka_bootstrap, big_log, 
         assert proc.returncode == 0, err
     summaries = [json.loads(out) for out, _ in outs]
     assert sum(s["rebalances"] for s in summaries) >= 2
-    assert sorted(p for s in summaries for p in s["partitions"]) == [0, 1, 2, 3]
+    # (which partitions each held at exit depends on who stopped first: a worker whose idle timeout
+    # fires during the last rebalance exits with none, having checkpointed them on revocation)
+    assert all(s["checkpoints"] >= 1 for s in summaries)
     shards = {cp.shard for cp in store.latest_per_shard("pair")}
     assert shards == {"p0", "p1", "p2", "p3"}
     assert_same_as_replay(store, "pair", big_log, tmp_path)
