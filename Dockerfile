@@ -1,4 +1,5 @@
-# The banditloop image: the `banditloop` command with PostgreSQL support. compose.yaml runs it as
+# The banditloop image: the `banditloop` command with PostgreSQL support (and the C CRC-32C for
+# kafka-python: the crc32c package is LGPL-2.1-or-later; drop `fast-crc` to leave it out). compose.yaml runs it as
 # `consume` (learners), `serve` (scorer), `simulate` (traffic) and `models` (table creation).
 FROM python:3.11-slim
 
@@ -12,7 +13,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY operators ./operators
 COPY simulators ./simulators
-RUN pip install '.[postgres]' \
+RUN pip install '.[postgres,fast-crc]' \
     && useradd --system --create-home --uid 10001 banditloop
 
 USER banditloop
