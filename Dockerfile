@@ -1,6 +1,7 @@
-# The banditloop image: the `banditloop` command with PostgreSQL support (and the C CRC-32C for
-# kafka-python: the crc32c package is LGPL-2.1-or-later; drop `fast-crc` to leave it out). compose.yaml runs it as
+# The banditloop image: the `banditloop` command with PostgreSQL support. compose.yaml runs it as
 # `consume` (learners), `serve` (scorer), `simulate` (traffic) and `models` (table creation).
+# `fast-crc` adds the C CRC-32C for kafka-python; that package is LGPL-2.1-or-later: drop the extra
+# to leave it out (kafka-python then uses its slower pure-Python CRC).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

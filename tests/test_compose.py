@@ -108,7 +108,7 @@ def test_every_banditloop_command_parses(services, name):
 def test_the_image_runs_banditloop(services):
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r'^ENTRYPOINT \["banditloop"\]', dockerfile, re.M)
-    assert "[postgres]" in dockerfile  # psycopg for the postgresql+psycopg URLs
+    assert re.search(r"pip install '\.\[[^\]]*\bpostgres\b", dockerfile)  # psycopg for postgresql+psycopg URLs
 
 
 def test_every_bootstrap_is_the_advertised_listener(services):
