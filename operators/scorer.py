@@ -201,13 +201,18 @@ class Scorer:
             if len(learner.arms) > served.known_arms + self.max_new_arms:
                 self._forget_unknown_arms(served)
                 learner = served.learner
-            eligible = learner._eligible(candidates)
+            if candidates is None or learner.retired or not candidates:
+                eligible = learner._eligible(candidates)
+            else:  # nothing to filter out (the common case): skip the per-candidate membership tests
+                eligible = list(candidates)
             shared = vec.shared_for(context, eligible, arm_features)
             decision = learner.choose(x, eligible, shared)
         probs = decision.probabilities
+        # the ranking sorts every score: only worth it for slates (it always starts with the arm)
+        ranking = (decision.arm,) if k <= 1 else decision.ranking[:k]
         return ScoreResult(
             model=served.name, version=served.version, arm=decision.arm,
-            ranking=decision.ranking[: max(1, k)], scores=decision.scores, propensity=decision.propensity,
+            ranking=ranking, scores=decision.scores, propensity=decision.propensity,
             probabilities=None if probs is None else dict(zip(eligible, np.asarray(probs).tolist(), strict=True)))
 
     def _forget_unknown_arms(self, served: ServedModel) -> None:
