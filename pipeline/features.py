@@ -93,8 +93,45 @@ class Featurizer:
         out[index] += sign * value
 
     def transform(self, features: Mapping[str, float | str], out: np.ndarray | None = None) -> np.ndarray:
-        """The vector for one flat feature object."""
-        x = np.zeros(self.spec.dim) if out is None else out
+        """The vector for one flat feature object (written into ``out`` when given)."""
+        if out is not None:
+            return self._transform_into(features, out)
+        return np.array(self.values(features))
+
+    def values(self, features: Mapping[str, float | str]) -> list[float]:
+        """:meth:`transform` as a Python list: the same arithmetic in the same order (IEEE doubles
+        either way, so the results are bitwise equal), without a numpy operation per feature."""
+        x = [0.0] * self.spec.dim
+        if self.spec.bias:
+            x[0] = 1.0
+        slots = self._slots
+        hashed = self._hash_dim > 0  # every slot reserved: unknown features are dropped by construction
+        bucket = self._bucket
+        for name, value in features.items():
+            if isinstance(value, str):
+                if hashed:
+                    index, sign = bucket(f"{name}={value}")
+                    x[index] += sign * 1.0
+            elif name in slots:
+                x[slots[name]] = value if type(value) is float else _as_double(value)
+            else:
+                number = float(value)
+                if hashed:
+                    index, sign = bucket(name)
+                    x[index] += sign * number
+        for a, b in self.spec.interactions:
+            if a in features and b in features:
+                va, vb = features[a], features[b]
+                key_a = f"{a}={va}" if isinstance(va, str) else a
+                key_b = f"{b}={vb}" if isinstance(vb, str) else b
+                num_a = 1.0 if isinstance(va, str) else float(va)
+                num_b = 1.0 if isinstance(vb, str) else float(vb)
+                if hashed:
+                    index, sign = bucket(f"{key_a}*{key_b}")
+                    x[index] += sign * (num_a * num_b)
+        return x
+
+    def _transform_into(self, features: Mapping[str, float | str], x: np.ndarray) -> np.ndarray:
         if self.spec.bias:
             x[0] = 1.0
         slots = self._slots
@@ -135,6 +172,13 @@ class Featurizer:
                 cval = 1.0 if isinstance(cvalue, str) else float(cvalue)
                 self._add(x, f"{ckey}*{key}", cval * arm_val)
         return x
+
+
+def _as_double(value: object) -> float:
+    """``value`` converted as storing it into a float64 array converts it (same result, same errors)."""
+    cell = np.zeros(1)
+    cell[0] = value
+    return float(cell[0])
 
 
 def dense_names(prefix: str, d: int) -> tuple[str, ...]:

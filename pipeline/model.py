@@ -7,6 +7,7 @@ checkpoint, so a scorer or a restarted worker featurizes exactly as the learner 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,10 +75,11 @@ class Vectorizer:
         self.shared = None if config.shared_features is None else Featurizer(config.shared_features)
 
     def x(self, context: Mapping[str, float | str]) -> np.ndarray:
-        x = self.context.transform(context)
-        if not np.all(np.isfinite(x)):
+        values = self.context.values(context)  # as transform(), checked before it becomes an array
+        # a finite sum proves every value finite; otherwise look at each (a sum can overflow)
+        if not math.isfinite(sum(values)) and not all(map(math.isfinite, values)):
             raise ValueError("featurized context is not finite")
-        return x
+        return np.array(values)
 
     def z(self, context: Mapping[str, float | str],
           arm_features: Mapping[str, float | str] | None) -> np.ndarray | None:
