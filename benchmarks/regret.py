@@ -18,7 +18,7 @@ and with those included. Runs are spread over ``--jobs`` processes (default 2, t
 
     python benchmarks/regret.py [--quick] [--steps N] [--seeds 0 1] [--jobs 2]
 
-``--steps 100000`` with 2 seeds takes about 6 minutes on 2 cores (MABWiser alone is ~2.5-3 min
+``--steps 100000`` with 2 seeds takes 6-7 minutes on 2 cores (MABWiser alone is ~2.5-3 min
 per seed, river ~35 s); ``--quick`` (10,000 steps) about 30 s; ``--no-variants`` saves ~10%.
 """
 
