@@ -95,7 +95,8 @@ def _check_flat(name: str, features: dict[str, float | str]) -> None:
     if len(features) > MAX_FEATURES:
         raise InvalidEvent(f"{name}: {len(features)} features, more than {MAX_FEATURES}")
     for key, value in features.items():
-        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_ABS_VALUE):
+        # one chained comparison: False for NaN, ±inf and anything beyond ±MAX_ABS_VALUE
+        if isinstance(value, float) and not (-MAX_ABS_VALUE <= value <= MAX_ABS_VALUE):
             raise InvalidEvent(f"{name}.{key}: not a finite number within ±{MAX_ABS_VALUE:g}")
 
 
@@ -107,7 +108,7 @@ def _validate(event: Event) -> Event:
         if event.candidates is not None:
             if len(event.candidates) > MAX_CANDIDATES:
                 raise InvalidEvent(f"candidates: more than {MAX_CANDIDATES}")
-            event.candidates = [str(c) for c in event.candidates]
+            event.candidates = list(map(str, event.candidates))
             if event.arm not in event.candidates:
                 raise InvalidEvent("arm: not among the candidates")
         if event.arm_features is not None:
