@@ -29,6 +29,9 @@ updates of an arm (and the sums every ``refresh_every`` updates overall), on imp
 ``shared``: in ``score``/``choose`` a mapping arm -> ``z``; in ``learn_impression``/``learn_reward``/
 ``learn_one`` the ``z`` of that arm; in ``learn_batch`` an ``(n, shared_dim)`` matrix aligned with ``X``.
 It is required (``ValueError`` when missing).
+
+Default ``alpha = 0.2``: the posterior width for unit noise, rescaled to the noise of click rewards
+(Bernoulli with rates of a few percent, standard deviation about 0.2); see :mod:`operators.linucb`.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class HybridLinUCB(Learner):
     additive_arrays = ("xtx", "xtz", "xty", "n", "ztz", "zty")
     derived_arrays = ("ainv", "ainv_b", "ainv_y", "bab", "bay", "since_refresh")
 
-    def __init__(self, dim: int, shared_dim: int | None = None, alpha: float = 1.0, ridge: float = 1.0,
+    def __init__(self, dim: int, shared_dim: int | None = None, alpha: float = 0.2, ridge: float = 1.0,
                  refresh_every: int = 1000, seed: int = 0) -> None:
         if ridge <= 0:
             raise ValueError("ridge must be > 0")

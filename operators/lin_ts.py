@@ -11,6 +11,9 @@ and plays the argmax of ``xᵀθ̃_a``. Only that scalar matters and it is exact
 The propensity of the chosen arm is estimated by Monte Carlo over ``propensity_draws`` joint draws of
 those scalars (plus the draw actually used), as in :mod:`operators.beta_ts`; ``propensity_draws=0``
 skips it and reports NaN.
+
+Default ``v = 0.2``: the posterior width for unit noise, rescaled to the noise of click rewards
+(Bernoulli with rates of a few percent, standard deviation about 0.2); see :mod:`operators.linucb`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from operators.linucb import RidgeArms
 class LinearTS(RidgeArms):
     kind = "lints"
 
-    def __init__(self, dim: int, v: float = 1.0, ridge: float = 1.0, propensity_draws: int = 256,
+    def __init__(self, dim: int, v: float = 0.2, ridge: float = 1.0, propensity_draws: int = 256,
                  refresh_every: int = 1000, seed: int = 0) -> None:
         if v < 0:
             raise ValueError("v must be >= 0")
