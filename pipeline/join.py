@@ -29,6 +29,7 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 import msgspec
@@ -49,7 +50,7 @@ class JoinConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
 
-    @property
+    @cached_property  # read for every impression and watermark move; the config is frozen
     def retention(self) -> float:
         return max(self.click_window, self.conversion_window)
 
