@@ -215,6 +215,8 @@ class ConsumerWorker:
     def _process_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
         touched: set[int] = set()
         lateness = self.config.join.allowed_lateness
+        counters = self.counters
+        decode = self._decode
         for tp, records in batch.items():
             shard = self.shards.get(tp.partition)
             role = self._role.get(tp.topic)
@@ -222,13 +224,15 @@ class ConsumerWorker:
                 continue
             expected = _EXPECTED_TYPE[role]
             join = shard.run.join
+            process = join.process
+            offsets = shard.offsets
             newest = shard.max_ts.get(role)
             # the watermark follows this input record by record, bounded by the other inputs
             floor = self._floor(shard, exclude=role)
             for record in records:
-                self.counters["messages"] += 1
-                shard.offsets[role] = record.offset + 1
-                event = self._decode(record, tp, expected)
+                counters["messages"] += 1
+                offsets[role] = record.offset + 1
+                event = decode(record, tp, expected)
                 if event is None:
                     shard.run.invalid += 1
                     continue
@@ -236,7 +240,7 @@ class ConsumerWorker:
                     newest = event.ts
                     if floor is not None:
                         join.set_watermark(min(newest, floor) - lateness)
-                join.process(event)
+                process(event)
             if newest is not None:
                 shard.max_ts[role] = newest
             shard.last_seen[role] = time.monotonic()
@@ -247,22 +251,27 @@ class ConsumerWorker:
 
     def _decode(self, record: Any, tp: TopicPartition, expected: type) -> Event | None:
         raw = record.value
-        source = f"{tp.topic}/{tp.partition}/{record.offset}"
         if raw is None:
-            self._dead(b"", "empty message (tombstone)", source)
+            self._dead(b"", "empty message (tombstone)", self._source(record, tp))
             return None
         if len(raw) > MAX_EVENT_BYTES:
-            self._dead(raw[:1024], f"oversized: {len(raw)} bytes, more than {MAX_EVENT_BYTES}", source)
+            self._dead(raw[:1024], f"oversized: {len(raw)} bytes, more than {MAX_EVENT_BYTES}",
+                       self._source(record, tp))
             return None
         try:
             event = decode_event(raw)
         except InvalidEvent as exc:
-            self._dead(raw, exc.reason, source)
+            self._dead(raw, exc.reason, self._source(record, tp))
             return None
         if not isinstance(event, expected):
-            self._dead(raw, f"wrong topic: a {type(event).__name__.lower()} on {tp.topic}", source)
+            self._dead(raw, f"wrong topic: a {type(event).__name__.lower()} on {tp.topic}", self._source(record, tp))
             return None
         return event
+
+    @staticmethod
+    def _source(record: Any, tp: TopicPartition) -> str:
+        """Where a dead letter came from (built only for dead letters)."""
+        return f"{tp.topic}/{tp.partition}/{record.offset}"
 
     def _dead(self, raw: bytes, reason: str, source: str) -> None:
         self.counters["invalid"] += 1
