@@ -23,9 +23,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/banditloop simulate --policy linucb --arms 20 --dim 16 --steps 50000 --seed 7 \
-		--out out/demo-events.jsonl.gz --db sqlite:///banditloop.db
-	$(BIN)/banditloop models --db sqlite:///banditloop.db
+	$(BIN)/banditloop demo --learner linucb --seconds 60 --rate 150 --out out --db sqlite:///banditloop.db
 
 test: install-test
 	$(BIN)/ruff check pipeline operators simulators tests benchmarks

@@ -10,4 +10,5 @@ COMMAND_MODULES = (
     "pipeline.commands.produce",
     "pipeline.commands.consume",
     "pipeline.commands.serve",
+    "pipeline.commands.demo",
 )
