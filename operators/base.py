@@ -33,6 +33,9 @@ import numpy as np
 
 Shared = Mapping[str, np.ndarray] | None
 
+#: relative score difference under which two arms count as tied (see ``Learner._pick``)
+TIE_TOLERANCE = 1e-12
+
 #: candidate-tuple caches: at most this many entries of at most this many arms (bounded memory)
 _CACHE_MAX_ENTRIES = 1024
 _CACHE_MAX_CANDIDATES = 512
@@ -241,10 +244,13 @@ class Learner(ABC):
     def _pick(self, x: np.ndarray, candidates: Sequence[str], scores: np.ndarray,
               shared: Shared) -> tuple[int, float, np.ndarray | None]:
         """Index of the chosen candidate and its propensity. Default: argmax, ties broken uniformly
-        at random. Randomised policies override this together with :meth:`propensities`."""
+        at random. Scores within ``TIE_TOLERANCE`` (relative) of the top are ties: arms with the same
+        statistics (fresh arms) get scores that differ in the last bits through batched BLAS
+        arithmetic, and rounding must not decide which one is explored. Randomised policies override
+        this together with :meth:`propensities`."""
         best = int(scores.argmax())
         top = scores[best]
-        ties = (scores == top).nonzero()[0]  # np.flatnonzero without its Python-level overhead
+        ties = (scores >= top - TIE_TOLERANCE * max(1.0, abs(top))).nonzero()[0]
         if ties.size == 1:
             return best, 1.0, None
         return int(ties[self.rng.integers(ties.size)]), 1.0 / ties.size, None

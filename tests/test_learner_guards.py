@@ -17,3 +17,13 @@ def test_non_finite_rewards_are_refused(reward):
     with pytest.raises(ValueError, match="finite"):
         learner.learn_one("a", np.ones(3), reward)
     assert learner.counters["impressions"] == 0
+
+
+def test_fresh_arms_tie_and_are_explored_uniformly():
+    learner = LinUCB(4, seed=3)
+    x = np.array([1.0, 0.3, -0.2, 0.7])
+    arms = [f"a{i}" for i in range(5)]
+    picks = [learner.choose(x, arms) for _ in range(2000)]
+    assert all(d.propensity == pytest.approx(0.2) for d in picks)
+    counts = {a: sum(d.arm == a for d in picks) for a in arms}
+    assert all(300 < c < 500 for c in counts.values()), counts
