@@ -20,10 +20,12 @@ def test_non_finite_rewards_are_refused(reward):
 
 
 def test_fresh_arms_tie_and_are_explored_uniformly():
-    learner = LinUCB(4, seed=3)
-    x = np.array([1.0, 0.3, -0.2, 0.7])
+    rng = np.random.default_rng(0)
     arms = [f"a{i}" for i in range(5)]
-    picks = [learner.choose(x, arms) for _ in range(2000)]
-    assert all(d.propensity == pytest.approx(0.2) for d in picks)
-    counts = {a: sum(d.arm == a for d in picks) for a in arms}
-    assert all(300 < c < 500 for c in counts.values()), counts
+    for _ in range(20):  # some contexts give fresh arms scores that differ in the last bits (batched BLAS)
+        learner = LinUCB(16, seed=3)
+        x = rng.normal(size=16)
+        picks = [learner.choose(x, arms) for _ in range(500)]
+        assert all(d.propensity == pytest.approx(0.2) for d in picks)
+        counts = {a: sum(d.arm == a for d in picks) for a in arms}
+        assert all(50 < c < 150 for c in counts.values()), counts
