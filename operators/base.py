@@ -395,6 +395,32 @@ class Learner(ABC):
                 self._arrays[name][rows] += theirs[name]
 
 
+class SampledPolicy:
+    """Mixin for Thompson-sampling policies: play the argmax of one posterior draw (``score``), and
+    estimate the propensity by Monte Carlo over ``propensity_draws`` further joint draws from
+    ``_draws`` (the draw actually played counts as one more sample of the same distribution).
+    ``propensity_draws = 0`` skips the estimate and reports NaN."""
+
+    propensity_draws: int
+
+    def _draws(self, x: np.ndarray, candidates: Sequence[str], n: int) -> np.ndarray:
+        """``n`` joint posterior draws of every candidate's score, shape ``(n, len(candidates))``."""
+        raise NotImplementedError
+
+    def _pick(self, x, candidates, scores, shared):
+        pick = int(np.argmax(scores))
+        if self.propensity_draws <= 0:
+            return pick, float("nan"), None
+        probs = self.propensities(x, candidates, scores, shared)
+        return pick, float(probs[pick]), probs
+
+    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
+        draws = self._draws(x, candidates, max(self.propensity_draws, 0))
+        wins = np.bincount(np.argmax(draws, axis=1), minlength=len(candidates)).astype(float)
+        wins[int(np.argmax(scores))] += 1.0
+        return wins / (draws.shape[0] + 1)
+
+
 def softmax(values: np.ndarray, temperature: float) -> np.ndarray:
     z = (values - values.max()) / temperature
     e = np.exp(z)

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from operators.base import Learner, Shared
+from operators.base import Learner, SampledPolicy, Shared
 
 
-class BetaTS(Learner):
+class BetaTS(SampledPolicy, Learner):
     kind = "ts"
     binary_reward = True
     additive_arrays = ("successes", "failures")
@@ -49,20 +49,9 @@ class BetaTS(Learner):
         a, b = self._ab(candidates)
         return self.rng.beta(a, b)
 
-    def _pick(self, x, candidates, scores, shared):
-        pick = int(np.argmax(scores))
-        if self.propensity_draws <= 0:
-            return pick, float("nan"), None
-        probs = self.propensities(x, candidates, scores, shared)
-        return pick, float(probs[pick]), probs
-
-    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
+    def _draws(self, x: np.ndarray, candidates: Sequence[str], n: int) -> np.ndarray:
         a, b = self._ab(candidates)
-        draws = self.rng.beta(a, b, size=(self.propensity_draws, len(candidates)))
-        wins = np.bincount(np.argmax(draws, axis=1), minlength=len(candidates)).astype(float)
-        # the observed draw is one more sample of the same distribution
-        wins[int(np.argmax(scores))] += 1.0
-        return wins / (self.propensity_draws + 1)
+        return self.rng.beta(a, b, size=(n, len(candidates)))
 
     def learn_impression(self, arm: str, x: np.ndarray | None = None, shared: np.ndarray | None = None) -> None:
         r = self.add_arm(arm)

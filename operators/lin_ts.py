@@ -22,11 +22,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from operators.base import Shared
+from operators.base import SampledPolicy, Shared
 from operators.linucb import RidgeArms
 
 
-class LinearTS(RidgeArms):
+class LinearTS(SampledPolicy, RidgeArms):
     kind = "lints"
 
     def __init__(self, dim: int, v: float = 0.2, ridge: float = 1.0, propensity_draws: int = 256,
@@ -57,17 +57,6 @@ class LinearTS(RidgeArms):
         mean, sd = self._moments(x, candidates)
         return mean + sd * self.rng.standard_normal(len(candidates))
 
-    def _pick(self, x, candidates, scores, shared):
-        pick = int(np.argmax(scores))
-        if self.propensity_draws <= 0:
-            return pick, float("nan"), None
-        probs = self.propensities(x, candidates, scores, shared)
-        return pick, float(probs[pick]), probs
-
-    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
+    def _draws(self, x: np.ndarray, candidates: Sequence[str], n: int) -> np.ndarray:
         mean, sd = self._moments(x, candidates)
-        draws = mean + sd * self.rng.standard_normal((max(self.propensity_draws, 0), len(candidates)))
-        wins = np.bincount(np.argmax(draws, axis=1), minlength=len(candidates)).astype(float)
-        # the draw actually used is one more sample of the same distribution
-        wins[int(np.argmax(scores))] += 1.0
-        return wins / wins.sum()
+        return mean + sd * self.rng.standard_normal((n, len(candidates)))
