@@ -59,8 +59,13 @@ class JoinConfig:
                 "allowed_lateness": self.allowed_lateness, "clock_skew": self.clock_skew}
 
 
-class OpenImpression(msgspec.Struct, array_like=True):
-    """What the join keeps of an impression until its windows close."""
+class OpenImpression(msgspec.Struct, array_like=True, gc=False):
+    """What the join keeps of an impression until its windows close.
+
+    ``gc=False``: not tracked by Python's cyclic garbage collector. Its fields (strings, numbers, a
+    flat dict, a list of strings) cannot form a reference cycle, and the join holds one per open
+    impression, so tracking them only made every full collection walk the whole join state.
+    """
 
     impression_id: str
     event_id: str
