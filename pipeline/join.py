@@ -77,7 +77,8 @@ class OpenImpression(msgspec.Struct, array_like=True, gc=False):
     conversions: int = 0
     value_sum: float = 0.0
     applied: float = 0.0
-    seen: list[str] = []
+    #: event ids of the feedback joined so far (a tuple: the shared empty one for most impressions)
+    seen: tuple[str, ...] = ()
 
 
 class JoinSink(Protocol):
@@ -189,7 +190,7 @@ class EventJoin:
         if ev.arm_features is not None:
             features = ev.arm_features.get(ev.arm)
         imp = OpenImpression(impression_id=ev.impression_id, event_id=ev.event_id, ts=ev.ts, arm=ev.arm,
-                             context=ev.context, arm_features=features, seen=[])
+                             context=ev.context, arm_features=features)
         self.open[ev.impression_id] = imp
         heapq.heappush(self._evict_heap, (ev.ts + self.config.retention, ev.impression_id))
         self.counters["impressions"] += 1
@@ -233,7 +234,7 @@ class EventJoin:
         reward = self.reward.value(clicked, conversions, value_sum)
         if not math.isfinite(reward):  # e.g. an enormous weight × value: never let it reach a model
             return self._unmatched(fb, f"reward is not finite ({reward!r})")
-        imp.seen.append(fb.event_id)
+        imp.seen = (*imp.seen, fb.event_id)
         imp.clicked, imp.conversions, imp.value_sum = clicked, conversions, value_sum
         kind = "click" if is_click else "conversion"
         self.counters["clicks" if is_click else "conversions"] += 1
