@@ -160,6 +160,9 @@ class ConsumerWorker:
             # brokers hold a group join for up to half the session timeout: keep rebalances short
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 1000,
+            # one fetch is in flight per broker; if it covers only partitions read to the end the broker
+            # holds it for fetch_max_wait_ms (500 ms by default) while other partitions have data waiting
+            "fetch_max_wait_ms": 50,
         }
         if "receive_message_max_bytes" in KafkaConsumer.DEFAULT_CONFIG:
             # kafka-python >= 2.3 refuses network frames over 1 MB by default, and brokers (Tansu among

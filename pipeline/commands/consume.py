@@ -90,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout, log_interval=args.log_interval, input_idleness=args.input_idleness), store,
         dead_letter=producer.send_dead_letter)
     worker.install_signal_handlers()
+    # everything allocated so far (modules, the restored model) lives for the whole process: keep it
+    # out of the cyclic collector's full passes, which otherwise cost about 1 µs per message
+    import gc
+
+    gc.freeze()
     try:
         summary = worker.run()
     except IncompatibleCheckpoint as exc:
