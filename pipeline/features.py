@@ -121,35 +121,15 @@ class Featurizer:
                     x[index] += sign * number
         for a, b in self.spec.interactions:
             if a in features and b in features:
-                va, vb = features[a], features[b]
-                key_a = f"{a}={va}" if isinstance(va, str) else a
-                key_b = f"{b}={vb}" if isinstance(vb, str) else b
-                num_a = 1.0 if isinstance(va, str) else float(va)
-                num_b = 1.0 if isinstance(vb, str) else float(vb)
+                key_a, num_a = _term(a, features[a])
+                key_b, num_b = _term(b, features[b])
                 if hashed:
                     index, sign = bucket(f"{key_a}*{key_b}")
                     x[index] += sign * (num_a * num_b)
         return x
 
     def _transform_into(self, features: Mapping[str, float | str], x: np.ndarray) -> np.ndarray:
-        if self.spec.bias:
-            x[0] = 1.0
-        slots = self._slots
-        for name, value in features.items():
-            if isinstance(value, str):
-                self._add(x, f"{name}={value}", 1.0)
-            elif name in slots:
-                x[slots[name]] = value
-            else:
-                self._add(x, name, float(value))
-        for a, b in self.spec.interactions:
-            if a in features and b in features:
-                va, vb = features[a], features[b]
-                key_a = f"{a}={va}" if isinstance(va, str) else a
-                key_b = f"{b}={vb}" if isinstance(vb, str) else b
-                num_a = 1.0 if isinstance(va, str) else float(va)
-                num_b = 1.0 if isinstance(vb, str) else float(vb)
-                self._add(x, f"{key_a}*{key_b}", num_a * num_b)
+        x[:] = self.values(features)
         return x
 
     def transform_many(self, rows: Sequence[Mapping[str, float | str]]) -> np.ndarray:
@@ -164,12 +144,10 @@ class Featurizer:
         if self.spec.bias:
             x[0] = 1.0
         for name, value in arm_features.items():
-            key = f"arm.{name}={value}" if isinstance(value, str) else f"arm.{name}"
-            arm_val = 1.0 if isinstance(value, str) else float(value)
+            key, arm_val = _term(f"arm.{name}", value)
             self._add(x, key, arm_val)
             for cname, cvalue in context.items():
-                ckey = f"{cname}={cvalue}" if isinstance(cvalue, str) else cname
-                cval = 1.0 if isinstance(cvalue, str) else float(cvalue)
+                ckey, cval = _term(cname, cvalue)
                 self._add(x, f"{ckey}*{key}", cval * arm_val)
         return x
 
@@ -179,6 +157,11 @@ def _as_double(value: object) -> float:
     cell = np.zeros(1)
     cell[0] = value
     return float(cell[0])
+
+
+def _term(name: str, value: float | str) -> tuple[str, float]:
+    """Hash key and numeric value of one feature: a string is one-hot (``name=value``, 1.0)."""
+    return (f"{name}={value}", 1.0) if isinstance(value, str) else (name, float(value))
 
 
 def dense_names(prefix: str, d: int) -> tuple[str, ...]:
