@@ -13,13 +13,24 @@ from typing import IO, Any
 
 from pipeline.events import Event, encode_event
 
+#: payloads longer than this are cut (and flagged) in dead-letter records, in files and topics alike
+MAX_DEAD_LETTER_PAYLOAD = 256 * 1024
+
 
 def dead_letter_record(payload: bytes, reason: str, source: str) -> dict[str, Any]:
+    """``{reason, source, payload | payload_base64}``: the payload as text when it is valid UTF-8,
+    else base64; over :data:`MAX_DEAD_LETTER_PAYLOAD` bytes it is cut and flagged with
+    ``payload_truncated: true`` and the original ``payload_bytes``."""
+    kept = payload[:MAX_DEAD_LETTER_PAYLOAD]
     try:
-        text: dict[str, Any] = {"payload": payload.decode("utf-8")}
+        text: dict[str, Any] = {"payload": kept.decode("utf-8")}
     except UnicodeDecodeError:
-        text = {"payload_base64": base64.b64encode(payload).decode("ascii")}
-    return {"reason": reason, "source": source, **text}
+        text = {"payload_base64": base64.b64encode(kept).decode("ascii")}
+    record = {"reason": reason, "source": source, **text}
+    if len(payload) > MAX_DEAD_LETTER_PAYLOAD:
+        record["payload_truncated"] = True
+        record["payload_bytes"] = len(payload)
+    return record
 
 
 class DeadLetterFile:

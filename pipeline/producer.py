@@ -30,7 +30,7 @@ from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 from kafka.producer.future import FutureRecordMetadata
 
-from pipeline.dead_letters import dead_letter_record
+from pipeline.dead_letters import MAX_DEAD_LETTER_PAYLOAD, dead_letter_record
 from pipeline.events import (
     TYPE_ORDER,
     Click,
@@ -58,7 +58,6 @@ __all__ = [
 log = logging.getLogger("banditloop.producer")
 
 #: Dead-letter payloads longer than this are truncated (the record says so and keeps the length).
-MAX_DEAD_LETTER_PAYLOAD = 256 * 1024
 
 
 class ProduceError(RuntimeError):
@@ -72,16 +71,8 @@ def partition_for_key(key: str | bytes, partitions: int) -> int:
 
 
 def encode_dead_letter(raw: bytes, reason: str, source: str) -> bytes:
-    """JSON ``{reason, source, payload | payload_base64}``, the same record as the dead-letter file.
-
-    ``payload`` is the raw message as text when it is valid UTF-8, otherwise ``payload_base64``.
-    Payloads over :data:`MAX_DEAD_LETTER_PAYLOAD` bytes are cut and flagged with
-    ``payload_truncated: true`` and the original ``payload_bytes``.
-    """
-    record = dead_letter_record(raw[:MAX_DEAD_LETTER_PAYLOAD], reason, source)
-    if len(raw) > MAX_DEAD_LETTER_PAYLOAD:
-        record["payload_truncated"] = True
-        record["payload_bytes"] = len(raw)
+    """The dead-letter record (:func:`pipeline.dead_letters.dead_letter_record`) as JSON bytes."""
+    record = dead_letter_record(raw, reason, source)
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 

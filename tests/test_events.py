@@ -73,3 +73,14 @@ def test_load_log_sorts_by_event_time_counts_invalid_and_reads_gzip(tmp_path):
     assert loaded.invalid == 1 and loaded.errors[0][0] == 2 and loaded.lines == 4
     with pytest.raises(StrictModeError, match=":2:"):
         load_log(path, strict=True)
+
+
+def test_dead_letter_file_truncates_huge_payloads(tmp_path):
+    from pipeline.dead_letters import MAX_DEAD_LETTER_PAYLOAD, DeadLetterFile
+
+    dead = DeadLetterFile(tmp_path / "dead.jsonl")
+    dead.raw(b"x" * (MAX_DEAD_LETTER_PAYLOAD + 100), "oversized: too big", "log:1")
+    dead.close()
+    record = json.loads((tmp_path / "dead.jsonl").read_text())
+    assert len(record["payload"]) == MAX_DEAD_LETTER_PAYLOAD
+    assert record["payload_truncated"] is True and record["payload_bytes"] == MAX_DEAD_LETTER_PAYLOAD + 100
