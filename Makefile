@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/banditloop demo --learner linucb --seconds 60 --rate 150 --out out --db sqlite:///banditloop.db
 
 test: install-test
-	$(BIN)/ruff check pipeline operators simulators tests benchmarks
+	$(BIN)/ruff check banditloop core operators simulators pipeline serving tests benchmarks
 	$(BIN)/python -m pytest -q -ra
 
 bench: install-test

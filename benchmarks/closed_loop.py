@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import time  # noqa: E402
 
+from banditloop.operators.registry import learner_class  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     Contender,
     MabwiserLinUCB,
@@ -44,7 +45,6 @@ from benchmarks.common import (  # noqa: E402
     table,
     world_stream,
 )
-from operators.registry import learner_class  # noqa: E402
 
 ARMS, CONTEXT_DIM = 20, 15  # learners see 1 + 15 = 16 features
 OURS = [  # (label, registry name, constructor arguments)

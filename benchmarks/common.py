@@ -2,7 +2,7 @@
 peers (river, MABWiser, Vowpal Wabbit), time-boxed measurement and table printing.
 
 Every contender is driven through the same two calls, ``choose(t) -> column`` and
-``learn(t, column, reward)``, where ``t`` indexes a pre-drawn :class:`~simulators.stream.Stream` and
+``learn(t, column, reward)``, where ``t`` indexes a pre-drawn :class:`~banditloop.simulators.stream.Stream` and
 ``column`` is a candidate position. What each contender receives is pre-built outside the timed
 region in its native input format (a numpy vector for ours, a dict for river, a 1×d matrix for
 MABWiser, the text of the shared ADF line for VW), so the figures compare the libraries, not our
@@ -37,9 +37,9 @@ single_thread()
 
 import numpy as np  # noqa: E402
 
-from operators.base import Learner  # noqa: E402
-from simulators.config import WorldConfig  # noqa: E402
-from simulators.stream import Stream, draw_stream  # noqa: E402
+from banditloop.operators.base import Learner  # noqa: E402
+from banditloop.simulators.config import WorldConfig  # noqa: E402
+from banditloop.simulators.stream import Stream, draw_stream  # noqa: E402
 
 
 # -- contenders ---------------------------------------------------------------------------------
@@ -76,10 +76,10 @@ class Ours(Contender):
 
 class OursFeaturizing(Ours):
     """Like :class:`Ours`, but the vector is built per event from the raw context dict with
-    :class:`pipeline.features.Featurizer` (bias + the named numeric fields), as the pipeline does."""
+    :class:`banditloop.core.features.Featurizer` (bias + the named numeric fields), as the pipeline does."""
 
     def __init__(self, name: str, learner: Learner, stream: Stream) -> None:
-        from pipeline.features import FeatureSpec, Featurizer, dense_names
+        from banditloop.core.features import FeatureSpec, Featurizer, dense_names
 
         super().__init__(name, learner, stream)
         d = stream.X.shape[1]

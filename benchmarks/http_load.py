@@ -52,14 +52,14 @@ def cpu_seconds(pid: int) -> float:
 
 def start_server(tmp: Path, learner: str, arms: int, dim: int, steps: int, reload_interval: float,
                  extra: list[str]) -> tuple[subprocess.Popen, str]:
+    from banditloop.pipeline.broker import free_port
     from benchmarks.score_latency import train
-    from pipeline.broker import free_port
 
     db = f"sqlite:///{tmp / 'bench.db'}"
     train(db, learner, arms, dim, steps, seed=0)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--db", db, "--model", learner,
+    proc = subprocess.Popen([sys.executable, "-m", "banditloop.cli", "serve", "--db", db, "--model", learner,
                              "--port", str(port), "--log-level", "warning", "--reload-interval", str(reload_interval),
                              *extra],
                             env=env, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -81,7 +81,7 @@ def start_server(tmp: Path, learner: str, arms: int, dim: int, steps: int, reloa
 
 def bodies(arms: int, dim: int, n: int = 1000, seed: int = 1) -> list[bytes]:
     """``n`` request bodies: the world's contexts, all K arms as candidates."""
-    from simulators.world import World, WorldConfig
+    from banditloop.simulators.world import World, WorldConfig
 
     world = World(WorldConfig(arms=arms, dim=dim - 1, seed=seed))
     out = []
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url
         if args.kafka and url is None:
-            from pipeline.broker import DevBroker
+            from banditloop.pipeline.broker import DevBroker
 
             broker = DevBroker().start()
             args.serve_arg += ["--bootstrap", broker.bootstrap, "--partitions", "4"]

@@ -10,10 +10,10 @@ data: river ``LinUCBDisjoint.update`` and VW ``learn`` per event (their only way
 MABWiser ``partial_fit`` on chunks (its batch API). ``learn_one`` per event is shown for reference.
 
 Part 2, end to end (clearly not the same thing): JSON lines of a simulated event log decoded with
-``pipeline.events.decode_event``, contexts featurized with ``pipeline.features.Featurizer`` and
+``banditloop.core.events.decode_event``, contexts featurized with ``banditloop.core.features.Featurizer`` and
 learned — event at a time (clicks joined to their impression through an in-memory dict, as they
 arrive) and as one batch (decode, featurize into one matrix and join, then one ``learn_batch``).
-This is a minimal loop, not ``pipeline.replay``; it shows where the time goes (decoding,
+This is a minimal loop, not ``banditloop.pipeline.replay``; it shows where the time goes (decoding,
 featurizing, learning).
 
     python benchmarks/learn_from_log.py [--quick] [--events N] [--budget S]
@@ -38,13 +38,13 @@ from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from banditloop.core.events import Click, Conversion, Impression, decode_event  # noqa: E402
+from banditloop.core.features import FeatureSpec, Featurizer, dense_names  # noqa: E402
+from banditloop.operators.base import Learner  # noqa: E402
+from banditloop.operators.registry import LEARNERS, learner_class  # noqa: E402
+from banditloop.simulators.config import WorldConfig  # noqa: E402
+from banditloop.simulators.logs import generate_log, read_log  # noqa: E402
 from benchmarks.common import emit_json, table, world_stream  # noqa: E402
-from operators.base import Learner  # noqa: E402
-from operators.registry import LEARNERS, learner_class  # noqa: E402
-from pipeline.events import Click, Conversion, Impression, decode_event  # noqa: E402
-from pipeline.features import FeatureSpec, Featurizer, dense_names  # noqa: E402
-from simulators.config import WorldConfig  # noqa: E402
-from simulators.logs import generate_log, read_log  # noqa: E402
 
 ARMS, CONTEXT_DIM, CHUNK = 20, 15, 100_000
 TARGETS = {"ts": 1_000_000, "diag-linucb": 1_000_000, "linucb": 200_000}

@@ -1,8 +1,8 @@
 """End-to-end pipeline throughput against the raw kafka-python consumer, checkpoint latency, freshness.
 
-One run, one memory-only Tansu broker (:class:`pipeline.broker.DevBroker`), loopback only:
+One run, one memory-only Tansu broker (:class:`banditloop.pipeline.broker.DevBroker`), loopback only:
 
-1. **Throughput.** A simulated event log (``pipeline.simulate``; ``--events`` events, K=10 arms,
+1. **Throughput.** A simulated event log (``banditloop.pipeline.simulate``; ``--events`` events, K=10 arms,
    context of 8 numeric features, bias + 8 numeric slots) is produced to three fresh topics of 3
    partitions (``produce_log``). The same topics are then read, alternately and ``--repeats`` times
    each, by
@@ -11,7 +11,7 @@ One run, one memory-only Tansu broker (:class:`pipeline.broker.DevBroker`), loop
      with exactly its settings: a consumer group, range assignor, ``max_poll_records`` 2000, fetch
      sizes, session timeout 6 s, CRC checks on), subscribed to the three topics with a fresh group and
      polled until every message was returned, without looking at them;
-   * **ours**: :class:`pipeline.consumer.ConsumerWorker` (decode, validate, event-time join,
+   * **ours**: :class:`banditloop.pipeline.consumer.ConsumerWorker` (decode, validate, event-time join,
      featurize, learn, checkpoint every ``--checkpoint-interval`` s into SQLite in a temporary
      directory) with a fresh group, per learner (Diag-LinUCB and LinUCB).
 
@@ -102,17 +102,17 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener  # noqa:
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from banditloop.core.events import Click, Impression  # noqa: E402
+from banditloop.core.features import FeatureSpec, dense_names  # noqa: E402
+from banditloop.pipeline.broker import DevBroker  # noqa: E402
+from banditloop.pipeline.checkpoints import CheckpointRow, CheckpointStore  # noqa: E402
+from banditloop.pipeline.consumer import ConsumeOptions, ConsumerWorker, shard_name  # noqa: E402
+from banditloop.pipeline.model import ModelConfig  # noqa: E402
+from banditloop.pipeline.producer import EventProducer, partition_for_key, produce_log  # noqa: E402
+from banditloop.pipeline.simulate import SimulationOptions, simulate  # noqa: E402
+from banditloop.pipeline.topics import TopicNames, ensure_topics  # noqa: E402
+from banditloop.simulators.world import WorldConfig  # noqa: E402
 from benchmarks.common import emit_json, table  # noqa: E402
-from pipeline.broker import DevBroker  # noqa: E402
-from pipeline.checkpoints import CheckpointRow, CheckpointStore  # noqa: E402
-from pipeline.consumer import ConsumeOptions, ConsumerWorker, shard_name  # noqa: E402
-from pipeline.events import Click, Impression  # noqa: E402
-from pipeline.features import FeatureSpec, dense_names  # noqa: E402
-from pipeline.model import ModelConfig  # noqa: E402
-from pipeline.producer import EventProducer, partition_for_key, produce_log  # noqa: E402
-from pipeline.simulate import SimulationOptions, simulate  # noqa: E402
-from pipeline.topics import TopicNames, ensure_topics  # noqa: E402
-from simulators.world import WorldConfig  # noqa: E402
 
 ARMS, DIM, PARTITIONS = 10, 8, 3
 TARGET_RATIO = 0.6

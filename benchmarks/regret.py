@@ -1,7 +1,7 @@
-"""Regret after N steps: every learner of ``operators.registry`` that imports, and the peers.
+"""Regret after N steps: every learner of ``banditloop.operators.registry`` that imports, and the peers.
 
 One simulated world per seed (K=20 arms, d=16 = bias + 15 context features, click reward, CTRs of a
-few percent; :mod:`simulators.world`), drawn once and replayed for every contender: the same
+few percent; :mod:`banditloop.simulators.world`), drawn once and replayed for every contender: the same
 contexts and, for every arm, the reward it would have realised (common random numbers), so the
 differences between contenders are not sampling noise of the world. Feedback is immediate
 (``learn_one`` right after ``choose``). Regret is the pseudo-regret ``Σ_t (max_a μ_t(a) − μ_t(chosen))``
@@ -40,6 +40,12 @@ from functools import lru_cache  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from banditloop.core.features import FeatureSpec, Featurizer, dense_names  # noqa: E402
+from banditloop.operators.base import Learner  # noqa: E402
+from banditloop.operators.registry import LEARNERS, learner_class  # noqa: E402
+from banditloop.simulators.config import WorldConfig  # noqa: E402
+from banditloop.simulators.stream import Stream, draw_stream  # noqa: E402
+from banditloop.simulators.world import World  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     Contender,
     MabwiserLinUCB,
@@ -50,12 +56,6 @@ from benchmarks.common import (  # noqa: E402
     emit_json,
     table,
 )
-from operators.base import Learner  # noqa: E402
-from operators.registry import LEARNERS, learner_class  # noqa: E402
-from pipeline.features import FeatureSpec, Featurizer, dense_names  # noqa: E402
-from simulators.config import WorldConfig  # noqa: E402
-from simulators.stream import Stream, draw_stream  # noqa: E402
-from simulators.world import World  # noqa: E402
 
 ARMS, CONTEXT_DIM, SHARED_DIM = 20, 15, 64
 PEERS = {"river": RiverLinUCB.name, "mabwiser": MabwiserLinUCB.name, "vw": VWAdf.name}

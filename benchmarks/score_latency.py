@@ -1,7 +1,7 @@
 """In-process scoring latency: ``Scorer.choose`` for K candidates and d features (defaults 100, 32).
 
-For each learner a model is trained with the closed-loop simulator (``pipeline.simulate``) into a
-temporary SQLite database and loaded by :class:`operators.scorer.Scorer` exactly as ``banditloop
+For each learner a model is trained with the closed-loop simulator (``banditloop.pipeline.simulate``) into a
+temporary SQLite database and loaded by :class:`banditloop.serving.scorer.Scorer` exactly as ``banditloop
 serve`` loads it. Each call is timed alone (``perf_counter_ns``) after a warm-up, over fresh
 contexts from the simulated world, in two cases:
 
@@ -33,12 +33,12 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from operators.scorer import Scorer  # noqa: E402
-from pipeline.checkpoints import CheckpointStore  # noqa: E402
-from pipeline.features import FeatureSpec, dense_names  # noqa: E402
-from pipeline.model import ModelConfig  # noqa: E402
-from pipeline.simulate import SimulationOptions, simulate  # noqa: E402
-from simulators.world import World, WorldConfig  # noqa: E402
+from banditloop.core.features import FeatureSpec, dense_names  # noqa: E402
+from banditloop.pipeline.checkpoints import CheckpointStore  # noqa: E402
+from banditloop.pipeline.model import ModelConfig  # noqa: E402
+from banditloop.pipeline.simulate import SimulationOptions, simulate  # noqa: E402
+from banditloop.serving.scorer import Scorer  # noqa: E402
+from banditloop.simulators.world import World, WorldConfig  # noqa: E402
 
 LEARNERS = ("linucb", "diag-linucb")
 

@@ -38,13 +38,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.broker import DevBroker  # noqa: E402
-from pipeline.events import Click, Impression  # noqa: E402
-from pipeline.features import FeatureSpec, dense_names  # noqa: E402
-from pipeline.model import ModelConfig  # noqa: E402
-from pipeline.producer import EventProducer  # noqa: E402
-from pipeline.runner import LearningRun  # noqa: E402
-from pipeline.topics import TopicNames, ensure_topics  # noqa: E402
+from banditloop.core.events import Click, Impression  # noqa: E402
+from banditloop.core.features import FeatureSpec, dense_names  # noqa: E402
+from banditloop.pipeline.broker import DevBroker  # noqa: E402
+from banditloop.pipeline.model import ModelConfig  # noqa: E402
+from banditloop.pipeline.producer import EventProducer  # noqa: E402
+from banditloop.pipeline.runner import LearningRun  # noqa: E402
+from banditloop.pipeline.topics import TopicNames, ensure_topics  # noqa: E402
 
 DIM = 4
 CONTEXT = {f"x{i}": 1.0 for i in range(DIM)}
@@ -95,7 +95,7 @@ def main() -> int:
         topics = TopicNames()
         ensure_topics(broker.bootstrap, topics, PARTITIONS)
         # an untrained model so that the scorer can start (the consumer continues these shards)
-        from pipeline.checkpoints import CheckpointStore
+        from banditloop.pipeline.checkpoints import CheckpointStore
 
         store = CheckpointStore(db)
         store.save_many([LearningRun(config, model, shard=f"p{p}").snapshot({"kind": "kafka", "offsets": {}})
@@ -106,12 +106,12 @@ def main() -> int:
                   "--numeric", numeric]
         try:
             children.append(subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap", broker.bootstrap, "--group", "fresh",
+                [sys.executable, "-m", "banditloop.cli", "consume", "--bootstrap", broker.bootstrap, "--group", "fresh",
                  "--checkpoint-interval", str(args.checkpoint_interval), "--quiet", *common],
                 env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / "consume.log", "w"),  # noqa: SIM115
                 start_new_session=True))
             children.append(subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "serve", "--db", db, "--model", model, "--port", str(port),
+                [sys.executable, "-m", "banditloop.cli", "serve", "--db", db, "--model", model, "--port", str(port),
                  "--reload-interval", str(args.reload_interval)],
                 env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / "serve.log", "w"),  # noqa: SIM115
                 start_new_session=True))

@@ -1,0 +1,1 @@
+"""Incremental learners (one per module), all behind :class:`banditloop.operators.base.Learner`."""

@@ -1,6 +1,6 @@
 """The interface every learner implements, and the per-arm bookkeeping they share.
 
-Learners work on featurized vectors (see :mod:`pipeline.features`): a context vector ``x`` of length
+Learners work on featurized vectors (see :mod:`banditloop.core.features`): a context vector ``x`` of length
 ``dim`` and, for hybrid models, a shared vector per arm. The conventions follow river
 (``learn_one``) and scikit-learn (hyper-parameters are constructor arguments, state is separate):
 
@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+
+from banditloop.core.state_codec import LearnerState
 
 Shared = Mapping[str, np.ndarray] | None
 
@@ -78,17 +79,6 @@ class Decision:
         return f"Decision(arm={self.arm!r}, propensity={self.propensity:.4g}, scores={self.scores!r})"
 
 
-@dataclass
-class LearnerState:
-    """A learner's complete state in plain types: JSON-able fields plus named numpy arrays."""
-
-    kind: str
-    params: dict[str, Any]
-    arms: list[str]
-    retired: list[str]
-    arrays: dict[str, np.ndarray]
-    counters: dict[str, float]
-    rng: dict[str, Any] = field(default_factory=dict)
 
 
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from operators.base import Learner, SampledPolicy, Shared
+from banditloop.operators.base import Learner, SampledPolicy, Shared
 
 
 class BetaTS(SampledPolicy, Learner):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from operators.base import Learner
+from banditloop.operators.base import Learner
 
 
 class ArmCounts(Learner):

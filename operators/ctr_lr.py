@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from river import linear_model, optim, utils
 
-from operators.base import Learner, Shared, epsilon_greedy_probabilities, sample_index, softmax
+from banditloop.operators.base import Learner, Shared, epsilon_greedy_probabilities, sample_index, softmax
 
 EXPLORATIONS = ("egreedy", "softmax")
 

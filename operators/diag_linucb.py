@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from operators.base import Learner, Shared
+from banditloop.operators.base import Learner, Shared
 
 
 class DiagLinUCB(Learner):

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from operators.base import Shared, epsilon_greedy_probabilities, sample_index
-from operators.counts import ArmCounts
+from banditloop.operators.base import Shared, epsilon_greedy_probabilities, sample_index
+from banditloop.operators.counts import ArmCounts
 
 
 class EpsilonGreedy(ArmCounts):

@@ -31,7 +31,7 @@ updates of an arm (and the sums every ``refresh_every`` updates overall), on imp
 It is required (``ValueError`` when missing).
 
 Default ``alpha = 0.2``: the posterior width for unit noise, rescaled to the noise of click rewards
-(Bernoulli with rates of a few percent, standard deviation about 0.2); see :mod:`operators.linucb`.
+(Bernoulli with rates of a few percent, standard deviation about 0.2); see :mod:`banditloop.operators.linucb`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from operators.base import Learner, Shared
+from banditloop.operators.base import Learner, Shared
 
 
 class HybridLinUCB(Learner):

@@ -1,7 +1,7 @@
 """Linear Thompson sampling (Agrawal & Goyal 2013, "Thompson Sampling for Contextual Bandits with
 Linear Payoffs").
 
-Per arm the same ridge statistics as LinUCB (:class:`operators.linucb.RidgeArms`: raw ``Σxxᵀ``,
+Per arm the same ridge statistics as LinUCB (:class:`banditloop.operators.linucb.RidgeArms`: raw ``Σxxᵀ``,
 ``Σrx`` and counts, prior ``λI`` added when the caches are built, Sherman–Morrison updates): the
 posterior is ``θ_a ~ N(μ_a, v²A_a⁻¹)`` with ``μ_a = A_a⁻¹b_a``. The policy samples ``θ̃_a`` per arm
 and plays the argmax of ``xᵀθ̃_a``. Only that scalar matters and it is exactly
@@ -9,11 +9,11 @@ and plays the argmax of ``xᵀθ̃_a``. Only that scalar matters and it is exact
 ``d``-dimensional draw (and its Cholesky factor) without changing the policy.
 
 The propensity of the chosen arm is estimated by Monte Carlo over ``propensity_draws`` joint draws of
-those scalars (plus the draw actually used), as in :mod:`operators.beta_ts`; ``propensity_draws=0``
+those scalars (plus the draw actually used), as in :mod:`banditloop.operators.beta_ts`; ``propensity_draws=0``
 skips it and reports NaN.
 
 Default ``v = 0.2``: the posterior width for unit noise, rescaled to the noise of click rewards
-(Bernoulli with rates of a few percent, standard deviation about 0.2); see :mod:`operators.linucb`.
+(Bernoulli with rates of a few percent, standard deviation about 0.2); see :mod:`banditloop.operators.linucb`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from operators.base import SampledPolicy, Shared
-from operators.linucb import RidgeArms
+from banditloop.operators.base import SampledPolicy, Shared
+from banditloop.operators.linucb import RidgeArms
 
 
 class LinearTS(SampledPolicy, RidgeArms):

@@ -6,7 +6,7 @@ two shards merge exactly by addition. ``A_a⁻¹`` and ``θ_a`` are caches kept 
 Sherman–Morrison rank-one updates (O(d²) per event instead of O(d³)) and recomputed exactly every
 ``refresh_every`` updates of an arm, on import and on merge, so rounding cannot accumulate.
 
-That machinery lives in :class:`RidgeArms`, which linear Thompson sampling (:mod:`operators.lin_ts`)
+That machinery lives in :class:`RidgeArms`, which linear Thompson sampling (:mod:`banditloop.operators.lin_ts`)
 shares; :class:`LinUCB` adds only the upper-confidence score.
 
 Default ``alpha = 0.2``. The bonus ``sqrt(xᵀA⁻¹x)`` is the posterior standard deviation of ``θᵀx``
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.linalg.blas import dger as _dger
 
-from operators.base import Learner, Shared
+from banditloop.operators.base import Learner, Shared
 
 
 def _rank_one_update(matrix: np.ndarray, scale: float, v: np.ndarray) -> None:

@@ -5,19 +5,19 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from operators.base import Learner, LearnerState
+from banditloop.operators.base import Learner, LearnerState
 
 #: CLI name -> "module:Class". Imported lazily so that ``banditloop --help`` stays fast.
 LEARNERS: dict[str, str] = {
-    "random": "operators.uniform_random:UniformRandom",
-    "egreedy": "operators.epsilon_greedy:EpsilonGreedy",
-    "ucb1": "operators.ucb1:UCB1",
-    "ts": "operators.beta_ts:BetaTS",
-    "linucb": "operators.linucb:LinUCB",
-    "hybrid-linucb": "operators.hybrid_linucb:HybridLinUCB",
-    "diag-linucb": "operators.diag_linucb:DiagLinUCB",
-    "lints": "operators.lin_ts:LinearTS",
-    "ctr-lr": "operators.ctr_lr:CTRLogisticRegression",
+    "random": "banditloop.operators.uniform_random:UniformRandom",
+    "egreedy": "banditloop.operators.epsilon_greedy:EpsilonGreedy",
+    "ucb1": "banditloop.operators.ucb1:UCB1",
+    "ts": "banditloop.operators.beta_ts:BetaTS",
+    "linucb": "banditloop.operators.linucb:LinUCB",
+    "hybrid-linucb": "banditloop.operators.hybrid_linucb:HybridLinUCB",
+    "diag-linucb": "banditloop.operators.diag_linucb:DiagLinUCB",
+    "lints": "banditloop.operators.lin_ts:LinearTS",
+    "ctr-lr": "banditloop.operators.ctr_lr:CTRLogisticRegression",
 }
 
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from operators.base import Shared
-from operators.counts import ArmCounts
+from banditloop.operators.base import Shared
+from banditloop.operators.counts import ArmCounts
 
 #: score of an arm that was never shown: above any real index, but finite (JSON has no infinity)
 UNPLAYED_SCORE = 1e300

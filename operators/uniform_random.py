@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from operators.base import Shared
-from operators.counts import ArmCounts
+from banditloop.operators.base import Shared
+from banditloop.operators.counts import ArmCounts
 
 
 class UniformRandom(ArmCounts):

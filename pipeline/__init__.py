@@ -1,0 +1,1 @@
+"""The stream pipeline: event-time join, learning runs, checkpoints, replay, simulation and Kafka I/O."""

@@ -17,7 +17,7 @@ this Python process is SIGKILLed. ``SIGTERM``/``SIGHUP`` handlers are installed 
 in the main thread and only where the handler is still the default one) that stop live brokers and
 then let the signal terminate the process as usual.
 
-Run ``python -m pipeline.broker [--port N]`` for a foreground broker that prints its bootstrap
+Run ``python -m banditloop.pipeline.broker [--port N]`` for a foreground broker that prints its bootstrap
 address and stops on Ctrl-C.
 """
 
@@ -377,7 +377,7 @@ class DevBroker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.broker [--port N]``: run a foreground dev broker until interrupted."""
+    """``python -m banditloop.pipeline.broker [--port N]``: run a foreground dev broker until interrupted."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Run a memory-only Tansu Kafka broker on loopback.")

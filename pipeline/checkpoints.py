@@ -40,8 +40,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from operators.base import LearnerState
-from pipeline.state_codec import decode_state, encode_state
+from banditloop.core.state_codec import decode_state, encode_state
+from banditloop.operators.base import LearnerState
 
 DEFAULT_DB_URL = "sqlite:///banditloop.db"
 DEFAULT_SHARD = "main"

@@ -40,12 +40,12 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.checkpoints import CheckpointStore
-from pipeline.events import MAX_EVENT_BYTES, Click, Conversion, Event, Impression, InvalidEvent, decode_event
-from pipeline.model import ModelConfig
-from pipeline.runner import IncompatibleCheckpoint, LearningRun
-from pipeline.scheduling import CheckpointTimer
-from pipeline.topics import TopicNames
+from banditloop.core.events import MAX_EVENT_BYTES, Click, Conversion, Event, Impression, InvalidEvent, decode_event
+from banditloop.pipeline.checkpoints import CheckpointStore
+from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.runner import IncompatibleCheckpoint, LearningRun
+from banditloop.pipeline.scheduling import CheckpointTimer
+from banditloop.pipeline.topics import TopicNames
 
 log = logging.getLogger("banditloop.consume")
 
@@ -289,7 +289,7 @@ class ConsumerWorker:
                 log.exception("could not publish a dead letter (%s)", reason)
 
     def _join_dead_letter(self, partition: int) -> Callable[[Event, str], None]:
-        from pipeline.events import encode_event
+        from banditloop.core.events import encode_event
 
         def send(event: Event, reason: str) -> None:
             self._send_dead_letter(encode_event(event), reason, f"join/p{partition}")

@@ -1,6 +1,6 @@
 """Where events that cannot be applied go, with the reason: a JSON-lines file for offline runs.
 
-(Live consumption publishes the same records to a dead-letter topic: see ``pipeline.producer``.)
+(Live consumption publishes the same records to a dead-letter topic: see ``banditloop.pipeline.producer``.)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.events import Event, encode_event
+from banditloop.core.events import Event, encode_event
 
 #: payloads longer than this are cut (and flagged) in dead-letter records, in files and topics alike
 MAX_DEAD_LETTER_PAYLOAD = 256 * 1024

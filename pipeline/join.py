@@ -8,7 +8,7 @@ Semantics
   learners count it immediately (a reward of 0 so far).
 * Feedback (click or conversion) joins its impression if ``imp.ts - clock_skew <= fb.ts <=
   imp.ts + window`` (``click_window`` or ``conversion_window``). The reward of the impression is
-  recomputed from everything joined so far with the :class:`~pipeline.reward.RewardSpec` and only the
+  recomputed from everything joined so far with the :class:`~banditloop.core.reward.RewardSpec` and only the
   *increment* goes to the sink, so a click that arrives hours later is learned when it arrives, and a
   second click or a duplicate changes nothing.
 * Feedback whose impression has not arrived yet is held, until the impression comes or the
@@ -34,8 +34,8 @@ from typing import Protocol
 
 import msgspec
 
-from pipeline.events import Click, Conversion, Event, Feedback, Impression
-from pipeline.reward import RewardSpec
+from banditloop.core.events import Click, Conversion, Event, Feedback, Impression
+from banditloop.core.reward import RewardSpec
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from pipeline.events import TYPE_ORDER, Event, InvalidEvent, decode_event, encode_event
+from banditloop.core.events import TYPE_ORDER, Event, InvalidEvent, decode_event, encode_event
 
 _GZIP_MAGIC = b"\x1f\x8b"
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from operators.base import Learner
-from operators.registry import learner_class, make_learner
-from pipeline.features import FeatureSpec, Featurizer
-from pipeline.join import JoinConfig, OpenImpression
-from pipeline.reward import RewardSpec
+from banditloop.core.features import FeatureSpec, Featurizer
+from banditloop.core.reward import RewardSpec
+from banditloop.operators.base import Learner
+from banditloop.operators.registry import learner_class, make_learner
+from banditloop.pipeline.join import JoinConfig, OpenImpression
 
 #: learners that take a per-arm shared feature vector (context × arm features)
 SHARED_FEATURE_LEARNERS = frozenset({"hybrid-linucb"})

@@ -3,7 +3,7 @@
 Every event is keyed by its ``impression_id`` and partitioned by kafka-python's default partitioner
 (murmur2 of the key bytes, as in the Java client), so with equal partition counts an impression and
 all its clicks and conversions land in the same partition *number* of their three topics; see
-:func:`partition_for_key`. The value is :func:`pipeline.events.encode_event` (compact JSON, ``ts``
+:func:`partition_for_key`. The value is :func:`banditloop.core.events.encode_event` (compact JSON, ``ts``
 as epoch seconds) and the record timestamp is the event time.
 
 Delivery settings: ``acks="all"``, unlimited retries bounded by ``delivery_timeout_ms``, one
@@ -30,8 +30,7 @@ from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 from kafka.producer.future import FutureRecordMetadata
 
-from pipeline.dead_letters import MAX_DEAD_LETTER_PAYLOAD, dead_letter_record
-from pipeline.events import (
+from banditloop.core.events import (
     TYPE_ORDER,
     Click,
     Conversion,
@@ -42,8 +41,9 @@ from pipeline.events import (
     encode_event,
     parse_ts,
 )
-from pipeline.logs import iter_lines, load_log
-from pipeline.topics import TopicNames
+from banditloop.pipeline.dead_letters import MAX_DEAD_LETTER_PAYLOAD, dead_letter_record
+from banditloop.pipeline.logs import iter_lines, load_log
+from banditloop.pipeline.topics import TopicNames
 
 __all__ = [
     "MAX_DEAD_LETTER_PAYLOAD",
@@ -71,7 +71,7 @@ def partition_for_key(key: str | bytes, partitions: int) -> int:
 
 
 def encode_dead_letter(raw: bytes, reason: str, source: str) -> bytes:
-    """The dead-letter record (:func:`pipeline.dead_letters.dead_letter_record`) as JSON bytes."""
+    """The dead-letter record (:func:`banditloop.pipeline.dead_letters.dead_letter_record`) as JSON bytes."""
     record = dead_letter_record(raw, reason, source)
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -212,7 +212,7 @@ def produce_log(
 ) -> dict[str, Any]:
     """Publish a ``.jsonl``/``.jsonl.gz`` event log in event-time order; returns a summary.
 
-    Order is the one :func:`pipeline.logs.load_log` (and hence ``replay``) uses: by ``ts``, then
+    Order is the one :func:`banditloop.pipeline.logs.load_log` (and hence ``replay``) uses: by ``ts``, then
     impression before click before conversion, then line number. A log already in that order is
     streamed (two passes, constant memory); otherwise it is loaded and sorted in memory. Invalid
     lines are counted and skipped (and published to the dead-letter topic with

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoints import CheckpointStore
-from pipeline.dead_letters import DeadLetterFile
-from pipeline.logs import load_log
-from pipeline.model import ModelConfig
-from pipeline.progress import progress_bar
-from pipeline.runner import LearningRun
-from pipeline.scheduling import CheckpointTimer
+from banditloop.pipeline.checkpoints import CheckpointStore
+from banditloop.pipeline.dead_letters import DeadLetterFile
+from banditloop.pipeline.logs import load_log
+from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.progress import progress_bar
+from banditloop.pipeline.runner import LearningRun
+from banditloop.pipeline.scheduling import CheckpointTimer
 
 
 @dataclass

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from operators.base import Learner
-from operators.registry import learner_from_state
-from pipeline.checkpoints import DEFAULT_SHARD, Checkpoint, CheckpointStore
-from pipeline.events import Event
-from pipeline.join import EventJoin
-from pipeline.model import LearnerSink, ModelConfig, Vectorizer
+from banditloop.core.events import Event
+from banditloop.operators.base import Learner
+from banditloop.operators.registry import learner_from_state
+from banditloop.pipeline.checkpoints import DEFAULT_SHARD, Checkpoint, CheckpointStore
+from banditloop.pipeline.join import EventJoin
+from banditloop.pipeline.model import LearnerSink, ModelConfig, Vectorizer
 
 DeadLetterFn = Callable[[Event, str], None]
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoints import CheckpointStore
-from pipeline.events import TYPE_ORDER, Event, encode_event
-from pipeline.logs import open_log
-from pipeline.model import ModelConfig
-from pipeline.progress import progress_bar
-from pipeline.runner import LearningRun
-from pipeline.scheduling import CheckpointTimer
-from simulators.world import World, WorldConfig
+from banditloop.core.events import TYPE_ORDER, Event, encode_event
+from banditloop.pipeline.checkpoints import CheckpointStore
+from banditloop.pipeline.logs import open_log
+from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.progress import progress_bar
+from banditloop.pipeline.runner import LearningRun
+from banditloop.pipeline.scheduling import CheckpointTimer
+from banditloop.simulators.world import World, WorldConfig
 
 EventHook = Callable[[Event], None]
 

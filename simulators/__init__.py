@@ -1,9 +1,9 @@
 """Simulated worlds with known ground truth: closed-loop runs, event logs and regret.
 
-See :mod:`simulators.world` for the model and :mod:`simulators.logs` for event logs.
+See :mod:`banditloop.simulators.world` for the model and :mod:`banditloop.simulators.logs` for event logs.
 """
 
-from simulators.config import WorldConfig
-from simulators.world import Outcome, Request, World
+from banditloop.simulators.config import WorldConfig
+from banditloop.simulators.world import Outcome, Request, World
 
 __all__ = ["World", "WorldConfig", "Request", "Outcome"]

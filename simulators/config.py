@@ -1,4 +1,4 @@
-"""Configuration of the simulated world (:class:`simulators.world.World`).
+"""Configuration of the simulated world (:class:`banditloop.simulators.world.World`).
 
 The defaults describe a small display-ads setting: click-through rates of a few percent that depend
 on the context (a user) and differ between arms (ads) by a factor of several, a conversion for
@@ -11,12 +11,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.reward import RewardSpec
+from banditloop.core.reward import RewardSpec
 
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Parameters of a :class:`~simulators.world.World`. Every random draw derives from ``seed``.
+    """Parameters of a :class:`~banditloop.simulators.world.World`. Every random draw derives from ``seed``.
 
     Click model, per arm ``a``: ``p = sigmoid(θ*_a·x + bias_a)`` with ``x ~ N(0, I_dim)``,
     ``θ*_a ~ N(0, theta_scale²/dim · I)`` (so ``θ*_a·x`` has standard deviation ``theta_scale`` and

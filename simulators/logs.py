@@ -3,7 +3,7 @@
 A log is what an off-line learner or an off-policy evaluator sees: impressions with the logging
 policy's propensities, and clicks and conversions that arrive later (the configured delays), all
 interleaved in event-time order. Ties are broken as the pipeline processes them (an impression
-before its feedback, see :data:`pipeline.events.TYPE_ORDER`), then by generation order.
+before its feedback, see :data:`banditloop.core.events.TYPE_ORDER`), then by generation order.
 
 Events are written as they become due, keeping only the pending feedback in memory, so logs of
 millions of events need no more memory than the feedback in flight.
@@ -20,9 +20,9 @@ from typing import IO
 
 import numpy as np
 
-from pipeline.events import TYPE_ORDER, encode_event
-from simulators.config import WorldConfig
-from simulators.world import Request, World
+from banditloop.core.events import TYPE_ORDER, encode_event
+from banditloop.simulators.config import WorldConfig
+from banditloop.simulators.world import Request, World
 
 #: logging policies: uniform random (the default; propensity 1/m), the oracle (deterministic,
 #: propensity 1) and ε-greedy around the oracle (ε = 0.1: known, non-uniform propensities)

@@ -1,6 +1,6 @@
 """A whole simulated stream as arrays, for benchmarks and regret studies that replay one world.
 
-The world's draws do not depend on the policy (see :mod:`simulators.world`), so a run of ``steps``
+The world's draws do not depend on the policy (see :mod:`banditloop.simulators.world`), so a run of ``steps``
 requests can be drawn once and replayed for every policy: each step holds the context, the
 candidates, every candidate's expected reward and the reward it *would* realise if shown. A policy's
 reward is then a lookup, and all policies face the same contexts and common random numbers.
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulators.config import WorldConfig
-from simulators.world import World
+from banditloop.simulators.config import WorldConfig
+from banditloop.simulators.world import World
 
 
 @dataclass(frozen=True)

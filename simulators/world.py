@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.events import Click, Conversion, Impression
-from simulators.config import WorldConfig, logit
+from banditloop.core.events import Click, Conversion, Impression
+from banditloop.simulators.config import WorldConfig, logit
 
 __all__ = ["World", "WorldConfig", "Request", "Outcome"]
 
@@ -69,7 +69,7 @@ class Request:
     truth: _Truth = field(default=None, repr=False)  # type: ignore[assignment]
 
     def expected_reward(self, arm: str) -> float:
-        """Expected reward of showing ``arm`` here, under the world's :class:`~pipeline.reward.RewardSpec`."""
+        """Expected reward of showing ``arm`` here, under the world's :class:`~banditloop.core.reward.RewardSpec`."""
         return float(self.truth.expected[self._position(arm)])
 
     def expected_rewards(self) -> np.ndarray:

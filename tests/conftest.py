@@ -1,7 +1,7 @@
 """Shared pytest fixtures.
 
 ``kafka_bootstrap`` (session): ``"127.0.0.1:PORT"`` of one memory-only Tansu broker
-(:class:`pipeline.broker.DevBroker`) started on a free port for the whole session and stopped at
+(:class:`banditloop.pipeline.broker.DevBroker`) started on a free port for the whole session and stopped at
 the end. Tests share it, so each should use its own topic names and consumer group ids. Set
 ``BANDITLOOP_KAFKA_BOOTSTRAP=host:port`` to use an already running broker instead. Without the
 bundled binary the Kafka tests are skipped, except under ``CI=true`` where they fail.
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.broker import BrokerError, DevBroker, find_tansu_binary
+from banditloop.pipeline.broker import BrokerError, DevBroker, find_tansu_binary
 
 
 @pytest.fixture(scope="session")

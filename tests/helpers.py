@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from operators.base import LearnerState
+from banditloop.operators.base import LearnerState
 
 
 def assert_states_equal(a: LearnerState, b: LearnerState, rtol: float = 1e-9, atol: float = 1e-9) -> None:

@@ -4,9 +4,9 @@ import threading
 import numpy as np
 import pytest
 
-from operators.linucb import LinUCB
-from pipeline.checkpoints import Checkpoint, CheckpointStore
-from pipeline.state_codec import CorruptState, decode_state, encode_state
+from banditloop.core.state_codec import CorruptState, decode_state, encode_state
+from banditloop.operators.linucb import LinUCB
+from banditloop.pipeline.checkpoints import Checkpoint, CheckpointStore
 from tests.helpers import assert_states_equal
 
 

@@ -8,7 +8,7 @@ import pytest
 
 def banditloop(*args, cwd, check=True):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "banditloop.cli", *args], cwd=cwd, capture_output=True,
                           text=True, env=env, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")

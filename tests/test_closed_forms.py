@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from operators.registry import make_learner
-from operators.ucb1 import UNPLAYED_SCORE
+from banditloop.operators.registry import make_learner
+from banditloop.operators.ucb1 import UNPLAYED_SCORE
 
 D = 4
 K = 3

@@ -2,7 +2,7 @@
 command whose options parse, addresses and credentials agree across services, and start-up order
 is right.
 
-Commands are parsed with :func:`pipeline.cli.build_parser` given the service's environment (the
+Commands are parsed with :func:`banditloop.cli.build_parser` given the service's environment (the
 CLI reads ``BANDITLOOP_<OPTION>`` variables), after resolving compose's ``${VAR:-default}``
 interpolation with the defaults, as ``docker compose`` does without an ``.env`` file.
 """
@@ -20,7 +20,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from pipeline.cli import build_parser
+from banditloop.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 BANDITLOOP_COMMANDS = {"db-init": "models", "consumer": "consume", "scorer": "serve", "simulator": "simulate"}
@@ -149,7 +149,7 @@ def test_learners_and_scorer_agree_on_the_model(services):
 
 
 def test_topics_are_the_pipelines_with_equal_partition_counts(services):
-    from pipeline.topics import TopicNames
+    from banditloop.pipeline.topics import TopicNames
 
     script = " ".join(command(services["topics"]))
     created = {t: int(n) for t, n in re.findall(r"--topic (\S+) --partitions (\d+)", script)}

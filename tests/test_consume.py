@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from operators.scorer import merge_checkpoints
-from pipeline.checkpoints import CheckpointStore
-from pipeline.consumer import ConsumeOptions, ConsumerWorker
-from pipeline.features import FeatureSpec, dense_names
-from pipeline.model import ModelConfig
-from pipeline.producer import produce_log
-from pipeline.replay import ReplayOptions, replay_log
-from pipeline.simulate import SimulationOptions, simulate
-from pipeline.topics import TopicNames, ensure_topics
-from simulators.world import WorldConfig
+from banditloop.core.features import FeatureSpec, dense_names
+from banditloop.pipeline.checkpoints import CheckpointStore
+from banditloop.pipeline.consumer import ConsumeOptions, ConsumerWorker
+from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.producer import produce_log
+from banditloop.pipeline.replay import ReplayOptions, replay_log
+from banditloop.pipeline.simulate import SimulationOptions, simulate
+from banditloop.pipeline.topics import TopicNames, ensure_topics
+from banditloop.serving.scorer import merge_checkpoints
+from banditloop.simulators.world import WorldConfig
 from tests.helpers import assert_states_equal
 
 pytestmark = pytest.mark.kafka
@@ -175,7 +175,7 @@ def test_dead_letters_reach_the_dead_letter_topic(kafka_bootstrap, tmp_path):
     producer.send(topics.impressions, b"{oops")
     producer.flush()
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap", kafka_bootstrap,
+    proc = subprocess.run([sys.executable, "-m", "banditloop.cli", "consume", "--bootstrap", kafka_bootstrap,
                            "--group", "g-" + topics.impressions, "--learner", "diag-linucb", "--model", "dl",
                            "--db", f"sqlite:///{tmp_path / 'dl.db'}", "--idle-timeout", "3", "--json", "--quiet",
                            *feature_args(), *topic_args(topics)], capture_output=True, text=True, env=env,
@@ -192,7 +192,7 @@ def test_dead_letters_reach_the_dead_letter_topic(kafka_bootstrap, tmp_path):
 
 def consume_process(bootstrap, topics, db, model, group, *extra, idle="4"):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap", bootstrap,
+    return subprocess.Popen([sys.executable, "-m", "banditloop.cli", "consume", "--bootstrap", bootstrap,
                              "--group", group, "--learner", "diag-linucb", "--model", model, "--db", db,
                              "--checkpoint-interval", "0.3", "--idle-timeout", idle, "--json", "--quiet",
                              *feature_args(), *topic_args(topics), *extra],

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import BrokerError, find_tansu_binary
-from pipeline.checkpoints import CheckpointStore
-from pipeline.plots import rolling_ratio
+from banditloop.demo.plot import rolling_ratio
+from banditloop.pipeline.broker import BrokerError, find_tansu_binary
+from banditloop.pipeline.checkpoints import CheckpointStore
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -44,7 +44,7 @@ def _env() -> dict[str, str]:
 
 def _start(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "demo", "--db", f"sqlite:///{tmp_path / 'demo.db'}",
+        [sys.executable, "-m", "banditloop.cli", "demo", "--db", f"sqlite:///{tmp_path / 'demo.db'}",
          "--out", str(tmp_path / "out"), "--json", *extra],
         cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True)

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from pipeline.events import Click, Conversion, Impression, InvalidEvent, decode_event, encode_event
-from pipeline.logs import StrictModeError, load_log
+from banditloop.core.events import Click, Conversion, Impression, InvalidEvent, decode_event, encode_event
+from banditloop.pipeline.logs import StrictModeError, load_log
 
 
 def imp(**kw):
@@ -76,7 +76,7 @@ def test_load_log_sorts_by_event_time_counts_invalid_and_reads_gzip(tmp_path):
 
 
 def test_dead_letter_file_truncates_huge_payloads(tmp_path):
-    from pipeline.dead_letters import MAX_DEAD_LETTER_PAYLOAD, DeadLetterFile
+    from banditloop.pipeline.dead_letters import MAX_DEAD_LETTER_PAYLOAD, DeadLetterFile
 
     dead = DeadLetterFile(tmp_path / "dead.jsonl")
     dead.raw(b"x" * (MAX_DEAD_LETTER_PAYLOAD + 100), "oversized: too big", "log:1")

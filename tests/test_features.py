@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.features import FeatureSpec, Featurizer
+from banditloop.core.features import FeatureSpec, Featurizer
 
 
 def test_layout_bias_numeric_slots_and_hashing():
@@ -27,7 +27,7 @@ def test_interactions_multiply_values():
 
 
 def test_deterministic_across_processes():
-    code = ("from pipeline.features import *; import json;"
+    code = ("from banditloop.core.features import *; import json;"
             "print(json.dumps(Featurizer(FeatureSpec(dim=32)).transform({'u':'abc','v':1.5,'w':'z'}).tolist()))")
     out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={"PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]

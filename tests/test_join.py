@@ -2,9 +2,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.events import Click, Conversion, Impression
-from pipeline.join import EventJoin, JoinConfig
-from pipeline.reward import RewardSpec
+from banditloop.core.events import Click, Conversion, Impression
+from banditloop.core.reward import RewardSpec
+from banditloop.pipeline.join import EventJoin, JoinConfig
 
 
 @dataclass

@@ -21,10 +21,16 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
-from pipeline.broker import DevBroker, wait_for_kafka
-from pipeline.events import Click, Conversion, Impression, decode_event, encode_event
-from pipeline.producer import MAX_DEAD_LETTER_PAYLOAD, EventProducer, decode_dead_letter, partition_for_key, produce_log
-from pipeline.topics import TopicMismatchError, TopicNames, ensure_topics, topic_partitions
+from banditloop.core.events import Click, Conversion, Impression, decode_event, encode_event
+from banditloop.pipeline.broker import DevBroker, wait_for_kafka
+from banditloop.pipeline.producer import (
+    MAX_DEAD_LETTER_PAYLOAD,
+    EventProducer,
+    decode_dead_letter,
+    partition_for_key,
+    produce_log,
+)
+from banditloop.pipeline.topics import TopicMismatchError, TopicNames, ensure_topics, topic_partitions
 
 pytestmark = pytest.mark.kafka
 
@@ -95,7 +101,7 @@ def test_broker_starts_answers_and_stops_without_orphans():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_broker_dies_with_a_sigkilled_parent():
-    code = ("import time\nfrom pipeline.broker import DevBroker\n"
+    code = ("import time\nfrom banditloop.pipeline.broker import DevBroker\n"
             "b = DevBroker().start()\nprint(b.pid, flush=True)\ntime.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})

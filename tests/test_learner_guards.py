@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from operators.linucb import LinUCB
+from banditloop.operators.linucb import LinUCB
 
 
 def test_merge_refuses_different_hyper_parameters():

@@ -1,4 +1,4 @@
-"""The contract every learner in :data:`operators.registry.LEARNERS` keeps.
+"""The contract every learner in :data:`banditloop.operators.registry.LEARNERS` keeps.
 
 Parametrised over all kinds: hyper-parameters are complete; export/import changes no score and the
 restored learner continues identically; merging disjoint streams equals learning both (exactly for
@@ -21,8 +21,8 @@ import pytest
 from river import linear_model, optim
 from sklearn.metrics import roc_auc_score
 
-from operators.base import Learner, LearnerState
-from operators.registry import LEARNERS, learner_class, learner_from_state, make_learner
+from banditloop.operators.base import Learner, LearnerState
+from banditloop.operators.registry import LEARNERS, learner_class, learner_from_state, make_learner
 
 D = 4
 K_SHARED = 3

@@ -3,13 +3,13 @@ import random
 
 import pytest
 
-from pipeline.checkpoints import CheckpointStore
-from pipeline.features import FeatureSpec, dense_names
-from pipeline.model import ModelConfig
-from pipeline.replay import ReplayOptions, replay_log
-from pipeline.reward import RewardSpec
-from pipeline.simulate import SimulationOptions, simulate
-from simulators.world import WorldConfig
+from banditloop.core.features import FeatureSpec, dense_names
+from banditloop.core.reward import RewardSpec
+from banditloop.pipeline.checkpoints import CheckpointStore
+from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.replay import ReplayOptions, replay_log
+from banditloop.pipeline.simulate import SimulationOptions, simulate
+from banditloop.simulators.world import WorldConfig
 from tests.helpers import assert_states_equal
 
 DIM = 4
@@ -78,7 +78,7 @@ def test_resume_continues_where_the_checkpoint_stopped(sim_log, tmp_path, monkey
     path, _, sim_state = sim_log
     store = CheckpointStore(f"sqlite:///{tmp_path / 'resume.db'}")
     # first run: stop after a mid-way checkpoint by truncating the event list
-    import pipeline.replay as replay_module
+    import banditloop.pipeline.replay as replay_module
 
     real_load = replay_module.load_log
 

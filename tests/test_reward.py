@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.reward import RewardSpec
+from banditloop.core.reward import RewardSpec
 
 
 def test_click_reward():

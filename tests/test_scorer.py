@@ -3,13 +3,13 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from operators.scorer import NoModel, Scorer
-from pipeline.checkpoints import CheckpointRow, CheckpointStore
-from pipeline.features import FeatureSpec, dense_names
-from pipeline.model import ModelConfig
-from pipeline.runner import LearningRun
-from pipeline.simulate import SimulationOptions, simulate
-from simulators.world import WorldConfig
+from banditloop.core.features import FeatureSpec, dense_names
+from banditloop.pipeline.checkpoints import CheckpointRow, CheckpointStore
+from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.runner import LearningRun
+from banditloop.pipeline.simulate import SimulationOptions, simulate
+from banditloop.serving.scorer import NoModel, Scorer
+from banditloop.simulators.world import WorldConfig
 
 DIM = 4
 CONTEXT = {"x0": 0.3, "x1": -1.0, "x2": 0.5, "x3": 2.0}
@@ -85,7 +85,7 @@ def test_incompatible_learner_is_refused(store):
 def test_serves_the_merge_of_shards(store, tmp_path):
     log = tmp_path / "log.jsonl"
     train(store, model="whole", out=log)
-    from pipeline.logs import load_log
+    from banditloop.pipeline.logs import load_log
 
     events = load_log(log).events
     shards = [LearningRun(config(), "sharded", shard=f"p{i}") for i in range(2)]

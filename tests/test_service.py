@@ -1,6 +1,6 @@
 """``banditloop serve`` as a real server process on a loopback port, driven with httpx.
 
-Every server is ``python -m pipeline.cli serve ...`` in its own session (process group), so the
+Every server is ``python -m banditloop.cli serve ...`` in its own session (process group), so the
 tests can check that SIGTERM leaves nothing behind. Nothing here asserts on latency: waits poll
 with generous deadlines.
 """
@@ -22,14 +22,14 @@ import httpx
 import numpy as np
 import pytest
 
-from operators.scorer import Scorer
-from pipeline.broker import free_port
-from pipeline.checkpoints import CheckpointStore
-from pipeline.events import Click, Conversion, Impression, decode_event, encode_event
-from pipeline.features import FeatureSpec, dense_names
-from pipeline.model import ModelConfig
-from pipeline.simulate import SimulationOptions, simulate
-from simulators.world import WorldConfig
+from banditloop.core.events import Click, Conversion, Impression, decode_event, encode_event
+from banditloop.core.features import FeatureSpec, dense_names
+from banditloop.pipeline.broker import free_port
+from banditloop.pipeline.checkpoints import CheckpointStore
+from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.simulate import SimulationOptions, simulate
+from banditloop.serving.scorer import Scorer
+from banditloop.simulators.world import WorldConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 4
@@ -73,7 +73,7 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env = {k: v for k, v in env.items() if not k.startswith("BANDITLOOP_")}  # only what the test says
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--db", db, "--model", model, "--port", str(self.port),
+            [sys.executable, "-m", "banditloop.cli", "serve", "--db", db, "--model", model, "--port", str(self.port),
              "--reload-interval", RELOAD, *extra],
             cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
@@ -431,7 +431,7 @@ def test_hot_reload_serves_new_versions_whole_and_refuses_bad_ones(start_server,
 
 def _save_garbage(db: str) -> None:
     """A checkpoint whose state bytes are garbage, written atomically (a reader never sees it valid)."""
-    import pipeline.checkpoints as checkpoints
+    import banditloop.pipeline.checkpoints as checkpoints
 
     store = CheckpointStore(db)
     original = checkpoints.encode_state
@@ -444,8 +444,8 @@ def _save_garbage(db: str) -> None:
 
 
 def test_serves_the_merge_of_shards(start_server, tmp_path):
-    from pipeline.logs import load_log
-    from pipeline.runner import LearningRun
+    from banditloop.pipeline.logs import load_log
+    from banditloop.pipeline.runner import LearningRun
 
     db = f"sqlite:///{tmp_path / 'shards.db'}"
     store = CheckpointStore(db)
@@ -553,8 +553,8 @@ def test_score_publishes_impressions_and_feedback_publishes_clicks(start_server,
 
 # -- slate propensities (in process) ------------------------------------------------------------
 def test_slate_propensities_follow_the_documented_definition(tmp_path):
-    from operators.http.slate import loggable, slate_propensities
-    from operators.scorer import ScoreResult
+    from banditloop.serving.http.slate import loggable, slate_propensities
+    from banditloop.serving.scorer import ScoreResult
 
     def result(scores, ranking, propensity, probabilities=None):
         return ScoreResult(model="m", version=1, arm=ranking[0], ranking=tuple(ranking), scores=scores,
@@ -592,7 +592,7 @@ def test_slate_propensities_follow_the_documented_definition(tmp_path):
 def test_the_loop_closes_scorer_to_kafka_to_learners_and_back(start_server, tmp_path, kafka_bootstrap):
     """Cold start -> impressions and clicks on Kafka -> ``banditloop consume`` learns and checkpoints
     -> the scorer serves the learners' model: every impression and click served here is in it."""
-    from operators.scorer import merge_checkpoints
+    from banditloop.serving.scorer import merge_checkpoints
 
     suffix = uuid.uuid4().hex[:8]
     topic_args = ["--impressions-topic", f"imp-{suffix}", "--clicks-topic", f"clk-{suffix}",
@@ -604,7 +604,7 @@ def test_the_loop_closes_scorer_to_kafka_to_learners_and_back(start_server, tmp_
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = (tmp_path / "consume.log").open("wb")
     consumer = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "consume", "--bootstrap", kafka_bootstrap, "--group", f"g-{suffix}",
+        [sys.executable, "-m", "banditloop.cli", "consume", "--bootstrap", kafka_bootstrap, "--group", f"g-{suffix}",
          "--learner", "linucb", "--model", "loop", "--db", db, "--checkpoint-interval", "0.5", "--quiet",
          "--dim", str(DIM + 1), "--numeric", ",".join(dense_names("x", DIM)), *topic_args],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

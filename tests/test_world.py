@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.events import Click, Conversion, Impression, decode_event, event_ts
-from pipeline.reward import RewardSpec
-from simulators.logs import generate_log, read_log
-from simulators.stream import draw_stream
-from simulators.world import World, WorldConfig
+from banditloop.core.events import Click, Conversion, Impression, decode_event, event_ts
+from banditloop.core.reward import RewardSpec
+from banditloop.simulators.logs import generate_log, read_log
+from banditloop.simulators.stream import draw_stream
+from banditloop.simulators.world import World, WorldConfig
 
 
 def _run(world: World, steps: int, choose) -> list:

@@ -10,11 +10,24 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from operators.base import LearnerState
+
+@dataclass
+class LearnerState:
+    """A learner's complete state in plain types: JSON-able fields plus named numpy arrays."""
+
+    kind: str
+    params: dict[str, Any]
+    arms: list[str]
+    retired: list[str]
+    arrays: dict[str, np.ndarray]
+    counters: dict[str, float]
+    rng: dict[str, Any] = field(default_factory=dict)
+
 
 _META_KEYS = ("kind", "params", "arms", "retired", "counters", "rng")
 

@@ -2,14 +2,14 @@
 
 What runs, all real components (nothing mocked):
 
-* the development Kafka broker (:class:`pipeline.broker.DevBroker`, memory only) with the three event
+* the development Kafka broker (:class:`banditloop.pipeline.broker.DevBroker`, memory only) with the three event
   topics (``partitions`` each);
 * ``banditloop consume`` and ``banditloop serve --bootstrap ... --reload-interval 1`` as subprocesses,
   each in its own process group (session), so that a terminal's Ctrl-C reaches only this process and
   the shutdown order stays ours: load stops, pending feedback drains, the consumer catches up and
   writes its final checkpoint (SIGTERM), then the scorer stops, then the broker;
 * in this process, a population of simulated users: a dispatcher thread draws requests from the
-  :class:`~simulators.world.World` at ``rate`` per second (open loop, bounded in-flight) and a thread
+  :class:`~banditloop.simulators.world.World` at ``rate`` per second (open loop, bounded in-flight) and a thread
   pool POSTs them to ``/score``; the scorer answers with the arm, impression id and propensity and
   publishes the impression itself; the world then decides click and conversion with its known
   probabilities, and the feedback is POSTed to ``/feedback`` when it is due (delays in wall-clock
@@ -21,8 +21,8 @@ What runs, all real components (nothing mocked):
 Bootstrap. The scorer serves nothing until its model has a checkpoint, and the consumer writes one
 only after it has learned from impressions, which only a serving scorer produces. The demo breaks
 the cycle by writing version 1 of the model itself: an untrained learner per consumer shard
-(``p0``, ``p1``, ... as :func:`pipeline.consumer.shard_name` names them) with the *same*
-:class:`~pipeline.model.ModelConfig` the consumer builds from its command line (both are parsed from
+(``p0``, ``p1``, ... as :func:`banditloop.pipeline.consumer.shard_name` names them) with the *same*
+:class:`~banditloop.pipeline.model.ModelConfig` the consumer builds from its command line (both are parsed from
 one argument list), and a Kafka source with no offsets. The consumer restores those shards like any
 checkpoint of its own (``kind == "kafka"``) and, finding no offsets, reads its partitions from the
 beginning, exactly as a fresh start would; its checkpoints then continue the version sequence. The
@@ -60,8 +60,8 @@ from typing import Any, TextIO
 
 import msgspec
 
-from pipeline.events import Click, Conversion, encode_event
-from simulators.world import Request, World, WorldConfig
+from banditloop.core.events import Click, Conversion, encode_event
+from banditloop.simulators.world import Request, World, WorldConfig
 
 log = logging.getLogger("banditloop.demo")
 
@@ -203,14 +203,14 @@ class Child:
 
     def __init__(self, name: str, argv: list[str], log_path: Path, stdout_path: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
-        from pipeline.broker import _pdeathsig_preexec
+        from banditloop.pipeline.broker import _pdeathsig_preexec
 
         self.name = name
         self.log_path = log_path
         self.stdout_path = stdout_path
         with open(log_path, "wb") as err, open(stdout_path or os.devnull, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                [sys.executable, "-m", "banditloop.cli", *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 env=env, start_new_session=True, preexec_fn=_pdeathsig_preexec(), close_fds=True)
         self.pid = self.proc.pid
 
@@ -508,7 +508,7 @@ class CheckpointMonitor:
     (durably), hence the lag in impressions behind what the users were served."""
 
     def __init__(self, db: str, model: str, stats: DemoStats, population: Population) -> None:
-        from pipeline.checkpoints import CheckpointStore
+        from banditloop.pipeline.checkpoints import CheckpointStore
 
         self.store = CheckpointStore(db)
         self.model = model
@@ -706,7 +706,7 @@ def join_windows(world: WorldConfig) -> dict[str, float]:
 def consumer_argv(options: DemoOptions, model: str, bootstrap: str, params: list[str],
                   windows: dict[str, float]) -> list[str]:
     """``banditloop consume`` arguments; the bootstrap checkpoint's config is parsed from the same list."""
-    from pipeline.features import dense_names
+    from banditloop.core.features import dense_names
 
     argv = ["consume", "--bootstrap", bootstrap, "--group", f"{model}-learners", "--learner", options.learner,
             "--model", model, "--dim", str(options.dim + 1), "--numeric", ",".join(dense_names("x", options.dim)),
@@ -721,9 +721,9 @@ def consumer_argv(options: DemoOptions, model: str, bootstrap: str, params: list
 
 
 def model_config_for(argv: list[str]) -> Any:
-    """The :class:`~pipeline.model.ModelConfig` ``banditloop consume`` builds from ``argv``."""
-    from pipeline.cli import build_parser
-    from pipeline.commands.common import feature_spec, model_config
+    """The :class:`~banditloop.pipeline.model.ModelConfig` ``banditloop consume`` builds from ``argv``."""
+    from banditloop.cli import build_parser
+    from banditloop.commands.common import feature_spec, model_config
 
     args = build_parser(environ={}).parse_args(argv)
     return model_config(args, feature_spec(args))
@@ -732,9 +732,9 @@ def model_config_for(argv: list[str]) -> Any:
 def bootstrap_checkpoint(db: str, model: str, config: Any, partitions: int) -> int:
     """Write version 1 of ``model``: an untrained shard per partition, as the consumer would have
     written it before reading anything (see the module docstring). Returns the newest version."""
-    from pipeline.checkpoints import CheckpointStore
-    from pipeline.consumer import shard_name
-    from pipeline.runner import LearningRun
+    from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.consumer import shard_name
+    from banditloop.pipeline.runner import LearningRun
 
     store = CheckpointStore(db)
     try:
@@ -796,7 +796,7 @@ class DemoRun:
     order and returns the summary. Whatever happens (errors, signals), no child process survives it."""
 
     def __init__(self, options: DemoOptions, stream: TextIO | None = None) -> None:
-        from operators.registry import learner_class
+        from banditloop.operators.registry import learner_class
 
         self.options = options
         self.stream = stream or sys.stderr
@@ -833,9 +833,9 @@ class DemoRun:
         return self._finish(interrupted, time.monotonic() - started)
 
     def _start(self) -> None:
-        from pipeline.broker import DevBroker, free_port
-        from pipeline.model import SHARED_FEATURE_LEARNERS
-        from pipeline.topics import TopicNames, ensure_topics
+        from banditloop.pipeline.broker import DevBroker, free_port
+        from banditloop.pipeline.model import SHARED_FEATURE_LEARNERS
+        from banditloop.pipeline.topics import TopicNames, ensure_topics
 
         o = self.options
         # the consumer's exact configuration, parsed from its command line (the broker address plays
@@ -948,7 +948,7 @@ class DemoRun:
 
     # -- results --------------------------------------------------------------------------------
     def _finish(self, interrupted: bool, seconds: float) -> dict[str, Any]:
-        from pipeline.plots import plot_demo
+        from banditloop.demo.plot import plot_demo
 
         assert self.population is not None
         o = self.options
@@ -1020,7 +1020,7 @@ def compact_model(db: str, model: str) -> int | None:
     own pruning, in one transaction; the final model stays available to ``models`` and ``serve``.
     An SQLite file is then vacuumed, or it would keep its size.
     """
-    from pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.checkpoints import CheckpointStore
 
     store = CheckpointStore(db, keep=1)
     try:
@@ -1035,7 +1035,7 @@ def compact_model(db: str, model: str) -> int | None:
 
 
 def _final_learned(db: str, model: str) -> dict[str, int]:
-    from pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.checkpoints import CheckpointStore
 
     store = CheckpointStore(db)
     try:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import add_output_options, emit
+from banditloop.commands.common import add_output_options, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from pipeline.commands.consume import add_topic_options
+    from banditloop.commands.consume import add_topic_options
 
     p = subparsers.add_parser(
         "produce", help="publish a log (.jsonl / .jsonl.gz) to the Kafka topics in event-time order",
@@ -22,10 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.commands.common import CommandError
-    from pipeline.commands.consume import topic_names
-    from pipeline.producer import produce_log
-    from pipeline.topics import ensure_topics
+    from banditloop.commands.common import CommandError
+    from banditloop.commands.consume import topic_names
+    from banditloop.pipeline.producer import produce_log
+    from banditloop.pipeline.topics import ensure_topics
 
     topics = topic_names(args)
     if args.partitions:

@@ -6,7 +6,7 @@ whether it was clicked, how many conversions arrived and their summed value. Bec
 :meth:`RewardSpec.value` is a plain function of those totals, the increment to learn when new
 feedback arrives is ``value(after) - value(before)``; learners add increments (``learn_reward``).
 
-The simulator (:mod:`simulators.world`) uses the same spec for its expected rewards, so regret is
+The simulator (:mod:`banditloop.simulators.world`) uses the same spec for its expected rewards, so regret is
 measured in the unit the learners optimise.
 """
 

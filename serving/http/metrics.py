@@ -29,8 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from operators.http.publisher import EventPublisher
-    from operators.scorer import Scorer
+    from banditloop.serving.http.publisher import EventPublisher
+    from banditloop.serving.scorer import Scorer
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 ENDPOINTS = ("/score", "/feedback", "/healthz", "/metrics")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.demo import DemoStats
+    from banditloop.demo import DemoStats
 
 #: seconds of the rolling window of the CTR curves
 CTR_WINDOW = 5

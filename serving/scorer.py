@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
-from operators.base import Learner
-from operators.registry import learner_from_state
-from pipeline.checkpoints import Checkpoint, CheckpointStore
-from pipeline.model import ModelConfig, Vectorizer
+from banditloop.operators.base import Learner
+from banditloop.operators.registry import learner_from_state
+from banditloop.pipeline.checkpoints import Checkpoint, CheckpointStore
+from banditloop.pipeline.model import ModelConfig, Vectorizer
 
 log = logging.getLogger("banditloop.scorer")
 
@@ -79,7 +79,7 @@ def merge_checkpoints(checkpoints: Sequence[Checkpoint]) -> tuple[ModelConfig, L
 class Scorer:
     """In-process scorer for one model. Thread-safe; see the module docstring for reloads.
 
-    This is the whole scoring path; ``banditloop serve`` (:mod:`operators.http`) only adds HTTP,
+    This is the whole scoring path; ``banditloop serve`` (:mod:`banditloop.serving.http`) only adds HTTP,
     validation, impression logging and metrics around it. To score inside a Python service without
     HTTP::
 

@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from operators.registry import LEARNERS, learner_class
+    from banditloop.operators.registry import LEARNERS, learner_class
 
     for name in LEARNERS:
         try:

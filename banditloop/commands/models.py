@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import add_db_option, db_url
+from banditloop.commands.common import add_db_option, db_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.checkpoints import CheckpointStore
 
     store = CheckpointStore(db_url(args))
     try:

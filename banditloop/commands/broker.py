@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from pipeline.broker import DevBroker
-    from pipeline.topics import TopicNames, ensure_topics
+    from banditloop.pipeline.broker import DevBroker
+    from banditloop.pipeline.topics import TopicNames, ensure_topics
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Mapping
 from importlib import import_module
 
-from pipeline.commands import COMMAND_MODULES
-from pipeline.commands.common import CommandError, apply_env_defaults
+from banditloop.commands import COMMAND_MODULES
+from banditloop.commands.common import CommandError, apply_env_defaults
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:

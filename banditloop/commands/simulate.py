@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import (
+from banditloop.commands.common import (
     add_db_option,
     add_model_options,
     add_output_options,
@@ -13,7 +13,7 @@ from pipeline.commands.common import (
     model_config,
     parse_params,
 )
-from pipeline.features import FeatureSpec, dense_names
+from banditloop.core.features import FeatureSpec, dense_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.checkpoints import CheckpointStore
-    from pipeline.commands.common import CommandError
-    from pipeline.reward import RewardSpec
-    from pipeline.simulate import SimulationOptions, simulate
-    from simulators.world import WorldConfig
+    from banditloop.commands.common import CommandError
+    from banditloop.core.reward import RewardSpec
+    from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.simulate import SimulationOptions, simulate
+    from banditloop.simulators.world import WorldConfig
 
     args.param = args.param or []
     features = FeatureSpec(dim=args.dim + 1, numeric=dense_names("x", args.dim))
@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"world: {exc}") from None
     producer = None
     if args.bootstrap:
-        from pipeline.producer import EventProducer
-        from pipeline.topics import TopicNames, ensure_topics
+        from banditloop.pipeline.producer import EventProducer
+        from banditloop.pipeline.topics import TopicNames, ensure_topics
 
         if args.partitions:
             ensure_topics(args.bootstrap, TopicNames(), args.partitions)

@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.commands.common import CommandError, add_db_option, add_output_options, db_url, emit, parse_params
+from banditloop.commands.common import CommandError, add_db_option, add_output_options, db_url, emit, parse_params
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from operators.registry import LEARNERS
+    from banditloop.operators.registry import LEARNERS
 
     p = subparsers.add_parser(
         "demo", help="the whole loop live: broker, scorer, consumer and simulated users (about a minute)",
@@ -49,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from pipeline.broker import BrokerError
-    from pipeline.demo import DEMO_WORLD, DemoError, DemoOptions, run_demo
-    from simulators.world import WorldConfig
+    from banditloop.demo import DEMO_WORLD, DemoError, DemoOptions, run_demo
+    from banditloop.pipeline.broker import BrokerError
+    from banditloop.simulators.world import WorldConfig
 
     if args.rate <= 0 or args.workers < 1 or args.partitions < 1 or args.arms < 2 or args.dim < 1:
         raise CommandError("--rate must be > 0, --workers and --partitions >= 1, --arms >= 2, --dim >= 1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import (
+from banditloop.commands.common import (
     add_db_option,
     add_feature_options,
     add_model_options,
@@ -37,11 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.checkpoints import CheckpointStore
-    from pipeline.commands.common import CommandError
-    from pipeline.logs import StrictModeError
-    from pipeline.replay import ReplayOptions, replay_log
-    from pipeline.runner import IncompatibleCheckpoint
+    from banditloop.commands.common import CommandError
+    from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.logs import StrictModeError
+    from banditloop.pipeline.replay import ReplayOptions, replay_log
+    from banditloop.pipeline.runner import IncompatibleCheckpoint
 
     config = model_config(args, feature_spec(args))
     store = CheckpointStore(db_url(args))

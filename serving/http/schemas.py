@@ -17,7 +17,7 @@ from typing import Annotated
 
 import msgspec
 
-from pipeline.events import MAX_ABS_VALUE, MAX_CANDIDATES, MAX_FEATURES, MAX_ID_LENGTH
+from banditloop.core.events import MAX_ABS_VALUE, MAX_CANDIDATES, MAX_FEATURES, MAX_ID_LENGTH
 
 #: hard ceilings of the schema; :class:`Limits` sets the (lower) limits actually enforced
 MAX_K = 1000

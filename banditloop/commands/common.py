@@ -11,11 +11,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.checkpoints import default_db_url
-from pipeline.features import FeatureSpec
-from pipeline.join import JoinConfig
-from pipeline.model import ModelConfig
-from pipeline.reward import REWARD_KINDS, RewardSpec
+from banditloop.core.features import FeatureSpec
+from banditloop.core.reward import REWARD_KINDS, RewardSpec
+from banditloop.pipeline.checkpoints import default_db_url
+from banditloop.pipeline.join import JoinConfig
+from banditloop.pipeline.model import ModelConfig
 
 
 class CommandError(Exception):
@@ -38,7 +38,7 @@ def db_url(args: argparse.Namespace) -> str:
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, learner_required: bool = True) -> None:
-    from operators.registry import LEARNERS
+    from banditloop.operators.registry import LEARNERS
 
     group = parser.add_argument_group("model")
     group.add_argument("--learner", "--policy", dest="learner", required=learner_required, choices=list(LEARNERS),
@@ -79,7 +79,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def model_config(args: argparse.Namespace, features: FeatureSpec) -> ModelConfig:
-    from operators.registry import learner_class
+    from banditloop.operators.registry import learner_class
 
     params = parse_params(args.param)
     try:

@@ -11,12 +11,12 @@ import argparse
 import logging
 import signal
 
-from pipeline.commands.common import CommandError, add_db_option, db_url
+from banditloop.commands.common import CommandError, add_db_option, db_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from operators.http.schemas import Limits
-    from pipeline.commands.consume import add_topic_options
+    from banditloop.commands.consume import add_topic_options
+    from banditloop.serving.http.schemas import Limits
 
     limits = Limits()
     p = subparsers.add_parser(
@@ -60,11 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from operators.http import Limits, ScoringService, create_app
-    from operators.http.metrics import ServiceMetrics
-    from operators.http.publisher import EventPublisher
-    from operators.scorer import Scorer
-    from pipeline.commands.consume import topic_names
+    from banditloop.commands.consume import topic_names
+    from banditloop.serving.http import Limits, ScoringService, create_app
+    from banditloop.serving.http.metrics import ServiceMetrics
+    from banditloop.serving.http.publisher import EventPublisher
+    from banditloop.serving.scorer import Scorer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         publisher = EventPublisher.for_kafka(args.bootstrap, metrics, topics, args.partitions)
     cold_start = None
     if args.cold_start:
-        from pipeline.model import ModelConfig
+        from banditloop.pipeline.model import ModelConfig
 
         cold_start = ModelConfig(learner="random")
     try:

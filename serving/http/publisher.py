@@ -2,7 +2,7 @@
 
 A request handler only puts the event on a bounded in-memory queue (``put_nowait``: when the queue
 is full the event is dropped and counted, never waited for). One daemon thread owns the
-:class:`~pipeline.producer.EventProducer`: it connects (retrying with back-off while Kafka is down,
+:class:`~banditloop.pipeline.producer.EventProducer`: it connects (retrying with back-off while Kafka is down,
 so the service starts and scores without Kafka), sends, and records acknowledgements and failures
 in the metrics. ``KafkaProducer.send`` may block for metadata or buffer space; that blocks this
 thread only, and the queue absorbs the wait.
@@ -27,14 +27,14 @@ from typing import Any, Protocol
 
 import msgspec
 
-from operators.http.metrics import ServiceMetrics
-from pipeline.events import MAX_EVENT_BYTES, Event, Impression, encode_event
-from pipeline.topics import TopicNames
+from banditloop.core.events import MAX_EVENT_BYTES, Event, Impression, encode_event
+from banditloop.pipeline.topics import TopicNames
+from banditloop.serving.http.metrics import ServiceMetrics
 
 log = logging.getLogger("banditloop.serve.publisher")
 
 class Producer(Protocol):
-    """What the publisher needs of :class:`pipeline.producer.EventProducer`."""
+    """What the publisher needs of :class:`banditloop.pipeline.producer.EventProducer`."""
 
     def send(self, event: Event) -> Any: ...
 
@@ -58,12 +58,12 @@ class EventPublisher:
     def for_kafka(cls, bootstrap: str, metrics: ServiceMetrics, topics: TopicNames | None = None,
                   partitions: int | None = None, linger_ms: int = 50, **kwargs: Any) -> EventPublisher:
         """A publisher to ``topics`` (default names) of ``bootstrap`` through :class:`EventProducer`;
-        with ``partitions``, missing topics are created first (:func:`pipeline.topics.ensure_topics`)."""
+        with ``partitions``, missing topics are created first (:func:`banditloop.pipeline.topics.ensure_topics`)."""
         names = topics or TopicNames()
 
         def make() -> Producer:
-            from pipeline.producer import EventProducer
-            from pipeline.topics import ensure_topics
+            from banditloop.pipeline.producer import EventProducer
+            from banditloop.pipeline.topics import ensure_topics
 
             if partitions:
                 ensure_topics(bootstrap, names, partitions)

@@ -2,24 +2,24 @@
 
 Endpoints (JSON in and out; errors are ``{"error": "..."}`` with a 4xx/5xx status):
 
-* ``POST /score`` — body :class:`~operators.http.schemas.ScoreRequest`; answers
-  :class:`~operators.http.schemas.ScoreResponse`: the chosen arm, the slate (``k`` arms with
+* ``POST /score`` — body :class:`~banditloop.serving.http.schemas.ScoreRequest`; answers
+  :class:`~banditloop.serving.http.schemas.ScoreResponse`: the chosen arm, the slate (``k`` arms with
   position, propensity and impression id each), every eligible candidate's score, the model name,
   version and ``policy`` (``"model:version"``). With a publisher, one impression event per shown arm
   goes to the impressions topic (queued, never waited for).
-* ``POST /feedback`` — one click or conversion event (the event model of :mod:`pipeline.events`),
+* ``POST /feedback`` — one click or conversion event (the event model of :mod:`banditloop.core.events`),
   published to its topic; 202 once Kafka acknowledged it, 503 without ``--bootstrap`` or when Kafka
   does not acknowledge in time.
 * ``GET /healthz`` — 200 with the served model's info (``status`` ``ok``, or ``cold start`` while an
   untrained model is served as version 0), 503 while no model is loaded.
-* ``GET /metrics`` — Prometheus text (see :mod:`operators.http.metrics`).
+* ``GET /metrics`` — Prometheus text (see :mod:`banditloop.serving.http.metrics`).
 
 Scoring runs directly on the event loop: it is pure CPU work of well under a millisecond, so a
 thread-pool hop would only add latency and GIL contention. Hot reloads happen in the scorer's own
-thread and swap one reference (see :mod:`operators.scorer`), so every request is answered by
+thread and swap one reference (see :mod:`banditloop.serving.scorer`), so every request is answered by
 exactly one model version.
 
-The same scoring is available in-process without HTTP: ``operators.scorer.Scorer`` (``reload()``,
+The same scoring is available in-process without HTTP: ``banditloop.serving.scorer.Scorer`` (``reload()``,
 ``start_auto_reload()``, ``choose()``); this module only adds validation, logging and transport.
 """
 
@@ -40,9 +40,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from operators.http.metrics import MetricsMiddleware, ServiceMetrics
-from operators.http.publisher import EventPublisher
-from operators.http.schemas import (
+from banditloop.core.events import Impression, InvalidEvent, decode_event
+from banditloop.serving.http.metrics import MetricsMiddleware, ServiceMetrics
+from banditloop.serving.http.publisher import EventPublisher
+from banditloop.serving.http.schemas import (
     FeedbackResponse,
     Limits,
     RequestError,
@@ -52,9 +53,8 @@ from operators.http.schemas import (
     decode_score_request,
     encoder,
 )
-from operators.http.slate import loggable, slate_propensities
-from operators.scorer import NoModel, Scorer, ScoreResult
-from pipeline.events import Impression, InvalidEvent, decode_event
+from banditloop.serving.http.slate import loggable, slate_propensities
+from banditloop.serving.scorer import NoModel, Scorer, ScoreResult
 
 log = logging.getLogger("banditloop.serve")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline.commands.common import (
+from banditloop.commands.common import (
     CommandError,
     add_db_option,
     add_feature_options,
@@ -19,7 +19,7 @@ from pipeline.commands.common import (
 
 
 def add_topic_options(parser: argparse.ArgumentParser) -> None:
-    from pipeline.topics import TopicNames
+    from banditloop.pipeline.topics import TopicNames
 
     defaults = TopicNames()
     group = parser.add_argument_group("topics")
@@ -32,7 +32,7 @@ def add_topic_options(parser: argparse.ArgumentParser) -> None:
 
 
 def topic_names(args: argparse.Namespace):
-    from pipeline.topics import TopicNames
+    from banditloop.pipeline.topics import TopicNames
 
     return TopicNames(impressions=args.impressions_topic, clicks=args.clicks_topic,
                       conversions=args.conversions_topic, dead_letters=args.dead_letter_topic)
@@ -65,11 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.checkpoints import CheckpointStore
-    from pipeline.consumer import ConsumeOptions, ConsumerWorker
-    from pipeline.producer import EventProducer
-    from pipeline.runner import IncompatibleCheckpoint
-    from pipeline.topics import ensure_topics
+    from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.consumer import ConsumeOptions, ConsumerWorker
+    from banditloop.pipeline.producer import EventProducer
+    from banditloop.pipeline.runner import IncompatibleCheckpoint
+    from banditloop.pipeline.topics import ensure_topics
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

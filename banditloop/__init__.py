@@ -1,0 +1,109 @@
+"""banditloop: streaming online learning for ads and recommendations.
+
+The public Python API. Names are imported on first use, so ``import banditloop`` (and the
+command line, which lives in this package) stays fast.
+
+>>> from banditloop import FeatureSpec, Featurizer, LinUCB
+>>> featurizer = Featurizer(FeatureSpec(dim=8, numeric=("age",)))
+>>> learner = LinUCB(dim=8, alpha=0.2, seed=0)
+>>> x = featurizer.transform({"age": 0.3, "country": "fr"})
+>>> learner.learn_one("ad-1", x, 1.0)
+>>> learner.learn_one("ad-2", x, 0.0)
+>>> learner.choose(x, ["ad-1", "ad-2"]).arm
+'ad-1'
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("banditloop")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # vocabulary
+    "Impression": "banditloop.core.events",
+    "Click": "banditloop.core.events",
+    "Conversion": "banditloop.core.events",
+    "InvalidEvent": "banditloop.core.events",
+    "decode_event": "banditloop.core.events",
+    "encode_event": "banditloop.core.events",
+    "RewardSpec": "banditloop.core.reward",
+    "FeatureSpec": "banditloop.core.features",
+    "Featurizer": "banditloop.core.features",
+    "LearnerState": "banditloop.core.state_codec",
+    # learners
+    "Learner": "banditloop.operators.base",
+    "Decision": "banditloop.operators.base",
+    "UniformRandom": "banditloop.operators.uniform_random",
+    "EpsilonGreedy": "banditloop.operators.epsilon_greedy",
+    "UCB1": "banditloop.operators.ucb1",
+    "BetaTS": "banditloop.operators.beta_ts",
+    "LinUCB": "banditloop.operators.linucb",
+    "HybridLinUCB": "banditloop.operators.hybrid_linucb",
+    "DiagLinUCB": "banditloop.operators.diag_linucb",
+    "LinearTS": "banditloop.operators.lin_ts",
+    "CTRLogisticRegression": "banditloop.operators.ctr_lr",
+    "LEARNERS": "banditloop.operators.registry",
+    "make_learner": "banditloop.operators.registry",
+    "learner_from_state": "banditloop.operators.registry",
+    # simulated worlds
+    "World": "banditloop.simulators.world",
+    "WorldConfig": "banditloop.simulators.config",
+    # the stream pipeline
+    "JoinConfig": "banditloop.pipeline.join",
+    "EventJoin": "banditloop.pipeline.join",
+    "ModelConfig": "banditloop.pipeline.model",
+    "CheckpointStore": "banditloop.pipeline.checkpoints",
+    "replay_log": "banditloop.pipeline.replay",
+    "simulate": "banditloop.pipeline.simulate",
+    # serving
+    "Scorer": "banditloop.serving.scorer",
+    "ScoreResult": "banditloop.serving.scorer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'banditloop' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from banditloop.core.events import Click, Conversion, Impression, InvalidEvent, decode_event, encode_event
+    from banditloop.core.features import FeatureSpec, Featurizer
+    from banditloop.core.reward import RewardSpec
+    from banditloop.core.state_codec import LearnerState
+    from banditloop.operators.base import Decision, Learner
+    from banditloop.operators.beta_ts import BetaTS
+    from banditloop.operators.ctr_lr import CTRLogisticRegression
+    from banditloop.operators.diag_linucb import DiagLinUCB
+    from banditloop.operators.epsilon_greedy import EpsilonGreedy
+    from banditloop.operators.hybrid_linucb import HybridLinUCB
+    from banditloop.operators.lin_ts import LinearTS
+    from banditloop.operators.linucb import LinUCB
+    from banditloop.operators.registry import LEARNERS, learner_from_state, make_learner
+    from banditloop.operators.ucb1 import UCB1
+    from banditloop.operators.uniform_random import UniformRandom
+    from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.join import EventJoin, JoinConfig
+    from banditloop.pipeline.model import ModelConfig
+    from banditloop.pipeline.replay import replay_log
+    from banditloop.pipeline.simulate import simulate
+    from banditloop.serving.scorer import Scorer, ScoreResult
+    from banditloop.simulators.config import WorldConfig
+    from banditloop.simulators.world import World
