@@ -262,12 +262,26 @@ class Learner(ABC):
     def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
         """Add ``reward`` (an increment) to an impression already counted with ``learn_impression``."""
 
+    # -- pending feedback (see README "Delayed feedback") ---------------------------------------
+    #: ``True`` when the learner learns something when an impression's feedback window closes
+    #: (``learn_close``); the join's sink skips the call (and its featurizing) otherwise
+    learns_at_close: bool = False
+
+    def learn_close(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
+        """The feedback window of an impression of ``arm`` closed; ``reward`` is its final reward (the sum
+        of the increments given to ``learn_reward``). Learners that do not treat a pending impression
+        as a 0 (``learns_at_close``) learn the missing part here, e.g. Beta TS its failure. Default:
+        nothing, the impression was learned as a 0 when it was seen."""
+
     def learn_one(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
+        """Impression, reward and the closing of its window at once (the outcome is known)."""
         if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward!r}")
         self.learn_impression(arm, x, shared)
         if reward:
             self.learn_reward(arm, x, reward, shared)
+        if self.learns_at_close:
+            self.learn_close(arm, x, reward, shared)
 
     def learn_batch(self, arms: Sequence[str], X: np.ndarray, rewards: np.ndarray,
                     shared: np.ndarray | None = None) -> None:

@@ -17,6 +17,12 @@ Semantics
   maximum event time seen, or the minimum over input partitions for live topics). Impressions older
   than the watermark are late (dropped and dead-lettered); impressions whose windows have closed
   before the watermark are evicted, which bounds the join state.
+* The impression's feedback window *closes* when the watermark passes ``imp.ts + window``, with
+  ``window`` the click window for a click reward and the longer of both windows otherwise; the sink
+  then gets ``on_close`` (the final reward is ``imp.applied``), exactly once. This is when a learner
+  that does not count a pending impression as a failure (Beta TS, logistic TS, KL-UCB) learns its
+  negative. Feedback that would change the reward of a closed impression is late (dead-lettered):
+  a closed window is final, so what a learner learned at the close is never contradicted.
 * Duplicates (same impression, same feedback ``event_id``) are applied once. They are recognised
   while the impression is in the join state, which is exactly as long as they could matter.
 
@@ -79,6 +85,8 @@ class OpenImpression(msgspec.Struct, array_like=True, gc=False):
     applied: float = 0.0
     #: event ids of the feedback joined so far (a tuple: the shared empty one for most impressions)
     seen: tuple[str, ...] = ()
+    #: the feedback window closed (``JoinSink.on_close`` was called)
+    closed: bool = False
 
 
 class JoinSink(Protocol):
@@ -88,11 +96,14 @@ class JoinSink(Protocol):
 
     def on_reward(self, imp: OpenImpression, delta: float) -> None: ...
 
+    def on_close(self, imp: OpenImpression) -> None:
+        """The impression's feedback window closed; ``imp.applied`` is its final reward."""
+
 
 DeadLetter = Callable[[Event, str], None]
 
 COUNTER_NAMES = ("impressions", "clicks", "conversions", "duplicates", "unmatched", "late", "held",
-                 "evicted", "rewarded")
+                 "evicted", "rewarded", "closed")
 
 
 class _JoinState(msgspec.Struct):
@@ -122,7 +133,11 @@ class EventJoin:
         self.watermark: float | None = None
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._evict_heap: list[tuple[float, str]] = []
+        self._close_heap: list[tuple[float, str]] = []
         self._pending_heap: list[tuple[float, str]] = []
+        c = self.config
+        #: seconds after the impression at which its feedback window closes (see the module docstring)
+        self.close_after = c.click_window if self.reward.kind == "click" else c.retention
 
     # -- input ----------------------------------------------------------------------------------
     def process(self, event: Event) -> str:
@@ -140,6 +155,15 @@ class EventJoin:
         if self.watermark is not None and watermark <= self.watermark:
             return
         self.watermark = watermark
+        heap = self._close_heap
+        close_after = self.close_after
+        while heap and heap[0][0] < watermark:
+            _, imp_id = heapq.heappop(heap)
+            imp = self.open.get(imp_id)
+            if imp is not None and not imp.closed and imp.ts + close_after < watermark:
+                imp.closed = True
+                self.counters["closed"] += 1
+                self.sink.on_close(imp)
         retention = self.config.retention
         heap = self._evict_heap
         while heap and heap[0][0] < watermark:
@@ -193,6 +217,7 @@ class EventJoin:
                              context=ev.context, arm_features=features)
         self.open[ev.impression_id] = imp
         heapq.heappush(self._evict_heap, (ev.ts + self.config.retention, ev.impression_id))
+        heapq.heappush(self._close_heap, (ev.ts + self.close_after, ev.impression_id))
         self.counters["impressions"] += 1
         self.sink.on_impression(imp)
         held = self.pending.pop(ev.impression_id, None)
@@ -241,6 +266,10 @@ class EventJoin:
         if self.clip_reward:
             reward = min(max(reward, 0.0), 1.0)
         delta = reward - imp.applied
+        if imp.closed and delta != 0.0:  # the window closed: what was learned at the close stands
+            self.counters["late"] += 1
+            self._dead(fb, f"late {'click' if is_click else 'conversion'}: its impression's window closed")
+            return "late"
         if delta != 0.0:
             if imp.applied == 0.0:
                 self.counters["rewarded"] += 1
@@ -272,7 +301,10 @@ class EventJoin:
         for imp in state.open:
             self.open[imp.impression_id] = imp
             self._evict_heap.append((imp.ts + self.config.retention, imp.impression_id))
+            if not imp.closed:
+                self._close_heap.append((imp.ts + self.close_after, imp.impression_id))
         heapq.heapify(self._evict_heap)
+        heapq.heapify(self._close_heap)
         for fb in state.pending:
             self.pending.setdefault(fb.impression_id, []).append(fb)
             self._pending_heap.append((fb.ts + self.config.clock_skew, fb.impression_id))

@@ -96,7 +96,8 @@ class Vectorizer:
 
 
 class LearnerSink:
-    """Feeds the join's output into a learner: impressions at once, reward increments later."""
+    """Feeds the join's output into a learner: impressions at once, reward increments later, and the
+    closing of each feedback window (only to learners that learn then, ``learns_at_close``)."""
 
     def __init__(self, learner: Learner, vectorizer: Vectorizer) -> None:
         self.learner = learner
@@ -109,3 +110,9 @@ class LearnerSink:
     def on_reward(self, imp: OpenImpression, delta: float) -> None:
         v = self.vectorizer
         self.learner.learn_reward(imp.arm, v.x(imp.context), delta, v.z(imp.context, imp.arm_features))
+
+    def on_close(self, imp: OpenImpression) -> None:
+        learner = self.learner
+        if learner.learns_at_close:
+            v = self.vectorizer
+            learner.learn_close(imp.arm, v.x(imp.context), imp.applied, v.z(imp.context, imp.arm_features))

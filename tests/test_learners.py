@@ -288,6 +288,8 @@ def test_delayed_feedback_equals_learn_one(kind):
     assert clicked.size > 10
     for i in np.random.default_rng(0).permutation(clicked):
         delayed.learn_reward(s.arms[i], s.X[i], float(s.rewards[i]), s.Z[i])
+    for i in np.random.default_rng(1).permutation(len(s.arms)):  # then every window closes
+        delayed.learn_close(s.arms[i], s.X[i], float(s.rewards[i]), s.Z[i])
     assert_same_state(delayed, now)
     for x in probes():
         np.testing.assert_allclose(scores(delayed, x), scores(now, x), rtol=1e-9, atol=1e-12)
