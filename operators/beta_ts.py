@@ -99,8 +99,9 @@ class BetaTS(SampledPolicy, Learner):
         self._count(reward=reward, rewarded=1.0)
 
     def learn_close(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
+        r = self.add_arm(arm)  # first: adding an arm may reallocate the arrays
         if self.learns_at_close:
-            self._arrays["failures"][self.add_arm(arm)] += 1.0 - reward
+            self._arrays["failures"][r] += 1.0 - reward
 
     def learn_batch(self, arms: Sequence[str], X: np.ndarray | None, rewards: np.ndarray,
                     shared: np.ndarray | None = None) -> None:

@@ -12,6 +12,7 @@ LEARNERS: dict[str, str] = {
     "random": "banditloop.operators.uniform_random:UniformRandom",
     "egreedy": "banditloop.operators.epsilon_greedy:EpsilonGreedy",
     "ucb1": "banditloop.operators.ucb1:UCB1",
+    "kl-ucb": "banditloop.operators.kl_ucb:KLUCB",
     "ts": "banditloop.operators.beta_ts:BetaTS",
     "linucb": "banditloop.operators.linucb:LinUCB",
     "hybrid-linucb": "banditloop.operators.hybrid_linucb:HybridLinUCB",

@@ -4,6 +4,7 @@ consumption share; and that replay equals the simulation (and a resumed replay) 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from banditloop.core.events import Click, Impression
@@ -135,3 +136,47 @@ def test_resumed_replay_equals_one_replay_when_windows_close(ts_log, tmp_path, m
     out = replay_log(path, model(), "resumable", store, ReplayOptions(quiet=True, resume=True))
     assert out["resumed_from_event"] == 1900
     assert_states_equal(store.latest("resumable").state, sim_state, rtol=0, atol=0)
+
+
+# -- KL-UCB ----------------------------------------------------------------------------------------
+def test_kl_ucb_index_solves_the_kl_equation():
+    from scipy.optimize import brentq
+
+    from banditloop.operators.kl_ucb import KLUCB, bernoulli_kl
+
+    learner = KLUCB(c=3.0)
+    plays = {"a": [1, 0, 0, 1, 1, 0, 0], "b": [0, 0, 0], "c": [1, 1], "d": [0] * 40 + [1] * 3}
+    for arm, rewards in plays.items():
+        for r in rewards:
+            learner.learn_one(arm, None, float(r))
+    t = sum(len(r) for r in plays.values())
+    budget = np.log(t) + 3.0 * np.log(np.log(t))
+    got = learner.score(None, list(plays))
+    for i, rewards in enumerate(plays.values()):
+        p, n = float(np.mean(rewards)), len(rewards)
+        f = lambda q, p=p, n=n: n * float(bernoulli_kl(np.array([p]), np.array([q]))[0]) - budget  # noqa: E731
+        expected = 1.0 if f(1.0 - 1e-12) <= 0 else brentq(f, p, 1.0 - 1e-12, xtol=1e-14)
+        assert got[i] == pytest.approx(expected, abs=1e-9)
+    assert learner.score(None, ["new"])[0] == 1.0
+
+
+def test_kl_ucb_pending_semantics():
+    from banditloop.operators.kl_ucb import KLUCB
+
+    for pending in ("wait", "shrink"):
+        learner = KLUCB(pending=pending)
+        for arm, r in (("a", 1.0), ("a", 0.0), ("b", 0.0), ("b", 1.0), ("b", 0.0)):
+            learner.learn_one(arm, None, r)
+        before = learner.score(None, ["a", "b"])
+        for _ in range(5):
+            learner.learn_impression("a")
+        during = learner.score(None, ["a", "b"])
+        if pending == "wait":  # pending impressions change nothing
+            np.testing.assert_array_equal(during, before)
+        else:  # a's bonus shrinks with its impressions (b's grows a little with log t), a's mean stays
+            assert during[0] < before[0] and during[1] > before[1]
+            assert during[0] > 0.5
+        for _ in range(5):
+            learner.learn_close("a", None, 0.0)  # the windows close without clicks: now they count
+        after = learner.score(None, ["a", "b"])
+        assert after[0] < min(before[0], during[0])

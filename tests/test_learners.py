@@ -31,6 +31,7 @@ KINDS = list(LEARNERS)
 PARAMS: dict[str, dict] = {
     "egreedy": {"epsilon": 0.3, "initial_value": 0.25},
     "ucb1": {"c": 0.8},
+    "kl-ucb": {"c": 0.5, "pending": "shrink"},
     "ts": {"prior_alpha": 1.5, "propensity_draws": 128},
     "linucb": {"alpha": 0.8, "ridge": 0.7, "refresh_every": 7},
     "hybrid-linucb": {"shared_dim": K_SHARED, "alpha": 0.8, "ridge": 0.7, "refresh_every": 7},
