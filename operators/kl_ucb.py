@@ -43,31 +43,36 @@ _EPS = 1e-15
 
 
 def bernoulli_kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``kl(p, q) = p log(p/q) + (1-p) log((1-p)/(1-q))``, elementwise (``0 log 0 = 0``)."""
-    p = np.clip(p, 0.0, 1.0)
+    """``kl(p, q) = p log(p/q) + (1-p) log((1-p)/(1-q))``, elementwise (``0 log 0 = 0``, to ~1e-13)."""
+    p = np.clip(p, _EPS, 1.0 - _EPS)
     q = np.clip(q, _EPS, 1.0 - _EPS)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / q), 0.0)
-        b = np.where(p < 1, (1 - p) * np.log(np.where(p < 1, 1 - p, 1.0) / (1 - q)), 0.0)
-    return a + b
+    return p * np.log(p / q) + (1.0 - p) * np.log((1.0 - p) / (1.0 - q))
 
 
-def kl_ucb_index(p: np.ndarray, budget: np.ndarray, iterations: int = 40) -> np.ndarray:
-    """The largest ``q ∈ [p, 1]`` with ``kl(p, q) ≤ budget``, elementwise, by bisection to ~1e-12.
+def kl_ucb_index(p: np.ndarray, budget: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """The largest ``q ∈ [p, 1]`` with ``kl(p, q) ≤ budget``, elementwise.
 
-    ``kl(p, ·)`` increases on ``[p, 1]``; Pinsker (``kl ≥ 2 (q-p)²``) brackets the root below
-    ``p + sqrt(budget / 2)``.
+    Newton's method from above: ``kl(p, ·)`` is convex and increasing on ``[p, 1]``, so from a point
+    right of the root the iterates decrease monotonically to it (quadratically near it). The start is
+    the smaller of two upper bounds of the root: Pinsker's ``p + sqrt(budget/2)`` and
+    ``1 - (1-p) exp(-(budget - p log p)/(1-p))`` (from ``kl(p, q) ≥ p log p + (1-p) log((1-p)/(1-q))``).
     """
-    p = np.asarray(p, dtype=float)
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
     budget = np.maximum(np.asarray(budget, dtype=float), 0.0)
-    lo = p.copy()
-    hi = np.minimum(1.0, p + np.sqrt(budget / 2.0))
+    pc = np.clip(p, _EPS, 1.0 - _EPS)
+    with np.errstate(over="ignore", under="ignore"):
+        tail = 1.0 - (1.0 - pc) * np.exp(-(budget - pc * np.log(pc)) / (1.0 - pc))
+    q = np.minimum(np.minimum(p + np.sqrt(budget / 2.0), tail), 1.0 - _EPS)
+    q = np.maximum(q, p)
     for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        over = bernoulli_kl(p, mid) > budget
-        hi = np.where(over, mid, hi)
-        lo = np.where(over, lo, mid)
-    return lo
+        f = bernoulli_kl(pc, q) - budget
+        step = f * q * (1.0 - q) / np.maximum(q - pc, _EPS)  # f / (d kl / dq)
+        new = np.maximum(q - np.maximum(step, 0.0), p)
+        if not q.size or np.max(np.abs(new - q)) < 1e-13:
+            q = new
+            break
+        q = new
+    return np.where(p >= 1.0 - _EPS, 1.0, q)
 
 
 class KLUCB(Learner):

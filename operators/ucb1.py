@@ -1,10 +1,15 @@
 """UCB1 (Auer, Cesa-Bianchi & Fischer 2002, "Finite-time analysis of the multiarmed bandit problem").
 
 Score ``mean_a + c·sqrt(2 ln N / n_a)`` with ``N`` the impressions of all arms and ``n_a`` those of
-arm ``a``; ``c = 1`` is the paper's index for rewards in [0, 1], and scales the bonus for other reward
-ranges. Every arm is played once first: an arm never shown scores :data:`UNPLAYED_SCORE`, a large
-*finite* number (1e300) rather than ``inf`` so that scores stay valid JSON and arithmetic on them
-stays finite. The policy is a deterministic argmax: propensity 1, or ``1/ties`` when scores tie (e.g.
+arm ``a``, counted when they are seen (the bonus shrinks while their feedback is pending), and
+``mean_a`` the mean reward over the arm's impressions whose feedback window closed (0 while there is
+none), so a pending impression is never taken for a 0 (see :mod:`banditloop.operators.counts`).
+``c = 1`` is the paper's index for rewards in [0, 1], and scales the bonus for other reward ranges.
+The Hoeffding bonus is loose for click rates: prefer ``kl-ucb`` or ``ts`` for Bernoulli rewards.
+
+Every arm is played once first: an arm never shown scores :data:`UNPLAYED_SCORE`, a large *finite*
+number (1e300) rather than ``inf`` so that scores stay valid JSON and arithmetic on them stays
+finite. The policy is a deterministic argmax: propensity 1, or ``1/ties`` when scores tie (e.g.
 among unplayed arms).
 """
 
@@ -39,6 +44,6 @@ class UCB1(ArmCounts):
         n = self._arrays["n"][rows]
         played = n > 0
         out = np.full(n.shape, UNPLAYED_SCORE)
-        mean = self._arrays["reward_sum"][rows][played] / n[played]
+        mean = self._means(rows, 0.0)[played]
         out[played] = mean + self.c * np.sqrt(2.0 * np.log(max(total, 1.0)) / n[played])
         return out

@@ -180,3 +180,22 @@ def test_kl_ucb_pending_semantics():
             learner.learn_close("a", None, 0.0)  # the windows close without clicks: now they count
         after = learner.score(None, ["a", "b"])
         assert after[0] < min(before[0], during[0])
+
+
+def test_ucb1_pending_impressions_shrink_the_bonus_not_the_mean():
+    from banditloop.operators.ucb1 import UCB1
+
+    learner = UCB1(c=1.0)
+    for arm, r in (("a", 1.0), ("a", 0.0), ("b", 1.0), ("b", 0.0)):
+        learner.learn_one(arm, None, r)
+    for _ in range(4):
+        learner.learn_impression("a")
+    a, b = learner.score(None, ["a", "b"])
+    log_n = np.log(8.0)
+    assert a == pytest.approx(0.5 + np.sqrt(2 * log_n / 6))  # mean of the closed impressions, 6 shown
+    assert b == pytest.approx(0.5 + np.sqrt(2 * log_n / 2))
+    learner.learn_reward("a", None, 1.0)  # a click arrives: learned in the mean when the window closes
+    assert learner.score(None, ["a"])[0] == pytest.approx(a)
+    for r in (1.0, 0.0, 0.0, 0.0):
+        learner.learn_close("a", None, r)
+    assert learner.score(None, ["a"])[0] == pytest.approx(2 / 6 + np.sqrt(2 * log_n / 6))
