@@ -18,6 +18,7 @@ LEARNERS: dict[str, str] = {
     "hybrid-linucb": "banditloop.operators.hybrid_linucb:HybridLinUCB",
     "diag-linucb": "banditloop.operators.diag_linucb:DiagLinUCB",
     "lints": "banditloop.operators.lin_ts:LinearTS",
+    "logistic-ts": "banditloop.operators.logistic_ts:LogisticTS",
     "ctr-lr": "banditloop.operators.ctr_lr:CTRLogisticRegression",
 }
 

@@ -199,3 +199,83 @@ def test_ucb1_pending_impressions_shrink_the_bonus_not_the_mean():
     for r in (1.0, 0.0, 0.0, 0.0):
         learner.learn_close("a", None, r)
     assert learner.score(None, ["a"])[0] == pytest.approx(2 / 6 + np.sqrt(2 * log_n / 6))
+
+
+# -- logistic Thompson sampling --------------------------------------------------------------------
+def _irls(X: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """L2-regularised logistic regression by iteratively reweighted least squares (textbook form)."""
+    w = np.zeros(X.shape[1])
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-X @ w))
+        s = p * (1.0 - p)
+        z = X @ w + (y - p) / s
+        w_new = np.linalg.solve(X.T @ (s[:, None] * X) + lam * np.eye(X.shape[1]), X.T @ (s * z))
+        if np.max(np.abs(w_new - w)) < 1e-14:
+            return w_new
+        w = w_new
+    return w
+
+
+def test_logistic_ts_mode_after_one_batch_is_the_l2_logistic_map():
+    from sklearn.linear_model import LogisticRegression
+
+    from banditloop.operators.logistic_ts import LogisticTS
+
+    rng = np.random.default_rng(21)
+    n, d, lam = 300, 4, 2.5
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, d - 1))])
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ np.array([-1.0, 1.5, -0.5, 0.0]))))).astype(float)
+    learner = LogisticTS(dim=d, prior_precision=lam, update_every=n)
+    for i in range(n):
+        learner.learn_one("a", X[i], float(y[i]))
+        if i < n - 1:  # nothing is learned before the batch is complete
+            np.testing.assert_array_equal(learner.posterior("a")[0], np.zeros(d))
+    m, q = learner.posterior("a")
+    expected = _irls(X, y, lam)
+    np.testing.assert_allclose(m, expected, rtol=1e-10, atol=1e-12)
+    sk = LogisticRegression(C=1.0 / lam, fit_intercept=False, tol=1e-12, max_iter=10_000).fit(X, y)
+    np.testing.assert_allclose(m, sk.coef_[0], rtol=1e-5, atol=1e-6)
+    p = 1 / (1 + np.exp(-X @ expected))
+    np.testing.assert_allclose(q, lam + (X * X).T @ (p * (1 - p)), rtol=1e-10)
+
+
+def test_logistic_ts_learns_positives_on_arrival_and_negatives_at_the_close():
+    from banditloop.operators.logistic_ts import LogisticTS
+
+    x = np.array([1.0, 0.5])
+    learner = LogisticTS(dim=2, prior_precision=1.0)
+    learner.learn_impression("a", x)
+    learner.learn_impression("a", x)
+    np.testing.assert_array_equal(learner.posterior("a")[0], 0.0)  # pending: no failure learned
+    learner.learn_reward("a", x, 1.0)
+    after_click = learner.posterior("a")[0]
+    assert after_click @ x > 0
+    learner.learn_close("a", x, 1.0)  # its window closes: nothing more to learn
+    np.testing.assert_array_equal(learner.posterior("a")[0], after_click)
+    learner.learn_close("a", x, 0.0)  # the other one closes without a click: a negative
+    reference = LogisticTS(dim=2, prior_precision=1.0)
+    reference.learn_one("a", x, 1.0)
+    reference.learn_one("a", x, 0.0)
+    np.testing.assert_allclose(learner.posterior("a")[0], reference.posterior("a")[0])
+
+
+def test_logistic_ts_merge_multiplies_the_gaussian_factors():
+    from banditloop.operators.logistic_ts import LogisticTS
+
+    rng = np.random.default_rng(3)
+    a, b = (LogisticTS(dim=3, prior_precision=2.0, update_every=5, seed=s) for s in (0, 1))
+    for learner, arms in ((a, ["x", "y"]), (b, ["x", "z"])):
+        for _ in range(40):
+            learner.learn_one(arms[rng.integers(2)], rng.normal(size=3), float(rng.random() < 0.3))
+    a.learn_one("x", np.ones(3), 1.0)  # something still buffered in a
+    buffered = LogisticTS.from_state(a.export_state())
+    buffered.flush()
+    merged = a.merge(b)
+    (ma, qa), (mb, qb) = buffered.posterior("x"), b.posterior("x")
+    mm, qm = merged.posterior("x")
+    np.testing.assert_allclose(qm, qa + qb - 2.0)
+    np.testing.assert_allclose(mm, (qa * ma + qb * mb) / (qa + qb - 2.0))
+    for arm, source in (("y", buffered), ("z", b)):  # an arm of one shard keeps its posterior
+        np.testing.assert_allclose(merged.posterior(arm)[0], source.posterior(arm)[0])
+        np.testing.assert_allclose(merged.posterior(arm)[1], source.posterior(arm)[1])
+    assert int(a.export_state().arrays["buffered"][0]) == 1  # the inputs are unchanged

@@ -37,6 +37,7 @@ PARAMS: dict[str, dict] = {
     "hybrid-linucb": {"shared_dim": K_SHARED, "alpha": 0.8, "ridge": 0.7, "refresh_every": 7},
     "diag-linucb": {"alpha": 0.8, "ridge": 0.7},
     "lints": {"v": 0.5, "ridge": 0.7, "refresh_every": 7, "propensity_draws": 128},
+    "logistic-ts": {"prior_precision": 0.5, "update_every": 3, "propensity_draws": 128},
     "ctr-lr": {"epsilon": 0.3, "learning_rate": 0.1},
 }
 ARMS = [f"a{i}" for i in range(6)]
@@ -353,7 +354,7 @@ def test_retired_arms_are_never_chosen(kind):
 
 
 # -- decisions --------------------------------------------------------------------------------------
-RANDOMISED = [("random", {}), ("egreedy", {}), ("ts", {}), ("lints", {}), ("ctr-lr", {}),
+RANDOMISED = [("random", {}), ("egreedy", {}), ("ts", {}), ("lints", {}), ("logistic-ts", {}), ("ctr-lr", {}),
               ("ctr-lr", {"exploration": "softmax", "temperature": 0.1})]
 
 
