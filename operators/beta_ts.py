@@ -12,6 +12,15 @@ Pending feedback (``pending``):
   are, and under long delays the sampler keeps switching away from the best arm (regret ×2.2 at
   δ = 1000 in the benchmark). Kept for comparison and for pipelines that never close windows.
 
+Non-stationary worlds (``discount`` = γ < 1; registered as ``discounted-ts``, Raj & Kalyani 2017):
+after each outcome is learned (each closed window, each row of ``learn_one``/``learn_batch``) every
+arm's successes and failures are multiplied by γ, so the outcome learned ``k`` outcomes ago weighs
+``γᵏ`` and the posterior reverts to the prior as it forgets. The memory is about ``1/(1-γ)`` outcomes
+over all arms. Choosing γ: the memory must hold enough outcomes to tell the arms apart (with K arms
+and a gap Δ between the best two, ``1/(1-γ) ≳ K·8/Δ²``), and be shorter than the time over which the
+arms change (between change points, or over which drift moves a rate by about Δ). For click rates
+of a few percent and K = 10 that is γ ∈ [0.999, 0.9999]; γ = 1 is the stationary learner.
+
 Rewards are clipped to [0, 1] by the pipeline (``binary_reward``). The propensity of a draw is
 estimated by Monte Carlo over ``propensity_draws`` joint draws, the standard practice for logging
 Thompson sampling.
@@ -48,21 +57,24 @@ class BetaTS(SampledPolicy, Learner):
     additive_arrays = ("successes", "failures")
 
     def __init__(self, dim: int = 1, prior_alpha: float = 1.0, prior_beta: float = 1.0,
-                 propensity_draws: int = 256, pending: str = "wait", seed: int = 0) -> None:
+                 propensity_draws: int = 256, pending: str = "wait", discount: float = 1.0, seed: int = 0) -> None:
         if prior_alpha <= 0 or prior_beta <= 0:
             raise ValueError("Beta priors must be > 0")
+        if not 0.0 < discount <= 1.0:
+            raise ValueError("discount must be in (0, 1]")
+        self.discount = float(discount)
         if pending not in PENDING_MODES:
             raise ValueError(f"pending must be one of {PENDING_MODES}, got {pending!r}")
         self.prior_alpha = float(prior_alpha)
         self.prior_beta = float(prior_beta)
         self.propensity_draws = int(propensity_draws)
         self.pending = pending
-        self.learns_at_close = pending == "wait"
+        self.learns_at_close = pending == "wait" or self.discount < 1.0
         super().__init__(dim, seed)
 
     def params(self) -> dict:
         return {**super().params(), "prior_alpha": self.prior_alpha, "prior_beta": self.prior_beta,
-                "propensity_draws": self.propensity_draws, "pending": self.pending}
+                "propensity_draws": self.propensity_draws, "pending": self.pending, "discount": self.discount}
 
     def _arm_arrays(self):
         return {"successes": ((), 0.0), "failures": ((), 0.0)}
@@ -87,21 +99,25 @@ class BetaTS(SampledPolicy, Learner):
 
     def learn_impression(self, arm: str, x: np.ndarray | None = None, shared: np.ndarray | None = None) -> None:
         r = self.add_arm(arm)
-        if not self.learns_at_close:
+        if self.pending == "failure":
             self._arrays["failures"][r] += 1.0
         self._count(impressions=1.0)
 
     def learn_reward(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
         r = self.add_arm(arm)
         self._arrays["successes"][r] += reward
-        if not self.learns_at_close:
+        if self.pending == "failure":
             self._arrays["failures"][r] -= reward
         self._count(reward=reward, rewarded=1.0)
 
     def learn_close(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
         r = self.add_arm(arm)  # first: adding an arm may reallocate the arrays
-        if self.learns_at_close:
+        if self.pending == "wait":
             self._arrays["failures"][r] += 1.0 - reward
+        if self.discount < 1.0:  # every statistic ages by one outcome
+            n = len(self.arms)
+            self._arrays["successes"][:n] *= self.discount
+            self._arrays["failures"][:n] *= self.discount
 
     def learn_batch(self, arms: Sequence[str], X: np.ndarray | None, rewards: np.ndarray,
                     shared: np.ndarray | None = None) -> None:
@@ -110,8 +126,39 @@ class BetaTS(SampledPolicy, Learner):
     def learn_batch_rows(self, rows: np.ndarray, rewards: np.ndarray) -> None:
         """Outcomes known at once (impression, reward and close): the same for both pending modes."""
         n = len(self.arms)
+        if self.discount < 1.0:  # row i (of m) ages m - i times: weight γ^(m-i); the state γ^m
+            m = len(rows)
+            weight = self.discount ** np.arange(m, 0, -1, dtype=float)
+            for name in ("successes", "failures"):
+                self._arrays[name][:n] *= self.discount**m
+            self._arrays["successes"][:n] += np.bincount(rows, weights=weight * rewards, minlength=n)
+            self._arrays["failures"][:n] += np.bincount(rows, weights=weight * (1.0 - rewards), minlength=n)
+            self._count(impressions=float(m), reward=float(rewards.sum()),
+                        rewarded=float(np.count_nonzero(rewards)))
+            return
         wins = np.bincount(rows, weights=rewards, minlength=n)
         self._arrays["successes"][:n] += wins
         self._arrays["failures"][:n] += np.bincount(rows, minlength=n) - wins
         self._count(impressions=float(len(rows)), reward=float(rewards.sum()),
                     rewarded=float(np.count_nonzero(rewards)))
+
+
+class DiscountedBetaTS(BetaTS):
+    """Discounted Thompson sampling (Raj & Kalyani 2017): :class:`BetaTS` with ``discount < 1`` by
+    default; see the module docstring for choosing it. Merge adds the discounted counts of the shards
+    as they stand (not exact: the shards' outcomes interleave in time).
+
+    >>> ts = DiscountedBetaTS(discount=0.5)
+    >>> ts.learn_one("a", None, 1.0); ts.learn_one("b", None, 0.0)
+    >>> ts.posterior("a")  # 1 success, aged by two outcomes
+    (1.25, 1.0)
+    """
+
+    kind = "discounted-ts"
+    exact_merge = False
+
+    def __init__(self, dim: int = 1, prior_alpha: float = 1.0, prior_beta: float = 1.0,
+                 propensity_draws: int = 256, pending: str = "wait", discount: float = 0.999,
+                 seed: int = 0) -> None:
+        super().__init__(dim, prior_alpha=prior_alpha, prior_beta=prior_beta, propensity_draws=propensity_draws,
+                         pending=pending, discount=discount, seed=seed)

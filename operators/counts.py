@@ -22,6 +22,8 @@ class ArmCounts(Learner):
 
     additive_arrays = ("n", "reward_sum", "resolved", "resolved_reward")
     learns_at_close = True
+    #: γ: after each outcome learned, every count and sum is multiplied by γ (1: no forgetting)
+    discount: float = 1.0
 
     def _arm_arrays(self):
         return {"n": ((), 0.0), "reward_sum": ((), 0.0), "resolved": ((), 0.0), "resolved_reward": ((), 0.0)}
@@ -51,6 +53,10 @@ class ArmCounts(Learner):
         r = self.add_arm(arm)
         self._arrays["resolved"][r] += 1.0
         self._arrays["resolved_reward"][r] += reward
+        if self.discount < 1.0:
+            n = len(self.arms)
+            for arr in self._arrays.values():
+                arr[:n] *= self.discount
 
     def learn_batch(self, arms: Sequence[str], X: np.ndarray | None, rewards: np.ndarray,
                     shared: np.ndarray | None = None) -> None:
@@ -59,9 +65,17 @@ class ArmCounts(Learner):
     def learn_batch_rows(self, rows: np.ndarray, rewards: np.ndarray) -> None:
         """``learn_batch`` for arms already mapped to rows (see ``rows_of``)."""
         n = len(self.arms)
-        counts = np.bincount(rows, minlength=n)
-        sums = np.bincount(rows, weights=rewards, minlength=n)
         a = self._arrays
+        if self.discount < 1.0:  # row i (of m) ages m - i times: weight γ^(m-i); the state γ^m
+            m = len(rows)
+            weight = self.discount ** np.arange(m, 0, -1, dtype=float)
+            for arr in a.values():
+                arr[:n] *= self.discount**m
+            counts = np.bincount(rows, weights=weight, minlength=n)
+            sums = np.bincount(rows, weights=weight * rewards, minlength=n)
+        else:
+            counts = np.bincount(rows, minlength=n)
+            sums = np.bincount(rows, weights=rewards, minlength=n)
         a["n"][:n] += counts
         a["reward_sum"][:n] += sums
         a["resolved"][:n] += counts

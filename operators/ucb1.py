@@ -47,3 +47,30 @@ class UCB1(ArmCounts):
         mean = self._means(rows, 0.0)[played]
         out[played] = mean + self.c * np.sqrt(2.0 * np.log(max(total, 1.0)) / n[played])
         return out
+
+
+class DiscountedUCB(UCB1):
+    """Discounted UCB (Garivier & Moulines 2011, "On upper-confidence bound policies for switching
+    bandit problems"): UCB1 on counts and sums that are multiplied by ``discount`` = γ after each
+    outcome learned (see :mod:`banditloop.operators.counts`), so ``N``, ``n_a`` and the means are
+    discounted and the bonus of an arm not shown for a while grows back. Memory ≈ ``1/(1-γ)``
+    outcomes; the authors' choice for ``Υ`` change points in ``T`` steps is ``γ = 1 - sqrt(Υ/T)/4``.
+    Merge adds the discounted counts of the shards as they stand (not exact).
+
+    >>> ucb = DiscountedUCB(discount=0.5)
+    >>> ucb.learn_one("a", None, 1.0); ucb.learn_one("b", None, 0.0)
+    >>> ucb.counts("a")  # one impression and one click, aged by two outcomes
+    (0.25, 0.25)
+    """
+
+    kind = "discounted-ucb"
+    exact_merge = False
+
+    def __init__(self, dim: int = 1, c: float = 1.0, discount: float = 0.999, seed: int = 0) -> None:
+        if not 0.0 < discount <= 1.0:
+            raise ValueError("discount must be in (0, 1]")
+        self.discount = float(discount)
+        super().__init__(dim, c=c, seed=seed)
+
+    def params(self) -> dict:
+        return {**super().params(), "discount": self.discount}

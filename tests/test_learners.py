@@ -32,7 +32,9 @@ PARAMS: dict[str, dict] = {
     "egreedy": {"epsilon": 0.3, "initial_value": 0.25},
     "ucb1": {"c": 0.8},
     "kl-ucb": {"c": 0.5, "pending": "shrink"},
+    "discounted-ucb": {"c": 0.8, "discount": 0.97},
     "ts": {"prior_alpha": 1.5, "propensity_draws": 128},
+    "discounted-ts": {"prior_alpha": 1.5, "propensity_draws": 128, "discount": 0.97},
     "linucb": {"alpha": 0.8, "ridge": 0.7, "refresh_every": 7},
     "hybrid-linucb": {"shared_dim": K_SHARED, "alpha": 0.8, "ridge": 0.7, "refresh_every": 7},
     "diag-linucb": {"alpha": 0.8, "ridge": 0.7},
@@ -354,7 +356,8 @@ def test_retired_arms_are_never_chosen(kind):
 
 
 # -- decisions --------------------------------------------------------------------------------------
-RANDOMISED = [("random", {}), ("egreedy", {}), ("ts", {}), ("lints", {}), ("logistic-ts", {}), ("ctr-lr", {}),
+RANDOMISED = [("random", {}), ("egreedy", {}), ("ts", {}), ("discounted-ts", {}), ("lints", {}),
+              ("logistic-ts", {}), ("ctr-lr", {}),
               ("ctr-lr", {"exploration": "softmax", "temperature": 0.1})]
 
 

@@ -85,3 +85,63 @@ def test_pending_failure_semantics_costs_regret_under_batched_feedback():
                                             clock_skew=0.0))
         out[pending] = simulate(cfg, model, pending, None, SimulationOptions(steps=6000, quiet=True))["regret"]
     assert out["wait"] < 0.7 * out["failure"]
+
+
+# -- forgetting -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gamma", [0.9, 0.99])
+def test_discounted_ts_forgets_at_the_documented_rate(gamma):
+    """The outcome learned k outcomes ago weighs γᵏ (k ≥ 1), whichever arm the later outcomes are for
+    and whether they come one by one, in a batch or through impression / click / close."""
+    one, batch, joined = (make_learner("discounted-ts", 1, discount=gamma, prior_alpha=1.0, prior_beta=1.0)
+                          for _ in range(3))
+    rewards = [1.0] + [0.0, 1.0] * 10
+    arms = ["a"] + ["b", "c"] * 10
+    for arm, r in zip(arms, rewards, strict=True):
+        one.learn_one(arm, None, r)
+        joined.learn_impression(arm)
+        if r:
+            joined.learn_reward(arm, None, r)
+        joined.learn_close(arm, None, r)
+    batch.learn_batch(arms, None, np.array(rewards))
+    k = len(arms)
+    for learner in (one, batch, joined):
+        assert learner.posterior("a") == pytest.approx((1.0 + gamma**k, 1.0), rel=1e-12)
+        b_failures = sum(gamma ** (k - i) for i in range(1, k, 2))
+        assert learner.posterior("b") == pytest.approx((1.0, 1.0 + b_failures), rel=1e-12)
+
+
+def test_discounted_ucb_forgets_at_the_documented_rate():
+    learner = make_learner("discounted-ucb", 1, discount=0.9)
+    learner.learn_one("a", None, 1.0)
+    for _ in range(9):
+        learner.learn_one("b", None, 0.0)
+    assert learner.counts("a") == pytest.approx((0.9**10, 0.9**10), rel=1e-12)
+    n_b = sum(0.9**k for k in range(1, 10))
+    assert learner.counts("b") == pytest.approx((n_b, 0.0), rel=1e-12)
+    # the mean of a is still 1, and its bonus has grown back: it is played again
+    assert learner.choose(None, ["a", "b"]).arm == "a"
+
+
+def _play(kind: str, world: World, steps: int, **params) -> list[str]:
+    learner = make_learner(kind, 1, seed=1, **params)
+    chosen = []
+    for _ in range(steps):
+        req = world.next_request()
+        arm = learner.choose(None, req.candidates).arm
+        learner.learn_one(arm, None, world.respond(req, arm).reward)
+        chosen.append(arm)
+    return chosen
+
+
+@pytest.mark.parametrize(("kind", "params"), [("discounted-ts", {"discount": 0.99, "propensity_draws": 0}),
+                                              ("discounted-ucb", {"discount": 0.99, "c": 0.5})])
+def test_discounted_learners_follow_a_change_point(kind, params):
+    """Arm a0 is the better one until step 3000, then much the worse: the discounted learner moves to
+    a1 within a few hundred steps, the stationary one is still showing a0 long after."""
+    cfg = WorldConfig(arms=2, dim=1, seed=9, arm_probabilities=(0.6, 0.4), change_points=((3000, 0, 0.2),))
+    stationary = {"discounted-ts": ("ts", {"propensity_draws": 0}), "discounted-ucb": ("ucb1", {"c": 0.5})}[kind]
+    moving = _play(kind, World(cfg), 4000, **params)
+    still = _play(stationary[0], World(cfg), 4000, **stationary[1])
+    assert moving[2500:3000].count("a0") > 400  # before the change both found a0
+    assert moving[3500:].count("a1") > 400
+    assert still[3000:3500].count("a0") > moving[3000:3500].count("a0") + 100
