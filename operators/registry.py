@@ -17,6 +17,7 @@ LEARNERS: dict[str, str] = {
     "ts": "banditloop.operators.beta_ts:BetaTS",
     "discounted-ts": "banditloop.operators.beta_ts:DiscountedBetaTS",
     "linucb": "banditloop.operators.linucb:LinUCB",
+    "discounted-linucb": "banditloop.operators.discounted_linucb:DiscountedLinUCB",
     "hybrid-linucb": "banditloop.operators.hybrid_linucb:HybridLinUCB",
     "diag-linucb": "banditloop.operators.diag_linucb:DiagLinUCB",
     "lints": "banditloop.operators.lin_ts:LinearTS",

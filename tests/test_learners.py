@@ -36,6 +36,7 @@ PARAMS: dict[str, dict] = {
     "ts": {"prior_alpha": 1.5, "propensity_draws": 128},
     "discounted-ts": {"prior_alpha": 1.5, "propensity_draws": 128, "discount": 0.97},
     "linucb": {"alpha": 0.8, "ridge": 0.7, "refresh_every": 7},
+    "discounted-linucb": {"alpha": 0.8, "ridge": 0.7, "discount": 0.97},
     "hybrid-linucb": {"shared_dim": K_SHARED, "alpha": 0.8, "ridge": 0.7, "refresh_every": 7},
     "diag-linucb": {"alpha": 0.8, "ridge": 0.7},
     "lints": {"v": 0.5, "ridge": 0.7, "refresh_every": 7, "propensity_draws": 128},

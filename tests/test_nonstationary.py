@@ -145,3 +145,34 @@ def test_discounted_learners_follow_a_change_point(kind, params):
     assert moving[2500:3000].count("a0") > 400  # before the change both found a0
     assert moving[3500:].count("a1") > 400
     assert still[3000:3500].count("a0") > moving[3000:3500].count("a0") + 100
+
+
+def test_discounted_linucb_is_the_weighted_ridge_of_russac_et_al():
+    """V = λI + Σ γᵏxxᵀ, Ṽ = λI + Σ γ²ᵏxxᵀ, b = Σ γᵏ r x (k: outcomes learned since), score
+    θ·x + α sqrt(xᵀV⁻¹ṼV⁻¹x) with θ = V⁻¹b; one by one, in a batch, or impression / reward / close."""
+    rng = np.random.default_rng(12)
+    d, gamma, lam, alpha = 3, 0.95, 0.7, 0.4
+    X = rng.normal(size=(60, d))
+    arms = [f"a{i}" for i in rng.integers(2, size=60)]
+    r = (rng.random(60) < 0.4).astype(float)
+    one, batch, joined = (make_learner("discounted-linucb", d, discount=gamma, ridge=lam, alpha=alpha)
+                          for _ in range(3))
+    for i in range(60):
+        one.learn_one(arms[i], X[i], r[i])
+        joined.learn_impression(arms[i], X[i])
+    for i in range(60):  # the windows close in order, after all impressions
+        if r[i]:
+            joined.learn_reward(arms[i], X[i], r[i])
+        joined.learn_close(arms[i], X[i], r[i])
+    batch.learn_batch(arms, X, r)
+    probe = rng.normal(size=d)
+    for arm in ("a0", "a1"):
+        idx = [i for i in range(60) if arms[i] == arm]
+        k = np.array([60 - i for i in idx], dtype=float)
+        V = lam * np.eye(d) + (X[idx].T * gamma**k) @ X[idx]
+        V2 = lam * np.eye(d) + (X[idx].T * gamma ** (2 * k)) @ X[idx]
+        b = (gamma**k * r[idx]) @ X[idx]
+        Vinv = np.linalg.inv(V)
+        expected = Vinv @ b @ probe + alpha * np.sqrt(probe @ Vinv @ V2 @ Vinv @ probe)
+        for learner in (one, batch, joined):
+            assert learner.score(probe, [arm])[0] == pytest.approx(expected, rel=1e-9)
