@@ -16,7 +16,7 @@ contexts with a leading bias of 1. Targets (issue 9): under drift the best non-s
 last-quarter regret ≤ 1.3× its stationary figure and ≤ 0.6× the stationary LinUCB's under the same
 drift; after a change point back within 10% of the oracle's reward in ≤ 2,000 steps.
 
-    python benchmarks/drift.py [--steps 40000] [--seeds 0 1] [--change-steps 20000]
+    python benchmarks/drift.py [--steps 40000] [--seeds 0 1] [--change-steps 20000] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ CONTEXT_FREE = {
     "ts": ("ts", {"propensity_draws": 0}, False),
     "discounted-ts γ=0.99": ("discounted-ts", {"discount": 0.99, "propensity_draws": 0}, True),
     "discounted-ts γ=0.995": ("discounted-ts", {"discount": 0.995, "propensity_draws": 0}, True),
+    "discounted-ts γ=0.999": ("discounted-ts", {"discount": 0.999, "propensity_draws": 0}, True),
     "kl-ucb": ("kl-ucb", {}, False),
     "ucb1": ("ucb1", {}, False),
     "discounted-ucb γ=0.995": ("discounted-ucb", {"discount": 0.995, "c": 0.5}, True),
+    "discounted-ucb γ=0.999": ("discounted-ucb", {"discount": 0.999, "c": 0.5}, True),
 }
 CHANGE_RATES = (0.10, 0.08, 0.06, 0.05, 0.04)
 
@@ -94,12 +96,16 @@ def main() -> None:
     ap.add_argument("--change-steps", type=int, default=20_000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--drift", type=float, default=0.005)
+    ap.add_argument("--only", nargs="+", default=None, help="contenders to run (names as printed)")
     args = ap.parse_args()
+    keep = (lambda name: True) if args.only is None else (lambda name: name in args.only or name == "linucb")
     started = time.perf_counter()
     results: dict = {"drift": {}, "stationary": {}, "change": {}}
     print(f"contextual world K=10 d=8, T={args.steps:,} (quarters of {args.steps // 4:,}), seeds {args.seeds}")
     print(f"{'learner':<28} {'scenario':<11} " + " ".join(f"{'Q' + str(i + 1):>8}" for i in range(4)))
     for name, (kind, params, _) in CONTEXTUAL.items():
+        if not keep(name):
+            continue
         for scenario, drift in (("stationary", 0.0), ("drift", args.drift)):
             q = np.mean([quarters(play(kind, params, WorldConfig(arms=10, dim=8, seed=s, drift=drift),
                                        args.steps, s)[:, 0]) for s in args.seeds], axis=0)
@@ -109,6 +115,8 @@ def main() -> None:
     print(f"\nchange point: context-free rates {CHANGE_RATES}, best arm -> 0.02 at step {change:,} "
           f"of {args.change_steps:,}; oracle after the change {CHANGE_RATES[1]}")
     for name, (kind, params, _) in CONTEXT_FREE.items():
+        if not keep(name):
+            continue
         rec, reg = [], []
         for s in args.seeds:
             cfg = WorldConfig(arms=len(CHANGE_RATES), dim=1, seed=s, arm_probabilities=CHANGE_RATES,
@@ -119,7 +127,7 @@ def main() -> None:
         results["change"][name] = {"recovery_steps": rec, "regret_after_change": float(np.mean(reg))}
         shown = ", ".join("never" if r is None else f"{r:,}" for r in rec)
         print(f"{name:<28} recovery steps {shown:<20} regret after the change {np.mean(reg):>8.1f}", flush=True)
-    ns = [n for n, (_, _, moving) in CONTEXTUAL.items() if moving]
+    ns = [n for n, (_, _, moving) in CONTEXTUAL.items() if moving and n in results["drift"]]
     best = min(ns, key=lambda n: results["drift"][n][3])
     d, st, lin = results["drift"][best][3], results["stationary"][best][3], results["drift"]["linucb"][3]
     print(f"\nbest non-stationary learner under drift: {best}: last quarter {d:.1f}, "
