@@ -21,6 +21,11 @@ and a gap Δ between the best two, ``1/(1-γ) ≳ K·8/Δ²``), and be shorter t
 arms change (between change points, or over which drift moves a rate by about Δ). For click rates
 of a few percent and K = 10 that is γ ∈ [0.999, 0.9999]; γ = 1 is the stationary learner.
 
+Per-arm priors and warm start: ``arm_priors = {arm: [α, β]}`` replaces the prior of those arms (others
+keep ``prior_alpha``, ``prior_beta``); :func:`priors_from_state` turns the state of another Beta TS
+model (a checkpoint) into such priors with a chosen strength, so a new model starts from what an
+old one learned but with the weight of a few observations only.
+
 Rewards are clipped to [0, 1] by the pipeline (``binary_reward``). The propensity of a draw is
 estimated by Monte Carlo over ``propensity_draws`` joint draws, the standard practice for logging
 Thompson sampling.
@@ -43,7 +48,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from banditloop.operators.base import Learner, SampledPolicy, Shared
+from banditloop.operators.base import Learner, LearnerState, SampledPolicy, Shared
 
 #: what a Bernoulli learner learns from an impression whose feedback is still pending
 PENDING_MODES = ("wait", "failure")
@@ -55,11 +60,17 @@ class BetaTS(SampledPolicy, Learner):
     kind = "ts"
     binary_reward = True
     additive_arrays = ("successes", "failures")
+    derived_arrays = ("alpha0", "beta0")
 
     def __init__(self, dim: int = 1, prior_alpha: float = 1.0, prior_beta: float = 1.0,
-                 propensity_draws: int = 256, pending: str = "wait", discount: float = 1.0, seed: int = 0) -> None:
+                 propensity_draws: int = 256, pending: str = "wait", discount: float = 1.0,
+                 arm_priors: dict[str, list[float]] | None = None, seed: int = 0) -> None:
         if prior_alpha <= 0 or prior_beta <= 0:
             raise ValueError("Beta priors must be > 0")
+        for arm, ab in (arm_priors or {}).items():
+            if len(ab) != 2 or not all(float(v) > 0 and np.isfinite(float(v)) for v in ab):
+                raise ValueError(f"arm_priors[{arm!r}] must be [alpha, beta], both finite and > 0")
+        self.arm_priors = arm_priors
         if not 0.0 < discount <= 1.0:
             raise ValueError("discount must be in (0, 1]")
         self.discount = float(discount)
@@ -74,20 +85,29 @@ class BetaTS(SampledPolicy, Learner):
 
     def params(self) -> dict:
         return {**super().params(), "prior_alpha": self.prior_alpha, "prior_beta": self.prior_beta,
-                "propensity_draws": self.propensity_draws, "pending": self.pending, "discount": self.discount}
+                "propensity_draws": self.propensity_draws, "pending": self.pending, "discount": self.discount,
+                "arm_priors": self.arm_priors}
 
     def _arm_arrays(self):
-        return {"successes": ((), 0.0), "failures": ((), 0.0)}
+        return {"successes": ((), 0.0), "failures": ((), 0.0),
+                "alpha0": ((), self.prior_alpha), "beta0": ((), self.prior_beta)}
+
+    def add_arm(self, arm: str) -> int:
+        new = str(arm) not in self.arm_index
+        r = super().add_arm(arm)
+        if new and self.arm_priors and str(arm) in self.arm_priors:
+            self._arrays["alpha0"][r], self._arrays["beta0"][r] = (float(v) for v in self.arm_priors[str(arm)])
+        return r
 
     def posterior(self, arm: str) -> tuple[float, float]:
         r = self.arm_index[arm]
-        return (self.prior_alpha + float(self._arrays["successes"][r]),
-                self.prior_beta + float(self._arrays["failures"][r]))
+        a = self._arrays
+        return (float(a["alpha0"][r] + a["successes"][r]), float(a["beta0"][r] + a["failures"][r]))
 
     def _ab(self, candidates: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         rows = self._rows(candidates)
-        return (self.prior_alpha + self._arrays["successes"][rows],
-                self.prior_beta + self._arrays["failures"][rows])
+        a = self._arrays
+        return a["alpha0"][rows] + a["successes"][rows], a["beta0"][rows] + a["failures"][rows]
 
     def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
         a, b = self._ab(candidates)
@@ -159,6 +179,32 @@ class DiscountedBetaTS(BetaTS):
 
     def __init__(self, dim: int = 1, prior_alpha: float = 1.0, prior_beta: float = 1.0,
                  propensity_draws: int = 256, pending: str = "wait", discount: float = 0.999,
-                 seed: int = 0) -> None:
+                 arm_priors: dict[str, list[float]] | None = None, seed: int = 0) -> None:
         super().__init__(dim, prior_alpha=prior_alpha, prior_beta=prior_beta, propensity_draws=propensity_draws,
-                         pending=pending, discount=discount, seed=seed)
+                         pending=pending, discount=discount, arm_priors=arm_priors, seed=seed)
+
+
+def priors_from_state(state: LearnerState, strength: float = 10.0) -> dict[str, list[float]]:
+    """Warm start: per-arm Beta priors with the posterior means of a Beta TS state (a checkpoint of
+    another model) and ``strength`` pseudo-observations each, for ``arm_priors``.
+
+    >>> old = BetaTS()
+    >>> for r in [1.0] * 29 + [0.0] * 69:
+    ...     old.learn_one("a", None, r)
+    >>> priors_from_state(old.export_state(), strength=20.0)
+    {'a': [6.0, 14.0]}
+    """
+    if not strength > 0:
+        raise ValueError("strength must be > 0")
+    if state.kind not in ("ts", "discounted-ts"):
+        raise ValueError(f"priors come from a Beta TS state, not {state.kind!r}")
+    old = BetaTS.from_state(LearnerState(kind="ts", params={k: v for k, v in state.params.items()
+                                                            if k in BetaTS(1).params()},
+                                         arms=state.arms, retired=state.retired, arrays=state.arrays,
+                                         counters=state.counters, rng=state.rng))
+    out = {}
+    for arm in old.arms:
+        a, b = old.posterior(arm)
+        mean = a / (a + b)
+        out[arm] = [strength * mean, strength * (1.0 - mean)]
+    return out

@@ -279,3 +279,33 @@ def test_logistic_ts_merge_multiplies_the_gaussian_factors():
         np.testing.assert_allclose(merged.posterior(arm)[0], source.posterior(arm)[0])
         np.testing.assert_allclose(merged.posterior(arm)[1], source.posterior(arm)[1])
     assert int(a.export_state().arrays["buffered"][0]) == 1  # the inputs are unchanged
+
+
+# -- per-arm priors and warm start ----------------------------------------------------------------------
+def test_per_arm_priors_and_warm_start_from_another_model():
+    from banditloop.operators.beta_ts import BetaTS, priors_from_state
+
+    old = BetaTS(seed=3)
+    rng = np.random.default_rng(8)
+    for _ in range(400):
+        arm = ["a", "b"][rng.integers(2)]
+        old.learn_one(arm, None, float(rng.random() < (0.3 if arm == "a" else 0.1)))
+    priors = priors_from_state(old.export_state(), strength=20.0)
+    for arm in ("a", "b"):
+        a, b = old.posterior(arm)
+        assert priors[arm] == pytest.approx([20 * a / (a + b), 20 * b / (a + b)])
+    new = BetaTS(prior_alpha=1.0, prior_beta=3.0, arm_priors=priors)
+    assert new.params()["arm_priors"] == priors
+    new.learn_one("a", None, 1.0)
+    assert new.posterior("a") == pytest.approx((priors["a"][0] + 1.0, priors["a"][1]))
+    new.learn_one("c", None, 0.0)  # an arm without its own prior gets the global one
+    assert new.posterior("c") == (1.0, 4.0)
+    restored = BetaTS.from_state(new.export_state())
+    assert restored.posterior("a") == new.posterior("a") and restored.posterior("c") == new.posterior("c")
+    other = BetaTS(prior_alpha=1.0, prior_beta=3.0, arm_priors=priors, seed=1)
+    other.learn_one("b", None, 1.0)
+    merged = new.merge(other)
+    assert merged.posterior("b") == pytest.approx((priors["b"][0] + 1.0, priors["b"][1]))
+    assert merged.posterior("a") == pytest.approx(new.posterior("a"))
+    with pytest.raises(ValueError):
+        BetaTS(arm_priors={"a": [1.0, -1.0]})
