@@ -266,6 +266,9 @@ class Learner(ABC):
     #: ``True`` when the learner learns something when an impression's feedback window closes
     #: (``learn_close``); the join's sink skips the call (and its featurizing) otherwise
     learns_at_close: bool = False
+    #: ``learn_close`` ignores ``x`` and ``shared`` (context-free learners): the sink passes ``None``
+    #: instead of featurizing the impression's context again
+    close_without_context: ClassVar[bool] = False
 
     def learn_close(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
         """The feedback window of an impression of ``arm`` closed; ``reward`` is its final reward (the sum

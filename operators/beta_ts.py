@@ -59,6 +59,7 @@ class BetaTS(SampledPolicy, Learner):
 
     kind = "ts"
     binary_reward = True
+    close_without_context = True
     additive_arrays = ("successes", "failures")
     derived_arrays = ("alpha0", "beta0")
 

@@ -22,6 +22,7 @@ class ArmCounts(Learner):
 
     additive_arrays = ("n", "reward_sum", "resolved", "resolved_reward")
     learns_at_close = True
+    close_without_context = True
     #: γ: after each outcome learned, every count and sum is multiplied by γ (1: no forgetting)
     discount: float = 1.0
 

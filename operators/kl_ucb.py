@@ -81,6 +81,7 @@ class KLUCB(Learner):
     kind = "kl-ucb"
     binary_reward = True
     learns_at_close = True
+    close_without_context = True
     additive_arrays = ("n", "resolved", "successes")
 
     def __init__(self, dim: int = 1, c: float = 0.0, pending: str = "wait", seed: int = 0) -> None:

@@ -259,17 +259,17 @@ class EventJoin:
         reward = self.reward.value(clicked, conversions, value_sum)
         if not math.isfinite(reward):  # e.g. an enormous weight × value: never let it reach a model
             return self._unmatched(fb, f"reward is not finite ({reward!r})")
-        imp.seen = (*imp.seen, fb.event_id)
-        imp.clicked, imp.conversions, imp.value_sum = clicked, conversions, value_sum
-        kind = "click" if is_click else "conversion"
-        self.counters["clicks" if is_click else "conversions"] += 1
         if self.clip_reward:
             reward = min(max(reward, 0.0), 1.0)
         delta = reward - imp.applied
+        imp.seen = (*imp.seen, fb.event_id)  # (a redelivery of a late event is a duplicate)
         if imp.closed and delta != 0.0:  # the window closed: what was learned at the close stands
             self.counters["late"] += 1
             self._dead(fb, f"late {'click' if is_click else 'conversion'}: its impression's window closed")
             return "late"
+        imp.clicked, imp.conversions, imp.value_sum = clicked, conversions, value_sum
+        kind = "click" if is_click else "conversion"
+        self.counters["clicks" if is_click else "conversions"] += 1
         if delta != 0.0:
             if imp.applied == 0.0:
                 self.counters["rewarded"] += 1

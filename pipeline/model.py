@@ -113,6 +113,10 @@ class LearnerSink:
 
     def on_close(self, imp: OpenImpression) -> None:
         learner = self.learner
-        if learner.learns_at_close:
+        if not learner.learns_at_close:
+            return
+        if learner.close_without_context:
+            learner.learn_close(imp.arm, None, imp.applied, None)
+        else:
             v = self.vectorizer
             learner.learn_close(imp.arm, v.x(imp.context), imp.applied, v.z(imp.context, imp.arm_features))

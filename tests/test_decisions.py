@@ -54,9 +54,12 @@ def test_a_pending_impression_is_not_a_failure_for_thompson_sampling():
     assert ts.posterior("a") == (2.0, 2.0)
     assert run.join.counters["closed"] == 2
     # a click for a closed impression is late: the negative learned at the close stands
+    clicks = run.join.counters["clicks"]
     assert run.process(clk(1, 109.0)) == "late"
     assert ts.posterior("a") == (2.0, 2.0)
     assert len(dead) == 1 and "window closed" in dead[0]
+    assert run.join.counters["clicks"] == clicks and run.join.counters["late"] == 1
+    assert run.process(clk(1, 109.0)) == "duplicate"  # redelivered: applied (here: refused) once
 
 
 def test_legacy_failure_mode_counts_pending_impressions_as_failures():
