@@ -165,8 +165,10 @@ class BetaTS(SampledPolicy, Learner):
 
 
 class DiscountedBetaTS(BetaTS):
-    """Discounted Thompson sampling (Raj & Kalyani 2017): :class:`BetaTS` with ``discount < 1`` by
-    default; see the module docstring for choosing it. Merge adds the discounted counts of the shards
+    """Discounted Thompson sampling for arms whose rates change (Raj & Kalyani 2017).
+
+    :class:`BetaTS` with ``discount < 1`` by default; see the module docstring for choosing it.
+    Merge adds the discounted counts of the shards
     as they stand (not exact: the shards' outcomes interleave in time).
 
     >>> ts = DiscountedBetaTS(discount=0.5)

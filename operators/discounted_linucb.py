@@ -33,7 +33,7 @@ from banditloop.operators.base import Learner, Shared
 
 
 class DiscountedLinUCB(Learner):
-    """D-LinUCB; see the module docstring."""
+    """Discounted LinUCB for drifting click models (Russac, Vernade & Cappé 2019); see the module docstring."""
 
     kind = "discounted-linucb"
     exact_merge = False

@@ -76,7 +76,7 @@ def kl_ucb_index(p: np.ndarray, budget: np.ndarray, iterations: int = 30) -> np.
 
 
 class KLUCB(Learner):
-    """KL-UCB; see the module docstring."""
+    """KL-UCB for Bernoulli rewards (Garivier & Cappé 2011); see the module docstring."""
 
     kind = "kl-ucb"
     binary_reward = True

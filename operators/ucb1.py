@@ -50,9 +50,11 @@ class UCB1(ArmCounts):
 
 
 class DiscountedUCB(UCB1):
-    """Discounted UCB (Garivier & Moulines 2011, "On upper-confidence bound policies for switching
-    bandit problems"): UCB1 on counts and sums that are multiplied by ``discount`` = γ after each
-    outcome learned (see :mod:`banditloop.operators.counts`), so ``N``, ``n_a`` and the means are
+    """Discounted UCB for arms whose rates change (Garivier & Moulines 2011).
+
+    "On upper-confidence bound policies for switching bandit problems": UCB1 on counts and sums
+    that are multiplied by ``discount`` = γ after each outcome learned (see
+    :mod:`banditloop.operators.counts`), so ``N``, ``n_a`` and the means are
     discounted and the bonus of an arm not shown for a while grows back. Memory ≈ ``1/(1-γ)``
     outcomes; the authors' choice for ``Υ`` change points in ``T`` steps is ``γ = 1 - sqrt(Υ/T)/4``.
     Merge adds the discounted counts of the shards as they stand (not exact).
