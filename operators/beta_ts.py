@@ -93,6 +93,15 @@ class BetaTS(SampledPolicy, Learner):
         return {"successes": ((), 0.0), "failures": ((), 0.0),
                 "alpha0": ((), self.prior_alpha), "beta0": ((), self.prior_beta)}
 
+    @classmethod
+    def from_state(cls, state: LearnerState) -> Learner:
+        """A state saved before pending modes existed counted every impression as a failure when it
+        was seen; it resumes in that mode (``pending="failure"``), so no impression counts twice."""
+        if "pending" not in state.params:
+            state = LearnerState(kind=state.kind, params={**state.params, "pending": "failure"}, arms=state.arms,
+                                 retired=state.retired, arrays=state.arrays, counters=state.counters, rng=state.rng)
+        return super().from_state(state)
+
     def add_arm(self, arm: str) -> int:
         new = str(arm) not in self.arm_index
         r = super().add_arm(arm)

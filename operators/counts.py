@@ -10,7 +10,7 @@ plain sums, so ``learn_batch`` is a scatter-add and shards merge exactly by addi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -28,6 +28,13 @@ class ArmCounts(Learner):
 
     def _arm_arrays(self):
         return {"n": ((), 0.0), "reward_sum": ((), 0.0), "resolved": ((), 0.0), "resolved_reward": ((), 0.0)}
+
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """States saved before windows closed (only ``n`` and ``reward_sum``) load as if every
+        impression counted had closed: what those learners assumed."""
+        if "resolved" not in arrays and "resolved_reward" not in arrays and "n" in arrays:
+            arrays = {**arrays, "resolved": arrays["n"], "resolved_reward": arrays["reward_sum"]}
+        super()._load_arrays(arrays)
 
     def counts(self, arm: str) -> tuple[float, float]:
         """``(impressions, reward sum)`` of ``arm``."""

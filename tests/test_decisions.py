@@ -312,3 +312,32 @@ def test_per_arm_priors_and_warm_start_from_another_model():
     assert merged.posterior("a") == pytest.approx(new.posterior("a"))
     with pytest.raises(ValueError):
         BetaTS(arm_priors={"a": [1.0, -1.0]})
+
+
+def test_count_learner_states_saved_before_windows_closed_still_load():
+    from banditloop.core.state_codec import LearnerState
+    from banditloop.operators.ucb1 import UCB1
+
+    learner = UCB1()
+    for arm, r in (("a", 1.0), ("a", 0.0), ("b", 0.0)):
+        learner.learn_one(arm, None, r)
+    state = learner.export_state()
+    old = LearnerState(kind=state.kind, params=state.params, arms=state.arms, retired=state.retired,
+                       arrays={k: v for k, v in state.arrays.items() if k in ("n", "reward_sum")},
+                       counters=state.counters, rng=state.rng)
+    restored = UCB1.from_state(old)
+    np.testing.assert_array_equal(restored.score(None, ["a", "b"]), learner.score(None, ["a", "b"]))
+
+
+def test_beta_ts_states_saved_before_pending_modes_resume_in_the_failure_mode():
+    from banditloop.core.state_codec import LearnerState
+    from banditloop.operators.beta_ts import BetaTS
+
+    state = BetaTS(pending="failure").export_state()
+    old = LearnerState(kind="ts", params={k: v for k, v in state.params.items()
+                                          if k in ("dim", "seed", "prior_alpha", "prior_beta", "propensity_draws")},
+                       arms=state.arms, retired=state.retired, arrays=state.arrays, counters=state.counters,
+                       rng=state.rng)
+    restored = BetaTS.from_state(old)
+    assert restored.pending == "failure" and not restored.learns_at_close
+    assert BetaTS.from_state(BetaTS().export_state()).pending == "wait"
