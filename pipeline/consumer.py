@@ -28,6 +28,7 @@ the one place where timing can change what is learned; keep it well above the pr
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -45,6 +46,7 @@ from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.runner import IncompatibleCheckpoint, LearningRun
 from banditloop.pipeline.scheduling import CheckpointTimer
+from banditloop.pipeline.status import write_status
 from banditloop.pipeline.topics import TopicNames
 
 log = logging.getLogger("banditloop.consume")
@@ -78,6 +80,10 @@ class ConsumeOptions:
     #: lost by giving up: the next owner resumes from the last durable checkpoint)
     shutdown_retry_seconds: float = 60.0
     consumer_config: dict[str, Any] = field(default_factory=dict)
+    #: after every partition assignment (state restored, offsets sought) the worker writes a JSON
+    #: status here, atomically: ``{"pid", "group", "partitions", "restored", "assignments"}``; a
+    #: supervisor (the demo) polls it instead of reading logs
+    ready_file: str | None = None
 
 
 @dataclass
@@ -130,6 +136,7 @@ class ConsumerWorker:
         self.last_checkpoint_seconds: float | None = None
         self.consumer: KafkaConsumer | None = None
         self._retired_counters: dict[str, int] = {}
+        self._assignments = 0
         #: last time a message arrived or partitions were assigned (the --idle-timeout clock)
         self._last_activity: float | None = None
 
@@ -392,6 +399,11 @@ class ConsumerWorker:
                 else:
                     consumer.seek_to_beginning(tp)
         log.info("assigned partitions %s (restored %d from checkpoints)", partitions, len(checkpoints))
+        self._assignments += 1
+        if self.options.ready_file:
+            write_status(self.options.ready_file, {
+                "pid": os.getpid(), "group": self.options.group, "partitions": partitions,
+                "restored": len(checkpoints), "assignments": self._assignments})
 
     def _load_with_retry(self, partitions: list[int]) -> list:
         """The partitions' newest checkpoints. A partition cannot be processed without its state, so

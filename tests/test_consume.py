@@ -28,6 +28,7 @@ from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.producer import produce_log
 from banditloop.pipeline.replay import ReplayOptions, replay_log
 from banditloop.pipeline.simulate import SimulationOptions, simulate
+from banditloop.pipeline.status import read_status
 from banditloop.pipeline.topics import TopicNames, ensure_topics
 from banditloop.serving.scorer import merge_checkpoints
 from banditloop.simulators.world import WorldConfig
@@ -105,8 +106,12 @@ def test_simulate_produce_consume_equals_replay(kafka_bootstrap, small_log, tmp_
     sent = produce_log(small_log, kafka_bootstrap, topics)
     assert sent["invalid"] == 0
     store = CheckpointStore(f"sqlite:///{tmp_path / 'c.db'}")
-    summary = run_worker(kafka_bootstrap, topics, store, "live", "g-" + topics.impressions)
+    ready = tmp_path / "ready.json"
+    summary = run_worker(kafka_bootstrap, topics, store, "live", "g-" + topics.impressions, ready_file=str(ready))
     assert summary["partitions"] == list(range(PARTITIONS))
+    status = read_status(ready)
+    assert status is not None and status["partitions"] == list(range(PARTITIONS))
+    assert status["restored"] == 0 and status["assignments"] >= 1 and status["pid"] == os.getpid()
     assert summary["invalid"] == 0 and summary["checkpoints"] >= 1
     assert_same_as_replay(store, "live", small_log, tmp_path)
     # a restart finds nothing new and changes nothing
