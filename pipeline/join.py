@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
 import msgspec
 
-from banditloop.core.events import Click, Conversion, Event, Feedback, Impression
+from banditloop.core.events import Click, Conversion, Event, Feedback, Impression, encode_event
 from banditloop.core.reward import RewardSpec
+from banditloop.pipeline.dead_letters import DeadLetterSink
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,6 @@ class JoinSink(Protocol):
     def on_reward(self, imp: OpenImpression, delta: float) -> None: ...
 
 
-DeadLetter = Callable[[Event, str], None]
-
 COUNTER_NAMES = ("impressions", "clicks", "conversions", "duplicates", "unmatched", "late", "held",
                  "evicted", "rewarded")
 
@@ -114,7 +112,9 @@ class EventJoin:
     reward: RewardSpec = field(default_factory=RewardSpec)
     config: JoinConfig = field(default_factory=JoinConfig)
     clip_reward: bool = False
-    dead_letter: DeadLetter | None = None
+    #: events the join refuses (unmatched feedback, ...) go here, encoded, with ``dead_letter_source``
+    dead_letter: DeadLetterSink | None = None
+    dead_letter_source: str = "join"
 
     def __post_init__(self) -> None:
         self.open: dict[str, OpenImpression] = {}
@@ -255,7 +255,7 @@ class EventJoin:
 
     def _dead(self, event: Event, reason: str) -> None:
         if self.dead_letter is not None:
-            self.dead_letter(event, reason)
+            self.dead_letter(encode_event(event), reason, self.dead_letter_source)
 
     # -- state ----------------------------------------------------------------------------------
     def export_state(self) -> bytes:

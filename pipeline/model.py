@@ -20,9 +20,6 @@ from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_class, make_learner
 from banditloop.pipeline.join import JoinConfig, OpenImpression
 
-#: learners that take a per-arm shared feature vector (context × arm features)
-SHARED_FEATURE_LEARNERS = frozenset({"hybrid-linucb"})
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -35,12 +32,17 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         learner_class(self.learner)  # fails early on an unknown name
-        if self.learner in SHARED_FEATURE_LEARNERS and self.shared_features is None:
+        if self.uses_shared_features and self.shared_features is None:
             object.__setattr__(self, "shared_features", FeatureSpec(dim=self.features.dim))
+
+    @property
+    def uses_shared_features(self) -> bool:
+        """The learner scores with a shared (context × arm) feature vector per candidate."""
+        return learner_class(self.learner).shared_features
 
     def new_learner(self) -> Learner:
         params = dict(self.learner_params)
-        if self.learner in SHARED_FEATURE_LEARNERS and self.shared_features is not None:
+        if self.uses_shared_features and self.shared_features is not None:
             params.setdefault("shared_dim", self.shared_features.dim)
         return make_learner(self.learner, self.features.dim, **params)
 

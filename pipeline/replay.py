@@ -87,5 +87,5 @@ def _start(path: Path, config: ModelConfig, model: str, store: CheckpointStore |
     if resume and store is not None:
         cp = store.latest(model)
         if cp is not None and cp.source.get("kind") == "log" and cp.source.get("path") == str(path.resolve()):
-            return LearningRun.from_checkpoint(cp, dead_letter=dead.event, expect=config), int(cp.source["events"])
-    return LearningRun(config, model, dead_letter=dead.event), 0
+            return LearningRun.from_checkpoint(cp, dead_letter=dead.raw, expect=config), int(cp.source["events"])
+    return LearningRun(config, model, dead_letter=dead.raw), 0

@@ -6,17 +6,15 @@ where events come from and what "position" means (a line count, Kafka offsets).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from banditloop.core.events import Event
 from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_from_state
 from banditloop.pipeline.checkpoints import DEFAULT_SHARD, Checkpoint, CheckpointStore
+from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.join import EventJoin
 from banditloop.pipeline.model import LearnerSink, ModelConfig, Vectorizer
-
-DeadLetterFn = Callable[[Event, str], None]
 
 
 class IncompatibleCheckpoint(ValueError):
@@ -25,7 +23,7 @@ class IncompatibleCheckpoint(ValueError):
 
 class LearningRun:
     def __init__(self, config: ModelConfig, model: str, *, shard: str = DEFAULT_SHARD,
-                 learner: Learner | None = None, dead_letter: DeadLetterFn | None = None) -> None:
+                 learner: Learner | None = None, dead_letter: DeadLetterSink | None = None) -> None:
         self.config = config
         self.model = model
         self.shard = shard
@@ -33,7 +31,8 @@ class LearningRun:
         self.vectorizer = Vectorizer(config)
         self.join = EventJoin(
             sink=LearnerSink(self.learner, self.vectorizer), reward=config.reward, config=config.join,
-            clip_reward=self.learner.binary_reward and not config.reward.binary, dead_letter=dead_letter)
+            clip_reward=self.learner.binary_reward and not config.reward.binary, dead_letter=dead_letter,
+            dead_letter_source="join" if shard == DEFAULT_SHARD else f"join/{shard}")
         self.invalid = 0
         self.version: int | None = None
 
@@ -57,7 +56,7 @@ class LearningRun:
         return self.version
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, *, dead_letter: DeadLetterFn | None = None,
+    def from_checkpoint(cls, checkpoint: Checkpoint, *, dead_letter: DeadLetterSink | None = None,
                         expect: ModelConfig | None = None) -> LearningRun:
         """Rebuild a run (learner, join state, counters) from a stored checkpoint."""
         config = ModelConfig.from_dict(checkpoint.config)

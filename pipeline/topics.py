@@ -36,6 +36,10 @@ class TopicNames:
         """The three event topics (impressions, clicks, conversions)."""
         return (self.impressions, self.clicks, self.conversions)
 
+    def inputs(self) -> dict[str, str]:
+        """The learners' inputs by role: ``{"impressions": topic, "clicks": topic, "conversions": topic}``."""
+        return {"impressions": self.impressions, "clicks": self.clicks, "conversions": self.conversions}
+
     def all(self) -> tuple[str, str, str, str]:
         """Event topics followed by the dead-letter topic."""
         return (*self.events, self.dead_letters)
