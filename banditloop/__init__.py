@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     "LearnerState": "banditloop.core.state_codec",
     # learners
     "Learner": "banditloop.operators.base",
-    "Decision": "banditloop.operators.base",
+    "Decision": "banditloop.operators.decision",
     "UniformRandom": "banditloop.operators.uniform_random",
     "EpsilonGreedy": "banditloop.operators.epsilon_greedy",
     "UCB1": "banditloop.operators.ucb1",
@@ -88,9 +88,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from banditloop.core.features import FeatureSpec, Featurizer
     from banditloop.core.reward import RewardSpec
     from banditloop.core.state_codec import LearnerState
-    from banditloop.operators.base import Decision, Learner
+    from banditloop.operators.base import Learner
     from banditloop.operators.beta_ts import BetaTS
     from banditloop.operators.ctr_lr import CTRLogisticRegression
+    from banditloop.operators.decision import Decision
     from banditloop.operators.diag_linucb import DiagLinUCB
     from banditloop.operators.epsilon_greedy import EpsilonGreedy
     from banditloop.operators.hybrid_linucb import HybridLinUCB

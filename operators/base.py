@@ -23,6 +23,8 @@ Arms are strings. Unknown arms are added on first sight (new items appear at any
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -31,6 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from banditloop.core.state_codec import LearnerState
+from banditloop.operators.decision import Decision
 
 Shared = Mapping[str, np.ndarray] | None
 
@@ -42,49 +45,24 @@ _CACHE_MAX_ENTRIES = 1024
 _CACHE_MAX_CANDIDATES = 512
 
 
-class Decision:
-    """What a policy did for one request: the chosen arm, its propensity, and per-candidate scores.
-
-    ``scores`` (a dict) and ``ranking`` (candidates best first, the chosen arm leading) are built on
-    first access, because a request path that needs only the arm should not pay for them.
-    """
-
-    __slots__ = ("arm", "propensity", "candidates", "score_array", "probabilities", "_scores", "_ranking")
-
-    def __init__(self, arm: str, propensity: float, candidates: Sequence[str], score_array: np.ndarray,
-                 probabilities: np.ndarray | None = None) -> None:
-        self.arm = arm
-        self.propensity = propensity
-        self.candidates = candidates
-        self.score_array = score_array
-        self.probabilities = probabilities
-        self._scores: dict[str, float] | None = None
-        self._ranking: tuple[str, ...] | None = None
-
-    @property
-    def scores(self) -> dict[str, float]:
-        if self._scores is None:
-            self._scores = dict(zip(self.candidates, self.score_array.tolist(), strict=True))
-        return self._scores
-
-    @property
-    def ranking(self) -> tuple[str, ...]:
-        if self._ranking is None:
-            order = np.argsort(-self.score_array, kind="stable")
-            ranked = [self.candidates[i] for i in order if self.candidates[i] != self.arm]
-            self._ranking = (self.arm, *ranked)
-        return self._ranking
-
-    def __repr__(self) -> str:
-        return f"Decision(arm={self.arm!r}, propensity={self.propensity:.4g}, scores={self.scores!r})"
-
-
-
-
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
     state = rng.bit_generator.state
     return {"bit_generator": state["bit_generator"], "state": dict(state["state"]),
             "has_uint32": state.get("has_uint32", 0), "uinteger": state.get("uinteger", 0)}
+
+
+@functools.cache
+def init_parameters(cls: type) -> tuple[str, ...]:
+    """Names of the named ``__init__`` arguments of ``cls`` and its bases, base classes first."""
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names:
+                names.append(p.name)
+    return tuple(names)
 
 
 class Learner(ABC):
@@ -95,6 +73,8 @@ class Learner(ABC):
     binary_reward: ClassVar[bool] = False
     #: ``merge`` is exact (sums of sufficient statistics) rather than an approximation
     exact_merge: ClassVar[bool] = True
+    #: scoring needs a second, shared (context × arm) feature vector per candidate
+    shared_features: ClassVar[bool] = False
     #: names of per-arm or global arrays that are plain sums (merged by addition); others need
     #: ``_merge_arrays``
     additive_arrays: ClassVar[tuple[str, ...]] = ()
@@ -126,8 +106,11 @@ class Learner(ABC):
 
     # -- hyper-parameters -------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-able) that rebuild an equivalent empty learner."""
-        return {"dim": self.dim, "seed": self.seed}
+        """Constructor arguments (JSON-able) that rebuild an equivalent empty learner.
+
+        Read from the ``__init__`` signatures of the class and its bases, as river does: every
+        constructor argument is stored as an attribute of the same name."""
+        return {name: getattr(self, name) for name in init_parameters(type(self))}
 
     # -- per-arm storage ----------------------------------------------------------------------
     @abstractmethod
@@ -211,7 +194,7 @@ class Learner(ABC):
         add = self.add_arm
         return np.fromiter((index[a] if a in index else add(a) for a in arms), dtype=np.intp, count=len(arms))
 
-    def _eligible(self, candidates: Sequence[str] | None) -> list[str]:
+    def eligible(self, candidates: Sequence[str] | None) -> list[str]:
         if candidates is None:
             eligible = self.active_arms()
         else:
@@ -246,7 +229,7 @@ class Learner(ABC):
         return int(ties[self.rng.integers(ties.size)]), 1.0 / ties.size, None
 
     def choose(self, x: np.ndarray, candidates: Sequence[str] | None = None, shared: Shared = None) -> Decision:
-        eligible = self._eligible(candidates) if (candidates is None or self.retired) else candidates
+        eligible = self.eligible(candidates) if (candidates is None or self.retired) else candidates
         if not eligible:
             raise ValueError("no candidates given")
         scores = self.score(x, eligible, shared)
@@ -383,50 +366,3 @@ class Learner(ABC):
                 self._globals[name] += theirs[name]
             else:
                 self._arrays[name][rows] += theirs[name]
-
-
-class SampledPolicy:
-    """Mixin for Thompson-sampling policies: play the argmax of one posterior draw (``score``), and
-    estimate the propensity by Monte Carlo over ``propensity_draws`` further joint draws from
-    ``_draws`` (the draw actually played counts as one more sample of the same distribution).
-    ``propensity_draws = 0`` skips the estimate and reports NaN."""
-
-    propensity_draws: int
-
-    def _draws(self, x: np.ndarray, candidates: Sequence[str], n: int) -> np.ndarray:
-        """``n`` joint posterior draws of every candidate's score, shape ``(n, len(candidates))``."""
-        raise NotImplementedError
-
-    def _pick(self, x, candidates, scores, shared):
-        pick = int(np.argmax(scores))
-        if self.propensity_draws <= 0:
-            return pick, float("nan"), None
-        probs = self.propensities(x, candidates, scores, shared)
-        return pick, float(probs[pick]), probs
-
-    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
-        draws = self._draws(x, candidates, max(self.propensity_draws, 0))
-        wins = np.bincount(np.argmax(draws, axis=1), minlength=len(candidates)).astype(float)
-        wins[int(np.argmax(scores))] += 1.0
-        return wins / (draws.shape[0] + 1)
-
-
-def softmax(values: np.ndarray, temperature: float) -> np.ndarray:
-    z = (values - values.max()) / temperature
-    e = np.exp(z)
-    return e / e.sum()
-
-
-def epsilon_greedy_probabilities(values: np.ndarray, epsilon: float) -> np.ndarray:
-    """Exact ε-greedy choice probabilities: ``(1-ε)/ties + ε/K`` for the best value(s), ``ε/K`` otherwise
-    (the greedy share is split uniformly over ties)."""
-    best = values == values.max()
-    return (1.0 - epsilon) * best / best.sum() + epsilon / values.size
-
-
-def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
-    """An index drawn from ``probabilities`` with one uniform variate (inverse CDF). An entry of
-    probability 0 is never drawn."""
-    cdf = np.cumsum(probabilities)
-    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-    return min(i, cdf.size - 1)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from banditloop.operators.base import Learner, SampledPolicy, Shared
+from banditloop.operators.base import Learner, Shared
+from banditloop.operators.policies import SampledPolicy
 
 
 class BetaTS(SampledPolicy, Learner):
@@ -28,10 +29,6 @@ class BetaTS(SampledPolicy, Learner):
         self.prior_beta = float(prior_beta)
         self.propensity_draws = int(propensity_draws)
         super().__init__(dim, seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "prior_alpha": self.prior_alpha, "prior_beta": self.prior_beta,
-                "propensity_draws": self.propensity_draws}
 
     def _arm_arrays(self):
         return {"successes": ((), 0.0), "failures": ((), 0.0)}

@@ -25,9 +25,6 @@ class DiagLinUCB(Learner):
         self.ridge = float(ridge)
         super().__init__(dim, seed)
 
-    def params(self) -> dict:
-        return {**super().params(), "alpha": self.alpha, "ridge": self.ridge}
-
     def _arm_arrays(self):
         return {"d": ((self.dim,), 0.0), "b": ((self.dim,), 0.0), "n": ((), 0.0)}
 

@@ -49,9 +49,6 @@ class RidgeArms(Learner):
         self.refresh_every = int(refresh_every)
         super().__init__(dim, seed)
 
-    def params(self) -> dict:
-        return {**super().params(), "ridge": self.ridge, "refresh_every": self.refresh_every}
-
     def _arm_arrays(self):
         d = self.dim
         return {
@@ -137,9 +134,6 @@ class LinUCB(RidgeArms):
                  seed: int = 0) -> None:
         self.alpha = float(alpha)
         super().__init__(dim, ridge=ridge, refresh_every=refresh_every, seed=seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "alpha": self.alpha}
 
     def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
         rows = self._row_index(candidates)

@@ -30,9 +30,6 @@ class UCB1(ArmCounts):
         self.c = float(c)
         super().__init__(dim, seed)
 
-    def params(self) -> dict:
-        return {**super().params(), "c": self.c}
-
     def score(self, x: np.ndarray | None, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
         rows = self._rows(candidates)
         total = float(self._arrays["n"][: len(self.arms)].sum())

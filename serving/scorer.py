@@ -122,6 +122,11 @@ class Scorer:
         return served
 
     @property
+    def current(self) -> ServedModel | None:
+        """The model being served, or None before the first checkpoint was loaded."""
+        return self._served
+
+    @property
     def version(self) -> int | None:
         return None if self._served is None else self._served.version
 
@@ -202,7 +207,7 @@ class Scorer:
                 self._forget_unknown_arms(served)
                 learner = served.learner
             if candidates is None or learner.retired or not candidates:
-                eligible = learner._eligible(candidates)
+                eligible = learner.eligible(candidates)
             else:  # nothing to filter out (the common case): skip the per-candidate membership tests
                 eligible = list(candidates)
             shared = vec.shared_for(context, eligible, arm_features)

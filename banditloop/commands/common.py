@@ -83,7 +83,7 @@ def model_config(args: argparse.Namespace, features: FeatureSpec) -> ModelConfig
 
     params = parse_params(args.param)
     try:
-        shared = FeatureSpec(dim=args.shared_dim) if args.learner == "hybrid-linucb" else None
+        shared = FeatureSpec(dim=args.shared_dim) if learner_class(args.learner).shared_features else None
         config = ModelConfig(
             learner=args.learner, learner_params=params, features=features, shared_features=shared,
             reward=RewardSpec(kind=args.reward, weight=args.conversion_weight),

@@ -102,7 +102,7 @@ class ScoringService:
         self.metrics = metrics or ServiceMetrics()
         self.reload_interval = reload_interval
         self.feedback_timeout = feedback_timeout
-        self.metrics.watch(scorer, publisher)
+        self.metrics.watch(scorer, None if publisher is None else publisher.queue_size)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @asynccontextmanager

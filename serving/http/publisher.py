@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from banditloop.core.backoff import Backoff
 from banditloop.core.events import MAX_EVENT_BYTES, Event, Impression, encode_event
 from banditloop.pipeline.topics import TopicNames
 from banditloop.serving.http.metrics import ServiceMetrics
@@ -132,15 +133,15 @@ class EventPublisher:
             self._drain("closed")
 
     def _connect(self) -> Producer | None:
-        delay = 0.5
+        backoff = Backoff(initial=0.5, maximum=10.0)
         while not self._closed.is_set():
             try:
                 producer = self._make_producer()
             except Exception as exc:  # NoBrokersAvailable and friends: keep scoring, retry
+                delay = backoff.next()
                 log.warning("Kafka producer not available (%s); retrying in %.1fs", exc, delay)
                 if self._closed.wait(delay):
                     return None
-                delay = min(delay * 2, 10.0)
                 continue
             self.connected.set()
             log.info("Kafka producer connected")
