@@ -203,7 +203,7 @@ class Child:
 
     def __init__(self, name: str, argv: list[str], log_path: Path, stdout_path: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
-        from banditloop.pipeline.broker import _pdeathsig_preexec
+        from banditloop.pipeline.broker import pdeathsig_preexec
 
         self.name = name
         self.log_path = log_path
@@ -211,7 +211,7 @@ class Child:
         with open(log_path, "wb") as err, open(stdout_path or os.devnull, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "banditloop.cli", *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                env=env, start_new_session=True, preexec_fn=_pdeathsig_preexec(), close_fds=True)
+                env=env, start_new_session=True, preexec_fn=pdeathsig_preexec(), close_fds=True)
         self.pid = self.proc.pid
 
     def alive(self) -> bool:
