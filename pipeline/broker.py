@@ -186,7 +186,7 @@ def _install_signal_handlers() -> None:
     _handlers_installed = True
 
 
-def _pdeathsig_preexec() -> object | None:
+def pdeathsig_preexec() -> object | None:
     """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux only).
 
     Everything is resolved before fork, so the child only makes one libc call. Caveat of
@@ -317,7 +317,7 @@ class DevBroker:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(),  # one prctl call, resolved pre-fork
+                preexec_fn=pdeathsig_preexec(),  # one prctl call, resolved pre-fork
                 close_fds=True,
             )
         with _live_lock:
