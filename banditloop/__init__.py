@@ -57,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "WorldConfig": "banditloop.simulators.config",
     # the stream pipeline
     "JoinConfig": "banditloop.pipeline.join",
+    "LearningRun": "banditloop.pipeline.runner",
     "EventJoin": "banditloop.pipeline.join",
     "ModelConfig": "banditloop.pipeline.model",
     "CheckpointStore": "banditloop.pipeline.checkpoints",
@@ -104,6 +105,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from banditloop.pipeline.join import EventJoin, JoinConfig
     from banditloop.pipeline.model import ModelConfig
     from banditloop.pipeline.replay import replay_log
+    from banditloop.pipeline.runner import LearningRun
     from banditloop.pipeline.simulate import simulate
     from banditloop.serving.scorer import Scorer, ScoreResult
     from banditloop.simulators.config import WorldConfig

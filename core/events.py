@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
@@ -29,8 +29,15 @@ MAX_ID_LENGTH = 256
 MAX_ABS_VALUE = 1e9
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
-_ArmIn = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)] | int
-_Timestamp = float | str
+if TYPE_CHECKING:
+    # What code after :func:`decode_event` sees: every ``ts`` is epoch seconds and every arm, candidate
+    # and id a string (the decoder normalises them). Build events with these types.
+    _ArmIn = str
+    _Timestamp = float
+else:
+    # What the wire accepts: RFC 3339 timestamps and integer arm ids too.
+    _ArmIn = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)] | int
+    _Timestamp = float | str
 
 
 class InvalidEvent(ValueError):
@@ -146,7 +153,7 @@ def encode_event(event: Event) -> bytes:
 
 def event_ts(event: Event) -> float:
     """The event time of a decoded (hence normalised) event."""
-    return event.ts  # type: ignore[return-value]
+    return event.ts
 
 
 #: Processing order for events with equal timestamps: an impression before its feedback.

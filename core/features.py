@@ -152,7 +152,7 @@ class Featurizer:
         return x
 
 
-def _as_double(value: object) -> float:
+def _as_double(value: float | str) -> float:
     """``value`` converted as storing it into a float64 array converts it (same result, same errors)."""
     cell = np.zeros(1)
     cell[0] = value

@@ -41,7 +41,7 @@ def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     for name, arr in arrays.items():
         if arr.dtype.kind not in "fiub":
             raise ValueError(f"array {name!r} has non-numeric dtype {arr.dtype}")
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stubs type **kwds as the allow_pickle flag
     return buf.getvalue()
 
 

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -186,7 +187,7 @@ def _install_signal_handlers() -> None:
     _handlers_installed = True
 
 
-def pdeathsig_preexec() -> object | None:
+def pdeathsig_preexec() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux only).
 
     Everything is resolved before fork, so the child only makes one libc call. Caveat of

@@ -199,6 +199,8 @@ class ConsumerWorker:
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         self._last_activity = time.monotonic()
         consumer = self.consumer
+        if consumer is None:  # callbacks run inside poll(), while the consumer exists
+            raise RuntimeError("partitions assigned to a worker that is not running")
         partitions = sorted({tp.partition for tp in assigned})
         by_partition: dict[int, set[str]] = {}
         for tp in assigned:

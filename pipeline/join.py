@@ -230,7 +230,7 @@ class EventJoin:
             return self._unmatched(fb, f"outside the {'click' if is_click else 'conversion'} window")
         clicked = imp.clicked or is_click
         conversions = imp.conversions + (0 if is_click else 1)
-        value_sum = imp.value_sum + (0.0 if is_click or fb.value is None else fb.value)
+        value_sum = imp.value_sum + (0.0 if isinstance(fb, Click) or fb.value is None else fb.value)
         reward = self.reward.value(clicked, conversions, value_sum)
         if not math.isfinite(reward):  # e.g. an enormous weight × value: never let it reach a model
             return self._unmatched(fb, f"reward is not finite ({reward!r})")

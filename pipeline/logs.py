@@ -6,7 +6,7 @@ import gzip
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from banditloop.core.events import TYPE_ORDER, Event, InvalidEvent, decode_event, encode_event
 
@@ -18,10 +18,10 @@ def open_log(path: str | Path, mode: str = "rb") -> IO[bytes]:
     path = Path(path)
     if "w" in mode or "a" in mode:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return gzip.open(path, mode) if path.suffix == ".gz" else open(path, mode)  # noqa: SIM115
+        return cast(IO[bytes], gzip.open(path, mode) if path.suffix == ".gz" else open(path, mode))  # noqa: SIM115
     with open(path, "rb") as probe:
         gz = probe.read(2) == _GZIP_MAGIC
-    return gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
+    return cast(IO[bytes], gzip.open(path, "rb") if gz else open(path, "rb"))  # noqa: SIM115
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:

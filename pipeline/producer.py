@@ -198,7 +198,7 @@ class EventProducer:
 
 
 def _order_key(event: Event) -> tuple[float, int]:
-    return (event.ts, TYPE_ORDER[type(event)])  # type: ignore[return-value]
+    return (event.ts, TYPE_ORDER[type(event)])
 
 
 def produce_log(

@@ -48,7 +48,7 @@ def replay_log(path: str | Path, config: ModelConfig, model: str, store: Checkpo
             progress_bar(len(events) - start, desc=f"replay {model}", quiet=opts.quiet) as bar:
         for position in range(start, len(events)):
             run.process(events[position])
-            if timer.due():
+            if store is not None and timer.due():
                 run.checkpoint(store, {**source, "events": position + 1})
                 checkpoints += 1
             if (position - start) % 4096 == 4095:

@@ -127,7 +127,7 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
                             float(req.expected_rewards().mean()))
                 if (step + 1) % every == 0:
                     tracker.curve.append((step + 1, tracker.regret, tracker.reward / (step + 1)))
-                if timer.due():
+                if store is not None and timer.due():
                     run.checkpoint(store, source(step + 1))
                     checkpoints += 1
                 if (step + 1) % 1024 == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -71,21 +72,8 @@ def run_command(args: argparse.Namespace) -> int:
         partitions=args.partitions, seed=args.seed, model=args.model, world=world,
         workers=args.workers, view=not (args.quiet or args.json))
     try:
-        summary = run_demo(options, stream=sys.stderr if not args.quiet else _Silent())
+        summary = run_demo(options, stream=sys.stderr if not args.quiet else io.StringIO())
     except (DemoError, BrokerError) as exc:
         raise CommandError(str(exc)) from None
     emit(summary, args, hide=("consumer", "logs", "exit_codes", "learned", "request_errors", "feedback_errors"))
     return 0
-
-
-class _Silent:
-    """A stream that swallows everything (``--quiet``)."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False

@@ -22,7 +22,7 @@ from banditloop.operators.registry import learner_class
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.consumer import shard_name
 from banditloop.pipeline.join import JoinConfig
-from banditloop.pipeline.model import SHARED_FEATURE_LEARNERS, ModelConfig
+from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.runner import LearningRun
 from banditloop.simulators.world import WorldConfig
 
@@ -52,7 +52,7 @@ def model_config(options: DemoOptions, world: WorldConfig) -> ModelConfig:
     reward, the demo's join windows. Bad hyper-parameters raise :class:`DemoError` here, before anything
     is started."""
     try:
-        shared = FeatureSpec(dim=SHARED_DIM) if options.learner in SHARED_FEATURE_LEARNERS else None
+        shared = FeatureSpec(dim=SHARED_DIM) if learner_class(options.learner).shared_features else None
         config = ModelConfig(
             learner=options.learner, learner_params=learner_params(options),
             features=FeatureSpec(dim=options.dim + 1, numeric=dense_names("x", options.dim)),
@@ -87,7 +87,7 @@ def model_flags(config: ModelConfig) -> list[str]:
         flags += ["--interaction", f"{a}:{b}"]
     shared = config.shared_features
     if shared is not None:
-        if config.learner not in SHARED_FEATURE_LEARNERS or shared != FeatureSpec(dim=shared.dim):
+        if not config.uses_shared_features or shared != FeatureSpec(dim=shared.dim):
             raise ValueError("the command line sets only the dimension of shared features "
                              "(of a learner that takes them)")
         flags += ["--shared-dim", str(shared.dim)]

@@ -49,8 +49,8 @@ from banditloop.demo.stats import DemoStats
 from banditloop.demo.summary import summarize
 from banditloop.demo.users import Population
 from banditloop.demo.view import LiveView
+from banditloop.operators.registry import learner_class
 from banditloop.pipeline.broker import DevBroker, free_port
-from banditloop.pipeline.model import SHARED_FEATURE_LEARNERS
 from banditloop.pipeline.topics import TopicNames, ensure_topics
 from banditloop.simulators.world import World, WorldConfig
 
@@ -128,7 +128,7 @@ class DemoRun:
         self.population = Population(
             World(self.world_config), self.client, self.stats, rate=o.rate, total=o.requests,
             seconds=None if o.requests else o.seconds, workers=o.workers,
-            arm_features=o.learner in SHARED_FEATURE_LEARNERS)
+            arm_features=learner_class(o.learner).shared_features)
         self.monitor = CheckpointMonitor(o.db, self.model, self.stats, self.population.elapsed)
         pids = self.pids()
         print(f"banditloop demo: broker {self.broker.bootstrap} (pid {pids['broker']}), consumer pid "

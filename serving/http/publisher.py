@@ -149,17 +149,17 @@ class EventPublisher:
         return None
 
     def _send(self, producer: Producer, event: Event, future: concurrent.futures.Future | None) -> None:
-        event = self._fit(event)
-        if event is None:
+        fitted = self._fit(event)
+        if fitted is None:
             self._error("oversized", future, ValueError(f"event larger than {MAX_EVENT_BYTES} bytes"))
             return
         try:
-            kafka_future = producer.send(event)
+            kafka_future = producer.send(fitted)
         except Exception as exc:
-            log.error("publishing %s %s failed: %s", event.__struct_config__.tag, event.impression_id, exc)
+            log.error("publishing %s %s failed: %s", fitted.__struct_config__.tag, fitted.impression_id, exc)
             self._error("send", future, exc)
             return
-        kind = event.__struct_config__.tag
+        kind = fitted.__struct_config__.tag
         published = self.metrics.published.labels(kind)
 
         def on_ack(metadata: Any) -> None:
