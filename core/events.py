@@ -41,7 +41,14 @@ else:
 
 
 class InvalidEvent(ValueError):
-    """An event that cannot be applied. ``reason`` is short and stable enough to aggregate on."""
+    """An event that cannot be applied. ``reason`` is short and stable enough to aggregate on.
+
+    >>> try:
+    ...     decode_event(b'{"type": "click", "event_id": "c1", "ts": 1e400, "impression_id": "i1"}')
+    ... except InvalidEvent as exc:
+    ...     print(exc.reason)
+    schema: Number out of range - at `$.ts`
+    """
 
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -49,6 +56,14 @@ class InvalidEvent(ValueError):
 
 
 class Impression(msgspec.Struct, tag="impression", tag_field="type", kw_only=True, omit_defaults=True):
+    """An arm shown in a context, with the probability the policy had of showing it.
+
+    >>> imp = Impression(event_id="e1", ts=1700000000.0, impression_id="i1", arm="ad-7",
+    ...                  context={"country": "fr", "age": 0.3}, propensity=0.25)
+    >>> decode_event(encode_event(imp)) == imp
+    True
+    """
+
     event_id: _Id
     ts: _Timestamp
     impression_id: _Id
@@ -63,12 +78,24 @@ class Impression(msgspec.Struct, tag="impression", tag_field="type", kw_only=Tru
 
 
 class Click(msgspec.Struct, tag="click", tag_field="type", kw_only=True, omit_defaults=True):
+    """A click on the impression ``impression_id``, at its own event time.
+
+    >>> decode_event(b'{"type": "click", "event_id": "c1", "ts": "2024-05-01T12:00:00Z", "impression_id": "i1"}')
+    Click(event_id='c1', ts=1714564800.0, impression_id='i1')
+    """
+
     event_id: _Id
     ts: _Timestamp
     impression_id: _Id
 
 
 class Conversion(msgspec.Struct, tag="conversion", tag_field="type", kw_only=True, omit_defaults=True):
+    """A conversion (with an optional ``value``) attributed to the impression ``impression_id``.
+
+    >>> Conversion(event_id="v1", ts=1700003600.0, impression_id="i1", value=19.9).value
+    19.9
+    """
+
     event_id: _Id
     ts: _Timestamp
     impression_id: _Id

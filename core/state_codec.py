@@ -18,7 +18,14 @@ import numpy as np
 
 @dataclass
 class LearnerState:
-    """A learner's complete state in plain types: JSON-able fields plus named numpy arrays."""
+    """A learner's complete state in plain types: JSON-able fields plus named numpy arrays.
+
+    >>> state = LearnerState(kind="ucb1", params={"c": 1.0}, arms=["a"], retired=[],
+    ...                      arrays={"n": np.array([3.0])}, counters={"impressions": 3.0})
+    >>> again = decode_state(*encode_state(state))      # .npz bytes + JSON: no pickle
+    >>> again.arms, again.arrays["n"].tolist(), again.params
+    (['a'], [3.0], {'c': 1.0})
+    """
 
     kind: str
     params: dict[str, Any]

@@ -12,6 +12,11 @@ class Decision:
 
     ``scores`` (a dict) and ``ranking`` (candidates best first, the chosen arm leading) are built on
     first access, because a request path that needs only the arm should not pay for them.
+
+    >>> import numpy as np
+    >>> d = Decision("b", 0.9, ["a", "b", "c"], np.array([0.1, 0.7, 0.3]))
+    >>> d.ranking, d.scores["c"]
+    (('b', 'c', 'a'), 0.3)
     """
 
     __slots__ = ("arm", "propensity", "candidates", "score_array", "probabilities", "_scores", "_ranking")

@@ -87,7 +87,8 @@ class CheckpointRow(Base):
 
 @dataclass
 class Checkpoint:
-    """One shard's checkpoint, decoded."""
+    """One shard's checkpoint, decoded: the model configuration (``ModelConfig.to_dict()``), the
+    learner state, the join state, counters and the source position it covers."""
 
     model: str
     config: dict[str, Any]
@@ -122,7 +123,18 @@ def _aware(ts: datetime) -> datetime:
 
 
 class CheckpointStore:
-    """Reads and writes checkpoints; safe to share between threads (one engine, short sessions)."""
+    """Reads and writes checkpoints; safe to share between threads (one engine, short sessions).
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///banditloop.db``, ``postgresql+psycopg://...``); versions
+    increase per model; the newest ``keep`` versions of each shard are kept.
+
+    >>> from banditloop.operators.ucb1 import UCB1
+    >>> store = CheckpointStore("sqlite://")                      # in memory
+    >>> store.save(Checkpoint(model="m", config={}, state=UCB1().export_state()))
+    1
+    >>> store.latest("m").version, store.latest_version("m")
+    (1, 1)
+    """
 
     def __init__(self, url: str | None = None, *, keep: int = 20, engine: Engine | None = None) -> None:
         self.url = url or default_db_url()

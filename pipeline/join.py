@@ -40,6 +40,14 @@ from banditloop.pipeline.dead_letters import DeadLetterSink
 
 @dataclass(frozen=True)
 class JoinConfig:
+    """Join windows in seconds of event time: feedback joins its impression when it is at most
+    ``clock_skew`` earlier and ``click_window``/``conversion_window`` later; the watermark trails the
+    newest event time by ``allowed_lateness``.
+
+    >>> JoinConfig(click_window=1800.0).to_dict()["click_window"]
+    1800.0
+    """
+
     click_window: float = 3600.0
     conversion_window: float = 7 * 86400.0
     allowed_lateness: float = 60.0
@@ -106,7 +114,21 @@ _state_decoder = msgspec.json.Decoder(_JoinState)
 
 @dataclass
 class EventJoin:
-    """Joins events into a sink; see the module docstring."""
+    """Joins events into a sink; see the module docstring.
+
+    >>> class Printer:
+    ...     def on_impression(self, imp): print("impression", imp.arm)
+    ...     def on_reward(self, imp, delta): print("reward", imp.arm, delta)
+    >>> join = EventJoin(Printer(), config=JoinConfig(click_window=60))
+    >>> join.process(Impression(event_id="e1", ts=100.0, impression_id="i1", arm="ad-1"))
+    impression ad-1
+    'impression'
+    >>> join.process(Click(event_id="c1", ts=130.0, impression_id="i1"))
+    reward ad-1 1.0
+    'click'
+    >>> join.process(Click(event_id="c1", ts=130.0, impression_id="i1"))   # a duplicate: ignored
+    'duplicate'
+    """
 
     sink: JoinSink
     reward: RewardSpec = field(default_factory=RewardSpec)

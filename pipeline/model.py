@@ -23,6 +23,16 @@ from banditloop.pipeline.join import JoinConfig, OpenImpression
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """A learner, its hyper-parameters, the featurization, reward and join windows: everything that
+    rebuilds the model from nothing (stored as JSON with every checkpoint).
+
+    >>> config = ModelConfig("linucb", {"alpha": 0.2}, features=FeatureSpec(dim=8, numeric=("age",)))
+    >>> ModelConfig.from_dict(config.to_dict()) == config
+    True
+    >>> config.new_learner().params()["alpha"]
+    0.2
+    """
+
     learner: str
     learner_params: dict[str, Any] = field(default_factory=dict)
     features: FeatureSpec = field(default_factory=FeatureSpec)

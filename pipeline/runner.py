@@ -22,6 +22,20 @@ class IncompatibleCheckpoint(ValueError):
 
 
 class LearningRun:
+    """One model learning from one stream of events: a learner behind an :class:`EventJoin`, with
+    checkpoints of both. ``replay``, ``simulate`` and ``consume`` (one per partition) all use it, so
+    they learn identically.
+
+    >>> from banditloop.core.events import Click, Impression
+    >>> run = LearningRun(ModelConfig("ts"), model="example")
+    >>> run.process(Impression(event_id="e1", ts=0.0, impression_id="i1", arm="a"))
+    'impression'
+    >>> run.process(Click(event_id="c1", ts=5.0, impression_id="i1"))
+    'click'
+    >>> run.counters()["rewarded"], run.learner.arms
+    (1, ['a'])
+    """
+
     def __init__(self, config: ModelConfig, model: str, *, shard: str = DEFAULT_SHARD,
                  learner: Learner | None = None, dead_letter: DeadLetterSink | None = None) -> None:
         self.config = config

@@ -129,6 +129,11 @@ def test_public_api_resolves_every_name() -> None:
         banditloop.NoSuchThing  # noqa: B018
 
 
-def test_public_api_example_runs() -> None:
-    result = doctest.testmod(importlib.import_module("banditloop"), verbose=False)
-    assert result.attempted >= 5 and result.failed == 0, result
+@pytest.mark.parametrize("module", ["banditloop", *sorted(MODULES)])
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), verbose=False, report=True)
+    assert result.failed == 0, f"{module}: {result.failed} of {result.attempted} examples failed"
+
+
+def test_the_facade_has_a_runnable_example() -> None:
+    assert doctest.testmod(importlib.import_module("banditloop")).attempted >= 5
