@@ -27,6 +27,12 @@ MAX_CANDIDATES = 10_000
 MAX_ID_LENGTH = 256
 #: Numbers beyond this magnitude are refused: squared in a learner they would overflow to inf.
 MAX_ABS_VALUE = 1e9
+#: Event times are epoch seconds in [0, MAX_TS] (MAX_TS is 3000-01-01): anything else is an error, not
+#: a date, wherever it enters (logs, topics, ``produce``, ``/feedback``).
+MAX_TS = 32_503_680_000.0
+#: Default tolerance for event times ahead of the receiver's clock (live entry points only): more is a
+#: producer's clock or an attacker, and would drag the event-time watermark into the future.
+DEFAULT_MAX_FUTURE_SKEW = 300.0
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 if TYPE_CHECKING:
@@ -118,11 +124,30 @@ def parse_ts(ts: float | str) -> float:
             raise InvalidEvent(f"ts: not an RFC 3339 timestamp: {ts!r}") from exc
         if dt.tzinfo is None:
             raise InvalidEvent(f"ts: RFC 3339 timestamp needs a timezone offset: {ts!r}")
-        return dt.timestamp()
-    value = float(ts)
-    if not math.isfinite(value):
-        raise InvalidEvent("ts: not a finite number")
+        value = dt.timestamp()
+    else:
+        value = float(ts)
+    # one chained comparison: False for NaN and ±inf too
+    if not 0.0 <= value <= MAX_TS:
+        raise InvalidEvent(f"ts: not an epoch time in seconds between 0 and {MAX_TS:.0f} (year 3000)")
     return value
+
+
+def check_not_future(event: Event, now: float, max_skew: float = DEFAULT_MAX_FUTURE_SKEW) -> None:
+    """Refuse an event whose time is more than ``max_skew`` seconds after ``now`` (the receiver's
+    clock). For live entry points (``consume``, ``/feedback``); replayed and simulated streams have
+    their own clocks and skip it.
+
+    >>> check_not_future(Click(event_id="c", ts=1000.0, impression_id="i"), now=900.0)
+    >>> try:
+    ...     check_not_future(Click(event_id="c", ts=1e10, impression_id="i"), now=900.0)
+    ... except InvalidEvent as exc:
+    ...     print(exc.reason)
+    future ts: 9999999100 s ahead of this clock (more than the allowed 300 s)
+    """
+    ahead = event.ts - now
+    if ahead > max_skew:
+        raise InvalidEvent(f"future ts: {ahead:.0f} s ahead of this clock (more than the allowed {max_skew:g} s)")
 
 
 def _check_flat(name: str, features: dict[str, float | str]) -> None:
