@@ -71,7 +71,7 @@ class ConsumerWorker:
         self.config = config
         self.options = options
         self.store = store
-        self.decoder = RecordDecoder(dead_letter)
+        self.decoder = RecordDecoder(dead_letter, max_future_skew=options.max_future_skew)
         self.topics = options.topics
         self._role = {topic: role for role, topic in self.topics.inputs().items()}
         self.shards: dict[int, Shard] = {}
@@ -145,6 +145,7 @@ class ConsumerWorker:
         lateness = self.config.join.allowed_lateness
         counters = self.counters
         decode = self.decoder.decode
+        self.decoder.refresh_clock()
         for tp, records in batch.items():
             shard = self.shards.get(tp.partition)
             role = self._role.get(tp.topic)

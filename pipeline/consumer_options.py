@@ -7,6 +7,7 @@ from typing import Any
 
 from kafka import KafkaConsumer
 
+from banditloop.core.events import DEFAULT_MAX_FUTURE_SKEW
 from banditloop.pipeline.topics import TopicNames
 
 
@@ -36,6 +37,8 @@ class ConsumeOptions:
     #: status here, atomically: ``{"pid", "group", "partitions", "restored", "assignments"}``; a
     #: supervisor (the demo) polls it instead of reading logs
     ready_file: str | None = None
+    #: events dated more than this many seconds after the worker's clock are dead-lettered
+    max_future_skew: float = DEFAULT_MAX_FUTURE_SKEW
 
 
 def kafka_consumer_config(options: ConsumeOptions) -> dict[str, Any]:

@@ -301,3 +301,38 @@ def test_database_outage_during_checkpoints_loses_nothing(kafka_bootstrap, small
     assert summary["checkpoint_failures"] >= 1
     assert_same_as_replay(store, "outage", small_log, tmp_path)
     store.close()
+
+
+def test_future_dated_feedback_is_dead_lettered_and_cannot_stop_learning(kafka_bootstrap, tmp_path):
+    """Issue 13 (1): clicks dated far in the future for unknown impressions, then a pause longer than
+    the input idleness, used to drag the watermark to 1e15 and drop every later impression as late."""
+    topics = fresh_topics()
+    ensure_topics(kafka_bootstrap, topics, 1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    now = time.time()
+
+    def clk(i, ts):
+        return json.dumps({"type": "click", "event_id": f"c{i}", "ts": ts, "impression_id": f"ghost{i}"}).encode()
+
+    for i in range(30):
+        producer.send(topics.clicks, clk(i, 1e15))            # beyond any sane epoch time
+        producer.send(topics.clicks, clk(100 + i, now + 86400))  # one day ahead of this clock
+    producer.flush()
+    store = CheckpointStore(f"sqlite:///{tmp_path / 'f.db'}")
+    reasons = []
+    dead = lambda raw, reason, source: reasons.append(reason)  # noqa: E731
+    first = run_worker(kafka_bootstrap, topics, store, "future", "g-" + topics.impressions, input_idleness=1.0,
+                       idle=2.5, dead=dead)
+    assert first["invalid"] == 60
+    assert sum("future ts" in r for r in reasons) == 30 and sum(r.startswith("ts: not an epoch") for r in reasons) == 30
+    for i in range(200):
+        producer.send(topics.impressions, json.dumps({
+            "type": "impression", "event_id": f"e{i}", "ts": now + i * 0.01, "impression_id": f"i{i}", "arm": "a",
+            "context": {"x0": 1.0}}).encode())
+    producer.flush()
+    producer.close()
+    second = run_worker(kafka_bootstrap, topics, store, "future", "g-" + topics.impressions, input_idleness=1.0,
+                        idle=2.5, dead=dead)
+    assert second["impressions"] == 200 and second["late"] == 0
+    (cp,) = store.latest_per_shard("future")
+    assert max(cp.source["max_ts"].values()) < now + 10

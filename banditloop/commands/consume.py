@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a topic caught up and silent this long stops holding the event-time watermark back")
     p.add_argument("--log-interval", type=float, default=10.0, metavar="SECONDS",
                    help="log lag, events/s, join hits/misses and dead letters this often")
+    p.add_argument("--max-future-skew", type=float, default=300.0, metavar="SECONDS",
+                   help="dead-letter events dated more than this far ahead of this machine's clock (they "
+                        "would drag the event-time watermark into the future)")
     p.add_argument("--ready-file", default=None, metavar="PATH",
                    help="after every partition assignment write a JSON status here (pid, partitions, "
                         "restored shards), replaced atomically, for supervisors to poll")
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap, group=args.group, model=model, topics=topics,
         checkpoint_interval=args.checkpoint_interval, max_events=args.max_events,
         idle_timeout=args.idle_timeout, log_interval=args.log_interval, input_idleness=args.input_idleness,
-        ready_file=args.ready_file), store,
+        ready_file=args.ready_file, max_future_skew=args.max_future_skew), store,
         dead_letter=producer.send_dead_letter)
     worker.install_signal_handlers()
     # everything allocated so far (modules, the restored model) lives for the whole process: keep it
