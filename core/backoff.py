@@ -10,7 +10,14 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("banditloop")
 
 
 @dataclass
@@ -35,3 +42,17 @@ class Backoff:
 
     def reset(self) -> None:
         self._current = self.initial
+
+    def retry(self, action: Callable[[], T], *, retry_on: tuple[type[Exception], ...], what: str,
+              give_up: Callable[[], bool] = lambda: False, sleep: Callable[[float], None] = time.sleep) -> T:
+        """``action()``, retried after each ``retry_on`` error with the next delay (logged with
+        ``what``), until it succeeds or ``give_up()`` is true (then the error is raised)."""
+        while True:
+            try:
+                return action()
+            except retry_on as exc:
+                if give_up():
+                    raise
+                delay = self.next()
+                log.warning("cannot %s (%s); retrying in %.1f s", what, type(exc).__name__, delay)
+                sleep(delay)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,20 @@ def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def decode_arrays(data: bytes) -> dict[str, np.ndarray]:
+#: A stored state may not inflate to more than this many bytes: a compressed archive is checked
+#: member by member *before* anything is decompressed (a small row must not cost gigabytes).
+MAX_STATE_BYTES = 4 * 1024**3
+
+
+def decode_arrays(data: bytes, max_bytes: int = MAX_STATE_BYTES) -> dict[str, np.ndarray]:
+    """The named arrays of a ``.npz`` archive: no pickle, at most ``max_bytes`` once inflated."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CorruptState(f"state arrays unreadable: {exc}") from exc
+    if inflated > max_bytes:
+        raise CorruptState(f"state arrays would inflate to {inflated} bytes, more than the {max_bytes} allowed")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}

@@ -17,19 +17,12 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    DateTime,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
     create_engine,
     delete,
     func,
@@ -38,13 +31,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from banditloop.core.state_codec import decode_state, encode_state
 from banditloop.operators.base import LearnerState
+from banditloop.pipeline.checkpoint_tables import DEFAULT_SHARD, Base, CheckpointRow, LeaseRow, ModelRow
 
 DEFAULT_DB_URL = "sqlite:///banditloop.db"
-DEFAULT_SHARD = "main"
 
 
 def default_db_url() -> str:
@@ -52,37 +45,19 @@ def default_db_url() -> str:
     return os.environ.get("BANDITLOOP_DB", DEFAULT_DB_URL)
 
 
-class Base(DeclarativeBase):
-    pass
+class LeaseLost(RuntimeError):
+    """A checkpoint was refused: another worker has claimed these shards since this one did."""
+
+    def __init__(self, model: str, shards: Sequence[str]) -> None:
+        self.model = model
+        self.shards = list(shards)
+        super().__init__(f"model {model!r}: shards {', '.join(self.shards)} were claimed by another worker")
 
 
-class ModelRow(Base):
-    """Per-model version counter. Updating it first in a transaction serialises writers of one
-    model (a row lock in PostgreSQL, the write lock in SQLite), so versions only ever increase even
-    when old rows are pruned concurrently."""
-
-    __tablename__ = "banditloop_models"
-
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    next_version: Mapped[int] = mapped_column(Integer)
-
-
-class CheckpointRow(Base):
-    __tablename__ = "banditloop_checkpoints"
-    __table_args__ = (UniqueConstraint("model", "version", name="uq_checkpoint_model_version"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    model: Mapped[str] = mapped_column(String(200), index=True)
-    shard: Mapped[str] = mapped_column(String(200), default=DEFAULT_SHARD)
-    version: Mapped[int] = mapped_column(Integer)
-    learner: Mapped[str] = mapped_column(String(50))
-    config: Mapped[dict] = mapped_column(JSON)
-    state_arrays: Mapped[bytes] = mapped_column(LargeBinary)
-    state_meta: Mapped[str] = mapped_column(Text)
-    join_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    counters: Mapped[dict] = mapped_column(JSON)
-    source: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+#: PostgreSQL session limits, so that no stalled process (a paused worker in the middle of a
+#: checkpoint, a stuck query) can hold locks that block the others for long: milliseconds
+POSTGRES_TIMEOUTS = {"lock_timeout": 10_000, "statement_timeout": 300_000,
+                     "idle_in_transaction_session_timeout": 30_000}
 
 
 @dataclass
@@ -142,6 +117,9 @@ class CheckpointStore:
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
+        elif self.url.startswith("postgresql"):
+            options = " ".join(f"-c {name}={value}" for name, value in POSTGRES_TIMEOUTS.items())
+            kwargs["connect_args"] = {"options": options}
         self.engine = engine or create_engine(self.url, **kwargs)
         Base.metadata.create_all(self.engine)
 
@@ -152,27 +130,34 @@ class CheckpointStore:
     def save(self, checkpoint: Checkpoint) -> int:
         return self.save_many([checkpoint])[0]
 
-    def save_many(self, checkpoints: Sequence[Checkpoint], *, retries: int = 10) -> list[int]:
+    def save_many(self, checkpoints: Sequence[Checkpoint], *, retries: int = 10,
+                  fence: Mapping[str, int] | None = None) -> list[int]:
         """Write the checkpoints (usually one per shard of one model) in one transaction.
 
         Returns their versions. Versions come from the per-model counter row; two writers creating
-        the same model's counter at once make one transaction fail, and it is retried.
+        the same model's counter at once make one transaction fail, and it is retried. With
+        ``fence`` (shard -> epoch from :meth:`claim`), the write happens only while every one of those
+        shards is still held at that epoch; otherwise :class:`LeaseLost` and nothing is written.
         """
         if not checkpoints:
             return []
+        if fence is not None and len({cp.model for cp in checkpoints}) != 1:
+            raise ValueError("a fenced write covers one model")
         for attempt in range(retries):
             try:
-                return self._save_once(checkpoints)
+                return self._save_once(checkpoints, fence)
             except IntegrityError:
                 if attempt == retries - 1:
                     raise
                 time.sleep(random.uniform(0.0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
 
-    def _save_once(self, checkpoints: Sequence[Checkpoint]) -> list[int]:
+    def _save_once(self, checkpoints: Sequence[Checkpoint], fence: Mapping[str, int] | None = None) -> list[int]:
         now = datetime.now(UTC)
         versions: list[int] = []
         with Session(self.engine) as session, session.begin():
+            if fence:
+                self._check_fence(session, checkpoints[0].model, fence)
             next_version: dict[str, int] = {}
             for model in sorted({cp.model for cp in checkpoints}):  # fixed order: no lock-order deadlock
                 count = sum(1 for cp in checkpoints if cp.model == model)
@@ -206,6 +191,55 @@ class CheckpointStore:
         session.add(ModelRow(name=model, next_version=first + count))
         session.flush()  # a concurrent creator makes this fail: the caller retries
         return first
+
+    # -- fencing --------------------------------------------------------------------------------
+    def claim(self, model: str, shards: Iterable[str], owner: str, *, retries: int = 10) -> dict[str, int]:
+        """Take the shards over for ``owner``: each shard's epoch goes up by one. Returns shard -> epoch,
+        the fence to pass to :meth:`save_many`. Any write fenced with an older epoch now fails."""
+        wanted = sorted(set(shards))
+        if not wanted:
+            return {}
+        for attempt in range(retries):
+            try:
+                return self._claim_once(model, wanted, owner)
+            except IntegrityError:  # two first claims of a shard at once: retry, the row exists now
+                if attempt == retries - 1:
+                    raise
+                time.sleep(random.uniform(0.0, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    def _claim_once(self, model: str, shards: list[str], owner: str) -> dict[str, int]:
+        now = datetime.now(UTC)
+        epochs: dict[str, int] = {}
+        with Session(self.engine) as session, session.begin():
+            for shard in shards:  # sorted: concurrent claimers lock rows in the same order
+                row = session.get(LeaseRow, (model, shard), with_for_update=True)
+                if row is None:
+                    row = LeaseRow(model=model, shard=shard, epoch=1, owner=owner, claimed_at=now)
+                    session.add(row)
+                    session.flush()
+                else:
+                    row.epoch += 1
+                    row.owner, row.claimed_at = owner, now
+                epochs[shard] = row.epoch
+        return epochs
+
+    @staticmethod
+    def _check_fence(session: Session, model: str, fence: Mapping[str, int]) -> None:
+        rows = session.execute(select(LeaseRow.shard, LeaseRow.epoch)
+                               .where(LeaseRow.model == model, LeaseRow.shard.in_(sorted(fence)))
+                               .order_by(LeaseRow.shard).with_for_update())
+        held = {shard: epoch for shard, epoch in rows}
+        lost = [shard for shard, epoch in sorted(fence.items()) if held.get(shard) != epoch]
+        if lost:
+            raise LeaseLost(model, lost)
+
+    def leases(self, model: str) -> dict[str, tuple[int, str]]:
+        """shard -> (epoch, owner) of every claimed shard of ``model``."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(LeaseRow.shard, LeaseRow.epoch, LeaseRow.owner)
+                                   .where(LeaseRow.model == model))
+            return {shard: (epoch, owner) for shard, epoch, owner in rows}
 
     def _prune(self, session: Session, model: str) -> None:
         """Keep the newest ``keep`` rows of each shard of ``model``."""
@@ -243,6 +277,20 @@ class CheckpointStore:
             if shards is not None:
                 query = query.where(CheckpointRow.shard.in_(list(shards)))
             return [_row_to_checkpoint(row) for row in session.scalars(query)]
+
+    def shard_versions(self, model: str, shard: str) -> list[int]:
+        """Stored versions of one shard, newest first (to fall back past an unreadable one)."""
+        with Session(self.engine) as session:
+            return list(session.scalars(select(CheckpointRow.version)
+                                        .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
+                                        .order_by(CheckpointRow.version.desc())))
+
+    def load(self, model: str, shard: str, version: int) -> Checkpoint | None:
+        """One stored checkpoint (None when it is gone); :class:`CorruptState` when it cannot be decoded."""
+        with Session(self.engine) as session:
+            row = session.scalars(select(CheckpointRow).where(
+                CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == version)).first()
+            return None if row is None else _row_to_checkpoint(row)
 
     def versions(self, model: str) -> list[tuple[int, str, datetime]]:
         with Session(self.engine) as session:

@@ -12,8 +12,10 @@ that checkpoint and seeks to those offsets (Kafka's committed offsets are inform
 after a crash the events after the last checkpoint are replayed onto exactly the state that had not
 seen them: nothing is lost or counted twice. Checkpoints run on an APScheduler interval, before
 partitions are handed to another worker, and on SIGTERM/SIGINT. When the database is down the
-worker pauses its partitions and retries with backoff; it never gets further ahead of the durable
-state than one interval.
+worker pauses its partitions and retries with backoff; after ``checkpoint_budget`` seconds it gives
+its partitions back to the group. A worker claims a lease on each shard it is assigned before it
+restores it and writes only while it holds it (:mod:`~banditloop.pipeline.shard_writer`): a worker paused
+while another took over cannot roll the model back. Unreadable checkpoints: :mod:`~banditloop.pipeline.shard_restore`.
 
 Watermarks. A shard's watermark follows its three inputs record by record; an input that is caught
 up and silent for ``input_idleness`` seconds stops holding it back. The policy, and why, is
@@ -26,41 +28,32 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import SQLAlchemyError
 
 from banditloop.core.backoff import Backoff
-from banditloop.pipeline.checkpoints import CheckpointStore
+from banditloop.pipeline.checkpoints import CheckpointStore, LeaseLost
 from banditloop.pipeline.consumer_options import ConsumeOptions, kafka_consumer_config
 from banditloop.pipeline.dead_letters import DeadLetterSink
+from banditloop.pipeline.kafka_partitions import Rebalance, mirror_offsets, wait_polling_paused
 from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.record_decoder import RecordDecoder
-from banditloop.pipeline.runner import IncompatibleCheckpoint, LearningRun
 from banditloop.pipeline.scheduling import CheckpointTimer
 from banditloop.pipeline.shard import EXPECTED_TYPE, Shard, shard_name
+from banditloop.pipeline.shard_restore import restore_shard
+from banditloop.pipeline.shard_writer import ShardWriter
 from banditloop.pipeline.status import write_status
 from banditloop.pipeline.watermark import InputWatermarks
 
 log = logging.getLogger("banditloop.consume")
 
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: ConsumerWorker) -> None:
-        self.worker = worker
-
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self.worker._on_revoked(list(revoked))
-
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.worker._on_assigned(list(assigned))
 
 
 class ConsumerWorker:
@@ -76,12 +69,14 @@ class ConsumerWorker:
         self._role = {topic: role for role, topic in self.topics.inputs().items()}
         self.shards: dict[int, Shard] = {}
         self.stop_event = threading.Event()
-        self.counters = {"messages": 0, "checkpoints": 0,
-                         "checkpoint_failures": 0, "rebalances": 0}
-        self.last_checkpoint_seconds: float | None = None
+        self.counters = {"messages": 0, "rebalances": 0, "skipped_checkpoints": 0}
+        self.writer = ShardWriter(store, options.model, f"{socket.gethostname()}:{os.getpid()}:{options.group}")
         self.consumer: KafkaConsumer | None = None
         self._retired_counters: dict[str, int] = {}
         self._assignments = 0
+        self._fatal: Exception | None = None
+        #: set when this worker must give its partitions back (a lost lease, a checkpoint over budget)
+        self._rejoin_reason: str | None = None
         #: last time a message arrived or partitions were assigned (the --idle-timeout clock)
         self._last_activity: float | None = None
 
@@ -96,7 +91,7 @@ class ConsumerWorker:
 
     def _make_consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(**kafka_consumer_config(self.options))
-        consumer.subscribe(topics=list(self.topics.events), listener=_Rebalance(self))
+        consumer.subscribe(topics=list(self.topics.events), listener=Rebalance(self._on_revoked, self._on_assigned))
         return consumer
 
     def run(self) -> dict[str, Any]:
@@ -109,6 +104,8 @@ class ConsumerWorker:
             with CheckpointTimer(self.options.checkpoint_interval) as timer:
                 while not self.stop_event.is_set():
                     batch = consumer.poll(timeout_ms=200)
+                    if self._fatal is not None:
+                        raise self._fatal
                     if batch:
                         self._last_activity = time.monotonic()
                         self._process_batch(batch)
@@ -117,6 +114,8 @@ class ConsumerWorker:
                             shard.advance_watermark()
                     if timer.due():
                         self.checkpoint()
+                    if self._rejoin_reason is not None:
+                        self._give_back_partitions()
                     if self.options.max_events is not None and self.counters["messages"] >= self.options.max_events:
                         log.info("reached --max-events %d", self.options.max_events)
                         break
@@ -188,16 +187,30 @@ class ConsumerWorker:
         log.info("partitions %s revoked: checkpointing before hand-over", partitions)
         try:
             self._save([self.shards[p] for p in partitions])
+        except LeaseLost as exc:
+            self.writer.leases_lost += len(exc.shards)
+            log.error("%s: not writing their state at hand-over (the new owner's is newer)", exc)
         except SQLAlchemyError:
             log.exception("checkpoint before hand-over failed; the next owner resumes from the last durable one")
         for p in partitions:
             self._retire(self.shards.pop(p))
+            self.writer.release([shard_name(p)])
 
     def _retire(self, shard: Shard) -> None:
         for key, value in shard.run.counters().items():
             self._retired_counters[key] = self._retired_counters.get(key, 0) + value
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        # the Kafka client logs and swallows exceptions raised in rebalance callbacks: keep the error
+        # and stop the worker with it (a shard that cannot be restored must not consume silently)
+        try:
+            self._assign(assigned)
+        except Exception as exc:
+            log.error("cannot take partitions over: %s", exc)
+            self._fatal = exc
+            self.stop_event.set()
+
+    def _assign(self, assigned: list[TopicPartition]) -> None:
         self._last_activity = time.monotonic()
         consumer = self.consumer
         if consumer is None:  # callbacks run inside poll(), while the consumer exists
@@ -211,20 +224,19 @@ class ConsumerWorker:
             if topics != expected:
                 log.error("partition %d assigned for %s only: topics must have equal partition counts "
                           "for impressions and their feedback to meet", p, sorted(topics))
-        checkpoints = {cp.shard: cp for cp in self._load_with_retry(partitions)}
+        # a partition cannot be processed without its lease and its state: a database outage is waited out
+        self._backoff().retry(lambda: self.writer.claim([shard_name(p) for p in partitions]),
+                              retry_on=(SQLAlchemyError,), what="claim partitions", give_up=self.stop_event.is_set)
+        restored = 0
         for p in partitions:
-            cp = checkpoints.get(shard_name(p))
-            if cp is not None:
-                if cp.source.get("kind") != "kafka":
-                    raise IncompatibleCheckpoint(f"model {self.options.model!r} shard {cp.shard} was not written "
-                                                 "by consume; use another --model name")
-                run = LearningRun.from_checkpoint(cp, dead_letter=self.decoder.send, expect=self.config)
-                offsets = {k: int(v) for k, v in cp.source.get("offsets", {}).items()}
-                max_ts = {k: float(v) for k, v in cp.source.get("max_ts", {}).items()}
-            else:
-                run = LearningRun(self.config, self.options.model, shard=shard_name(p),
-                                  dead_letter=self.decoder.send)
-                offsets, max_ts = {}, {}
+            name = shard_name(p)
+            r = self._backoff().retry(partial(restore_shard, self.store, self.config, self.options.model, name,
+                                              self.decoder.send),
+                                      retry_on=(SQLAlchemyError,), what="read checkpoints",
+                                      give_up=self.stop_event.is_set)
+            restored += r.version is not None
+            self.counters["skipped_checkpoints"] += len(r.skipped)
+            run, offsets, max_ts = r.run, r.offsets, r.max_ts
             inputs = InputWatermarks(
                 self.topics.inputs(), allowed_lateness=self.config.join.allowed_lateness,
                 idleness=self.options.input_idleness, highwater=self._highwater(p), offsets=offsets, max_ts=max_ts)
@@ -237,12 +249,12 @@ class ConsumerWorker:
                     consumer.seek(tp, offsets[role])
                 else:
                     consumer.seek_to_beginning(tp)
-        log.info("assigned partitions %s (restored %d from checkpoints)", partitions, len(checkpoints))
+        log.info("assigned partitions %s (restored %d from checkpoints)", partitions, restored)
         self._assignments += 1
         if self.options.ready_file:
             write_status(self.options.ready_file, {
                 "pid": os.getpid(), "group": self.options.group, "partitions": partitions,
-                "restored": len(checkpoints), "assignments": self._assignments})
+                "restored": restored, "assignments": self._assignments})
 
     def _highwater(self, partition: int) -> Callable[[str], int | None]:
         """The high watermark offset of an input of ``partition``, as last seen by the consumer."""
@@ -254,22 +266,6 @@ class ConsumerWorker:
 
         return highwater
 
-    def _load_with_retry(self, partitions: list[int]) -> list:
-        """The partitions' newest checkpoints. A partition cannot be processed without its state, so
-        a database outage here is waited out (with backoff) rather than skipped."""
-        if not partitions:
-            return []
-        backoff = self._backoff()
-        while True:
-            try:
-                return self.store.latest_per_shard(self.options.model, [shard_name(p) for p in partitions])
-            except SQLAlchemyError as exc:
-                if self.stop_event.is_set():
-                    raise
-                delay = backoff.next()
-                log.warning("cannot read checkpoints (%s); retrying in %.1f s", type(exc).__name__, delay)
-                time.sleep(delay)
-
     # -- checkpoints ----------------------------------------------------------------------------
     def checkpoint(self, deadline: float | None = None) -> bool:
         """Write every changed shard in one transaction; on database errors pause consumption and
@@ -280,22 +276,32 @@ class ConsumerWorker:
         backoff = self._backoff()
         paused = False
         consumer = self.consumer
+        budget_end = time.monotonic() + self.options.checkpoint_budget
         try:
             while True:
                 try:
                     self._save(shards)
                     return True
+                except LeaseLost as exc:  # another worker owns these now: its state wins, ours is dropped
+                    self._drop_lost(exc)
+                    shards = [s for s in self.shards.values() if s.dirty]
+                    if not shards:
+                        return True
                 except SQLAlchemyError as exc:
-                    self.counters["checkpoint_failures"] += 1
+                    self.writer.failures += 1
                     delay = backoff.next()
                     log.warning("checkpoint failed (%s); retrying in %.1f s", type(exc).__name__, delay)
                     if deadline is not None and time.monotonic() + delay > deadline:
                         log.error("giving up the final checkpoint: the next start resumes from the last durable one")
                         return False
+                    if deadline is None and time.monotonic() + delay > budget_end:
+                        self._rejoin_reason = (f"no durable checkpoint within --checkpoint-budget "
+                                               f"{self.options.checkpoint_budget:g} s")
+                        return False
                     if consumer is not None and not paused:
                         consumer.pause(*consumer.assignment())
                         paused = True
-                    self._wait(delay, consumer)
+                    wait_polling_paused(consumer, delay)
                     shards = [s for s in self.shards.values() if s.dirty]  # a rebalance may have moved some
                     if not shards:
                         return True
@@ -306,46 +312,39 @@ class ConsumerWorker:
                 consumer.resume(*consumer.paused())
                 self._last_activity = time.monotonic()  # time paused for the database is not idle time
 
+    def _drop_lost(self, exc: LeaseLost) -> None:
+        self.writer.release(exc.shards)
+        self.writer.leases_lost += len(exc.shards)
+        for name in exc.shards:
+            partition = next((p for p in self.shards if shard_name(p) == name), None)
+            if partition is not None:
+                self.shards.pop(partition)
+        log.error("%s: dropping their state without writing it (it is older than the new owner's)", exc)
+        self._rejoin_reason = "lost the lease of " + ", ".join(exc.shards)
+
+    def _give_back_partitions(self) -> None:
+        """Leave the group and join it again: every partition goes back to the group and this worker
+        restores whatever it is assigned next from the durable checkpoints (exactly-once holds: what
+        was not durable is read again)."""
+        consumer = self.consumer
+        log.error("giving partitions %s back to the group: %s", sorted(self.shards), self._rejoin_reason)
+        for partition in list(self.shards):
+            self._retire(self.shards.pop(partition))
+        self.writer.release(list(self.writer.epochs))
+        self._rejoin_reason = None
+        self.counters["rebalances"] += 1
+        if consumer is not None:
+            consumer.unsubscribe()
+            consumer.subscribe(topics=list(self.topics.events), listener=Rebalance(self._on_revoked, self._on_assigned))
+        self._last_activity = time.monotonic()
+
     def _backoff(self) -> Backoff:
         return Backoff(self.options.retry_initial, self.options.retry_max)
 
-    def _wait(self, seconds: float, consumer: KafkaConsumer | None) -> None:
-        """Sleep while keeping group membership alive (poll with every partition paused)."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if consumer is not None:
-                records = consumer.poll(timeout_ms=int(min(0.5, end - time.monotonic()) * 1000) + 1)
-                if records:  # cannot happen while paused; never drop data silently
-                    raise RuntimeError("records returned for paused partitions")
-            else:
-                time.sleep(min(0.5, end - time.monotonic()))
-
     def _save(self, shards: list[Shard]) -> None:
-        started = time.perf_counter()
-        snapshots = [s.run.snapshot(s.source()) for s in shards]
-        versions = self.store.save_many(snapshots)
-        for shard, version in zip(shards, versions, strict=True):
-            shard.run.version = version
-            shard.dirty = False
-        self.counters["checkpoints"] += 1
-        self.last_checkpoint_seconds = time.perf_counter() - started
-        self._commit_offsets(shards)
-
-    def _commit_offsets(self, shards: list[Shard]) -> None:
-        """Mirror the durable offsets into Kafka, for lag monitoring only."""
-        consumer = self.consumer
-        if consumer is None:
-            return
-        offsets = {}
-        for shard in shards:
-            topics = self.topics.inputs()
-            for role, offset in shard.inputs.offsets.items():
-                topic = topics[role]
-                offsets[TopicPartition(topic, shard.partition)] = OffsetAndMetadata(offset, "", -1)
-        try:
-            consumer.commit_async(offsets=offsets)
-        except Exception:  # informational: never fail a checkpoint on it
-            log.debug("offset commit failed", exc_info=True)
+        self.writer.save(shards)
+        if self.consumer is not None:
+            mirror_offsets(self.consumer, self.topics, shards)
 
     # -- reporting ------------------------------------------------------------------------------
     def lag(self) -> int:
@@ -374,7 +373,7 @@ class ConsumerWorker:
                  "join misses %d late %d held %d | invalid %d dead letters %d | checkpoints %d",
                  rate, self.lag(), sorted(self.shards), c.get("impressions", 0), c.get("clicks", 0),
                  c.get("conversions", 0), c.get("unmatched", 0), c.get("late", 0), c.get("held", 0),
-                 self.decoder.invalid, self.decoder.dead_letters, self.counters["checkpoints"])
+                 self.decoder.invalid, self.decoder.dead_letters, self.writer.checkpoints)
 
     def summary(self, elapsed: float) -> dict[str, Any]:
         c = self.join_counters()
@@ -389,11 +388,13 @@ class ConsumerWorker:
                                         "late", "held", "rewarded")},
             "invalid": self.decoder.invalid,
             "dead_letters": self.decoder.dead_letters,
-            "checkpoints": self.counters["checkpoints"],
-            "checkpoint_failures": self.counters["checkpoint_failures"],
+            "checkpoints": self.writer.checkpoints,
+            "checkpoint_failures": self.writer.failures,
+            "leases_lost": self.writer.leases_lost,
+            "skipped_checkpoints": self.counters["skipped_checkpoints"],
             "rebalances": self.counters["rebalances"],
             "versions": {shard_name(p): s.run.version for p, s in sorted(self.shards.items())},
-            "last_checkpoint_seconds": self.last_checkpoint_seconds,
+            "last_checkpoint_seconds": self.writer.last_seconds,
             "seconds": round(elapsed, 3),
             "events_per_second": round(self.counters["messages"] / elapsed, 1) if elapsed > 0 else None,
         }

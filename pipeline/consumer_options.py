@@ -37,6 +37,9 @@ class ConsumeOptions:
     #: status here, atomically: ``{"pid", "group", "partitions", "restored", "assignments"}``; a
     #: supervisor (the demo) polls it instead of reading logs
     ready_file: str | None = None
+    #: a worker that cannot make its state durable within this many seconds gives its partitions back
+    #: to the group (instead of holding them while the database, or a lock, keeps it waiting)
+    checkpoint_budget: float = 120.0
     #: events dated more than this many seconds after the worker's clock are dead-lettered
     max_future_skew: float = DEFAULT_MAX_FUTURE_SKEW
 

@@ -336,3 +336,41 @@ def test_future_dated_feedback_is_dead_lettered_and_cannot_stop_learning(kafka_b
     assert second["impressions"] == 200 and second["late"] == 0
     (cp,) = store.latest_per_shard("future")
     assert max(cp.source["max_ts"].values()) < now + 10
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_paused_worker_cannot_roll_the_model_back_after_another_took_over(kafka_bootstrap, small_log, tmp_path,
+                                                                            postgres_url):
+    """Issue 13 (2): a worker stopped (SIGSTOP) mid-stream held its partitions and, resumed after
+    another worker took over, wrote stale state over the new owner's. Now the new owner claims the
+    shards' leases, the zombie's writes are refused, and versions never go back in time."""
+    topics = fresh_topics()
+    ensure_topics(kafka_bootstrap, topics, PARTITIONS)
+    produce_log(small_log, kafka_bootstrap, topics)
+    group, model = "g-" + topics.impressions, "zombie-" + topics.impressions
+    store = CheckpointStore(postgres_url)
+    zombie = consume_process(kafka_bootstrap, topics, postgres_url, model, group, idle="30")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and store.latest_version(model) is None:
+        time.sleep(0.05)
+    zombie.send_signal(signal.SIGSTOP)
+    try:
+        successor = consume_process(kafka_bootstrap, topics, postgres_url, model, group, idle="12")
+        out, err = successor.communicate(timeout=240)
+        assert successor.returncode == 0, err
+        assert json.loads(out)["partitions"] == list(range(PARTITIONS))
+    finally:
+        zombie.send_signal(signal.SIGCONT)
+    time.sleep(3)  # the zombie wakes up, tries to write, is refused, rejoins and restores
+    zombie.send_signal(signal.SIGTERM)
+    zombie_out, zombie_err = zombie.communicate(timeout=120)
+    assert zombie.returncode == 0, zombie_err
+    assert json.loads(zombie_out)["leases_lost"] >= 1, zombie_err  # it did try to write, and was refused
+    # per shard, every newer version has seen at least as many events as the one before it
+    for shard in (f"p{p}" for p in range(PARTITIONS)):
+        seen = [sum(store.load(model, shard, v).counters.get(k, 0) for k in ("impressions", "clicks"))
+                for v in sorted(store.shard_versions(model, shard))]
+        assert seen == sorted(seen), (shard, seen)
+    assert_same_as_replay(store, model, small_log, tmp_path)
+    store.close()

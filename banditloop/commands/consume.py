@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-future-skew", type=float, default=300.0, metavar="SECONDS",
                    help="dead-letter events dated more than this far ahead of this machine's clock (they "
                         "would drag the event-time watermark into the future)")
+    p.add_argument("--checkpoint-budget", type=float, default=120.0, metavar="SECONDS",
+                   help="give the partitions back to the group when no checkpoint becomes durable for this long")
     p.add_argument("--ready-file", default=None, metavar="PATH",
                    help="after every partition assignment write a JSON status here (pid, partitions, "
                         "restored shards), replaced atomically, for supervisors to poll")
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from banditloop.pipeline.consumer import ConsumeOptions, ConsumerWorker
     from banditloop.pipeline.producer import EventProducer
     from banditloop.pipeline.runner import IncompatibleCheckpoint
+    from banditloop.pipeline.shard_restore import CorruptCheckpoint
     from banditloop.pipeline.topics import ensure_topics
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap, group=args.group, model=model, topics=topics,
         checkpoint_interval=args.checkpoint_interval, max_events=args.max_events,
         idle_timeout=args.idle_timeout, log_interval=args.log_interval, input_idleness=args.input_idleness,
-        ready_file=args.ready_file, max_future_skew=args.max_future_skew), store,
+        ready_file=args.ready_file, max_future_skew=args.max_future_skew,
+        checkpoint_budget=args.checkpoint_budget), store,
         dead_letter=producer.send_dead_letter)
     worker.install_signal_handlers()
     # everything allocated so far (modules, the restored model) lives for the whole process: keep it
@@ -104,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     try:
         summary = worker.run()
-    except IncompatibleCheckpoint as exc:
+    except (IncompatibleCheckpoint, CorruptCheckpoint) as exc:
         raise CommandError(str(exc)) from None
     finally:
         producer.close()
