@@ -11,6 +11,7 @@ from typing import Any
 from banditloop.core.events import Event
 from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_from_state
+from banditloop.pipeline.checkpoint_tables import check_name
 from banditloop.pipeline.checkpoints import DEFAULT_SHARD, Checkpoint, CheckpointStore
 from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.join import EventJoin
@@ -39,8 +40,8 @@ class LearningRun:
     def __init__(self, config: ModelConfig, model: str, *, shard: str = DEFAULT_SHARD,
                  learner: Learner | None = None, dead_letter: DeadLetterSink | None = None) -> None:
         self.config = config
-        self.model = model
-        self.shard = shard
+        self.model = check_name("model", model)
+        self.shard = check_name("shard", shard)
         self.learner = learner if learner is not None else config.new_learner()
         self.vectorizer = Vectorizer(config)
         self.join = EventJoin(

@@ -149,3 +149,14 @@ def test_postgres_sessions_have_lock_statement_and_idle_transaction_timeouts(pos
         values = {name: conn.exec_driver_sql(f"SHOW {name}").scalar() for name in POSTGRES_TIMEOUTS}
     store.close()
     assert values == {"lock_timeout": "10s", "statement_timeout": "5min", "idle_in_transaction_session_timeout": "30s"}
+
+
+def test_a_model_name_that_does_not_fit_is_refused_before_any_work():
+    from banditloop.pipeline.model import ModelConfig
+    from banditloop.pipeline.runner import LearningRun
+
+    with pytest.raises(ValueError, match="1 to 200 printable characters"):
+        LearningRun(ModelConfig("ts"), "m" * 201)
+    with pytest.raises(ValueError, match="model name"):
+        LearningRun(ModelConfig("ts"), "")
+    assert LearningRun(ModelConfig("ts"), "m" * 200).model == "m" * 200
