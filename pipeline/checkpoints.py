@@ -9,18 +9,24 @@ shards is the merge of each shard's newest row.
 
 Several rows (one per shard) are written in one transaction by :meth:`CheckpointStore.save_many`:
 parameters, join state and offsets become durable together or not at all.
+
+Retention, applied in the same transaction as every write: the newest ``keep`` versions of each
+shard are kept (default :data:`DEFAULT_KEEP`; ``keep=0`` keeps all), and only each shard's newest
+version keeps its join state (the open impressions, which can be megabytes): older versions keep
+their parameters, which is all that serving or inspecting them needs, while resuming (``replay
+--resume``, a restarted ``consume``) always starts from the newest one. :meth:`CheckpointStore.prune`
+applies the same policy on demand (``banditloop models --prune``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -40,16 +46,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from banditloop.core.state_codec import decode_state, encode_state
-from banditloop.operators.base import LearnerState
+from banditloop.pipeline.database import DEFAULT_DB_URL, default_db_url, sqlite_path
 
-DEFAULT_DB_URL = "sqlite:///banditloop.db"
+if TYPE_CHECKING:  # numpy is imported only where states are encoded or decoded (fast `banditloop models`)
+    from banditloop.core.state_codec import LearnerState
+
+__all__ = ["DEFAULT_DB_URL", "DEFAULT_KEEP", "DEFAULT_SHARD", "Checkpoint", "CheckpointStore", "ModelSummary",
+           "ShardHead", "default_db_url"]
+
 DEFAULT_SHARD = "main"
-
-
-def default_db_url() -> str:
-    """``$BANDITLOOP_DB`` or an SQLite file in the current directory."""
-    return os.environ.get("BANDITLOOP_DB", DEFAULT_DB_URL)
+#: versions kept per shard unless a store is told otherwise (``--keep``)
+DEFAULT_KEEP = 20
 
 
 class Base(DeclarativeBase):
@@ -111,7 +118,21 @@ class ModelSummary:
     counters: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ShardHead:
+    """The newest version of one shard of a model, without its (large) state."""
+
+    shard: str
+    version: int
+    learner: str
+    config: dict[str, Any]
+    source: dict[str, Any]
+    created_at: datetime
+
+
 def _row_to_checkpoint(row: CheckpointRow) -> Checkpoint:
+    from banditloop.core.state_codec import decode_state
+
     return Checkpoint(model=row.model, shard=row.shard, version=row.version, config=row.config,
                       state=decode_state(row.state_arrays, row.state_meta), join_state=row.join_state,
                       counters=row.counters, source=row.source, created_at=_aware(row.created_at))
@@ -124,14 +145,25 @@ def _aware(ts: datetime) -> datetime:
 class CheckpointStore:
     """Reads and writes checkpoints; safe to share between threads (one engine, short sessions)."""
 
-    def __init__(self, url: str | None = None, *, keep: int = 20, engine: Engine | None = None) -> None:
+    def __init__(self, url: str | None = None, *, keep: int = DEFAULT_KEEP, engine: Engine | None = None) -> None:
         self.url = url or default_db_url()
+        if keep < 0:
+            raise ValueError("keep must be >= 0 (0 keeps every version)")
         self.keep = keep
+        self._replace: set[str] = set()
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         self.engine = engine or create_engine(self.url, **kwargs)
         Base.metadata.create_all(self.engine)
+
+    def replace_on_next_save(self, model: str) -> None:
+        """Make the next write of ``model`` delete every earlier row of it, in the same transaction.
+
+        For ``--force``: the model is replaced atomically, so a scorer never merges the new
+        version with shards of the model it replaces. Version numbers keep increasing.
+        """
+        self._replace.add(model)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -158,6 +190,8 @@ class CheckpointStore:
         raise AssertionError("unreachable")
 
     def _save_once(self, checkpoints: Sequence[Checkpoint]) -> list[int]:
+        from banditloop.core.state_codec import encode_state
+
         now = datetime.now(UTC)
         versions: list[int] = []
         with Session(self.engine) as session, session.begin():
@@ -176,7 +210,12 @@ class CheckpointStore:
                 versions.append(version)
             session.flush()
             for model in next_version:
-                self._prune(session, model)
+                first_new = min(v for cp, v in zip(checkpoints, versions, strict=True) if cp.model == model)
+                if model in self._replace:
+                    session.execute(delete(CheckpointRow).where(CheckpointRow.model == model,
+                                                                CheckpointRow.version < first_new))
+                self._prune(session, model, self.keep)
+        self._replace.difference_update(cp.model for cp in checkpoints)
         for cp, version in zip(checkpoints, versions, strict=True):
             cp.version, cp.created_at = version, now
         return versions
@@ -195,17 +234,44 @@ class CheckpointStore:
         session.flush()  # a concurrent creator makes this fail: the caller retries
         return first
 
-    def _prune(self, session: Session, model: str) -> None:
-        """Keep the newest ``keep`` rows of each shard of ``model``."""
-        if self.keep <= 0:
-            return
+    @staticmethod
+    def _prune(session: Session, model: str, keep: int) -> int:
+        """Apply the retention policy to ``model`` (see the module docstring); returns rows deleted."""
+        deleted = 0
         shards = session.scalars(select(CheckpointRow.shard).where(CheckpointRow.model == model).distinct())
         for shard in list(shards):
-            ids = session.scalars(select(CheckpointRow.id)
-                                  .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
-                                  .order_by(CheckpointRow.version.desc()).offset(self.keep)).all()
-            if ids:
-                session.execute(delete(CheckpointRow).where(CheckpointRow.id.in_(ids)))
+            versions = session.scalars(select(CheckpointRow.version)
+                                       .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
+                                       .order_by(CheckpointRow.version.desc())).all()
+            in_shard = (CheckpointRow.model == model) & (CheckpointRow.shard == shard)
+            if keep > 0 and len(versions) > keep:
+                deleted += session.execute(delete(CheckpointRow).where(
+                    in_shard, CheckpointRow.version <= versions[keep])).rowcount
+            if len(versions) > 1:  # only the newest version of a shard is ever resumed from
+                session.execute(update(CheckpointRow).where(
+                    in_shard, CheckpointRow.version < versions[0], CheckpointRow.join_state.is_not(None))
+                    .values(join_state=None))
+        return deleted
+
+    def prune(self, model: str | None = None, *, keep: int | None = None) -> dict[str, int]:
+        """Apply the retention policy now to ``model`` (default: every model), keeping ``keep``
+        versions per shard (default: the store's). Returns ``{model: rows deleted}``."""
+        keep = self.keep if keep is None else keep
+        if keep < 0:
+            raise ValueError("keep must be >= 0 (0 keeps every version)")
+        with Session(self.engine) as session, session.begin():
+            names = [model] if model is not None else session.scalars(
+                select(CheckpointRow.model).distinct().order_by(CheckpointRow.model)).all()
+            return {name: self._prune(session, name, keep) for name in names}
+
+    def compact(self) -> bool:
+        """Give the space of deleted rows back to the file system (SQLite ``VACUUM``; PostgreSQL's
+        autovacuum does this on its own). Returns whether anything was run."""
+        if sqlite_path(self.url) is None:
+            return False
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("VACUUM")
+        return True
 
     # -- reading --------------------------------------------------------------------------------
     def latest(self, model: str, shard: str = DEFAULT_SHARD) -> Checkpoint | None:
@@ -231,6 +297,23 @@ class CheckpointStore:
             if shards is not None:
                 query = query.where(CheckpointRow.shard.in_(list(shards)))
             return [_row_to_checkpoint(row) for row in session.scalars(query)]
+
+    def heads(self, model: str) -> list[ShardHead]:
+        """The newest version of every shard of ``model`` (empty when the model does not exist)."""
+        with Session(self.engine) as session:
+            newest = (select(CheckpointRow.shard, func.max(CheckpointRow.version).label("v"))
+                      .where(CheckpointRow.model == model).group_by(CheckpointRow.shard).subquery())
+            rows = session.execute(
+                select(CheckpointRow.shard, CheckpointRow.version, CheckpointRow.learner, CheckpointRow.config,
+                       CheckpointRow.source, CheckpointRow.created_at)
+                .join(newest, (CheckpointRow.shard == newest.c.shard) & (CheckpointRow.version == newest.c.v))
+                .where(CheckpointRow.model == model).order_by(CheckpointRow.shard)).all()
+            return [ShardHead(shard=r[0], version=r[1], learner=r[2], config=r[3], source=r[4] or {},
+                              created_at=_aware(r[5])) for r in rows]
+
+    def model_names(self) -> list[str]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(CheckpointRow.model).distinct().order_by(CheckpointRow.model)))
 
     def versions(self, model: str) -> list[tuple[int, str, datetime]]:
         with Session(self.engine) as session:
