@@ -27,6 +27,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import importlib.resources
 import os
 import signal
@@ -44,6 +45,7 @@ from types import FrameType, TracebackType
 __all__ = [
     "BrokerError",
     "DevBroker",
+    "ensure_port_free",
     "find_tansu_binary",
     "free_port",
     "wait_for_kafka",
@@ -95,6 +97,19 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise :class:`BrokerError` if ``host:port`` cannot be listened on (in use, or not an address here)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker does: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BrokerError(f"{host}:{port} is already in use (another broker?); stop it or choose another "
+                                  "--port (0 picks a free one)") from None
+            raise BrokerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _metadata_roundtrip(host: str, port: int, timeout: float) -> None:
@@ -263,6 +278,10 @@ class DevBroker:
         """Where the broker's stdout/stderr go (``None`` before start)."""
         return self._log_file
 
+    def exit_code(self) -> int | None:
+        """The broker's exit status once it has exited on its own (``None`` while running or stopped)."""
+        return None if self._proc is None else self._proc.poll()
+
     def is_running(self) -> bool:
         """Whether the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
@@ -278,9 +297,17 @@ class DevBroker:
         last: BrokerError | None = None
         for _ in range(attempts):
             self.port = self._requested_port if self._requested_port is not None else free_port(self.host)
+            if self._requested_port is not None:
+                # Otherwise another broker already listening there answers the readiness probe, and
+                # this one, unable to bind, exits a moment later: check first, then check again.
+                ensure_port_free(self.host, self.port)
             try:
                 self._spawn(binary)
                 wait_for_kafka(f"{self.host}:{self.port}", self.startup_timeout, process=self._proc)
+                time.sleep(0.05)
+                if self._proc is not None and self._proc.poll() is not None:
+                    raise BrokerError(f"the broker exited with code {self._proc.returncode} right after starting "
+                                      f"(is {self.host}:{self.port} in use?)")
                 return self
             except BrokerError as exc:
                 last = BrokerError(f"{exc}\n--- tansu log tail ---\n{self._log_tail()}")

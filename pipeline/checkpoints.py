@@ -9,18 +9,25 @@ shards is the merge of each shard's newest row.
 
 Several rows (one per shard) are written in one transaction by :meth:`CheckpointStore.save_many`:
 parameters, join state and offsets become durable together or not at all.
+
+Retention, applied in the same transaction as every write: the newest ``keep`` versions of each
+shard are kept (default :data:`DEFAULT_KEEP`; ``keep=0`` keeps all), and only each shard's newest
+:data:`JOIN_STATE_VERSIONS` versions keep their join state (the open impressions, which can be
+megabytes): older versions keep their parameters, which is all that serving or inspecting them
+needs. Resuming (``replay --resume``, a restarted ``consume``) starts from the newest version, or
+from the one before it when the newest cannot be read (see :mod:`banditloop.pipeline.shard_restore`).
+:meth:`CheckpointStore.prune` applies the same policy on demand (``banditloop models --prune``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     create_engine,
@@ -29,29 +36,25 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from banditloop.core.state_codec import decode_state, encode_state
-from banditloop.operators.base import LearnerState
-from banditloop.pipeline.checkpoint_tables import DEFAULT_SHARD, Base, CheckpointRow, LeaseRow, ModelRow
+from banditloop.pipeline.checkpoint_tables import DEFAULT_SHARD, Base, CheckpointRow, ModelRow
+from banditloop.pipeline.database import DEFAULT_DB_URL, default_db_url, sqlite_path
+from banditloop.pipeline.leases import LeaseLost, check_fence, claim_shards, shard_leases
 
-DEFAULT_DB_URL = "sqlite:///banditloop.db"
+if TYPE_CHECKING:  # numpy is imported only where states are encoded or decoded (fast `banditloop models`)
+    from banditloop.core.state_codec import LearnerState
 
+__all__ = ["DEFAULT_DB_URL", "DEFAULT_KEEP", "DEFAULT_SHARD", "JOIN_STATE_VERSIONS", "POSTGRES_TIMEOUTS",
+           "Checkpoint", "CheckpointRow", "CheckpointStore", "LeaseLost", "ModelSummary", "ShardHead",
+           "default_db_url"]
 
-def default_db_url() -> str:
-    """``$BANDITLOOP_DB`` or an SQLite file in the current directory."""
-    return os.environ.get("BANDITLOOP_DB", DEFAULT_DB_URL)
-
-
-class LeaseLost(RuntimeError):
-    """A checkpoint was refused: another worker has claimed these shards since this one did."""
-
-    def __init__(self, model: str, shards: Sequence[str]) -> None:
-        self.model = model
-        self.shards = list(shards)
-        super().__init__(f"model {model!r}: shards {', '.join(self.shards)} were claimed by another worker")
+#: versions kept per shard unless a store is told otherwise (``--keep``)
+DEFAULT_KEEP = 20
+#: the newest versions of a shard that keep their join state: the newest, and one to fall back to
+JOIN_STATE_VERSIONS = 2
 
 
 #: PostgreSQL session limits, so that no stalled process (a paused worker in the middle of a
@@ -62,8 +65,7 @@ POSTGRES_TIMEOUTS = {"lock_timeout": 10_000, "statement_timeout": 300_000,
 
 @dataclass
 class Checkpoint:
-    """One shard's checkpoint, decoded: the model configuration (``ModelConfig.to_dict()``), the
-    learner state, the join state, counters and the source position it covers."""
+    """One shard's checkpoint, decoded."""
 
     model: str
     config: dict[str, Any]
@@ -87,7 +89,21 @@ class ModelSummary:
     counters: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ShardHead:
+    """The newest version of one shard of a model, without its (large) state."""
+
+    shard: str
+    version: int
+    learner: str
+    config: dict[str, Any]
+    source: dict[str, Any]
+    created_at: datetime
+
+
 def _row_to_checkpoint(row: CheckpointRow) -> Checkpoint:
+    from banditloop.core.state_codec import decode_state
+
     return Checkpoint(model=row.model, shard=row.shard, version=row.version, config=row.config,
                       state=decode_state(row.state_arrays, row.state_meta), join_state=row.join_state,
                       counters=row.counters, source=row.source, created_at=_aware(row.created_at))
@@ -111,9 +127,13 @@ class CheckpointStore:
     (1, 1)
     """
 
-    def __init__(self, url: str | None = None, *, keep: int = 20, engine: Engine | None = None) -> None:
+
+    def __init__(self, url: str | None = None, *, keep: int = DEFAULT_KEEP, engine: Engine | None = None) -> None:
         self.url = url or default_db_url()
+        if keep < 0:
+            raise ValueError("keep must be >= 0 (0 keeps every version)")
         self.keep = keep
+        self._replace: set[str] = set()
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
@@ -122,6 +142,14 @@ class CheckpointStore:
             kwargs["connect_args"] = {"options": options}
         self.engine = engine or create_engine(self.url, **kwargs)
         Base.metadata.create_all(self.engine)
+
+    def replace_on_next_save(self, model: str) -> None:
+        """Make the next write of ``model`` delete every earlier row of it, in the same transaction.
+
+        For ``--force``: the model is replaced atomically, so a scorer never merges the new
+        version with shards of the model it replaces. Version numbers keep increasing.
+        """
+        self._replace.add(model)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -153,11 +181,13 @@ class CheckpointStore:
         raise AssertionError("unreachable")
 
     def _save_once(self, checkpoints: Sequence[Checkpoint], fence: Mapping[str, int] | None = None) -> list[int]:
+        from banditloop.core.state_codec import encode_state
+
         now = datetime.now(UTC)
         versions: list[int] = []
         with Session(self.engine) as session, session.begin():
             if fence:
-                self._check_fence(session, checkpoints[0].model, fence)
+                check_fence(session, checkpoints[0].model, fence)
             next_version: dict[str, int] = {}
             for model in sorted({cp.model for cp in checkpoints}):  # fixed order: no lock-order deadlock
                 count = sum(1 for cp in checkpoints if cp.model == model)
@@ -173,7 +203,12 @@ class CheckpointStore:
                 versions.append(version)
             session.flush()
             for model in next_version:
-                self._prune(session, model)
+                first_new = min(v for cp, v in zip(checkpoints, versions, strict=True) if cp.model == model)
+                if model in self._replace:
+                    session.execute(delete(CheckpointRow).where(CheckpointRow.model == model,
+                                                                CheckpointRow.version < first_new))
+                self._prune(session, model, self.keep)
+        self._replace.difference_update(cp.model for cp in checkpoints)
         for cp, version in zip(checkpoints, versions, strict=True):
             cp.version, cp.created_at = version, now
         return versions
@@ -192,66 +227,56 @@ class CheckpointStore:
         session.flush()  # a concurrent creator makes this fail: the caller retries
         return first
 
-    # -- fencing --------------------------------------------------------------------------------
-    def claim(self, model: str, shards: Iterable[str], owner: str, *, retries: int = 10) -> dict[str, int]:
+    # -- fencing (see banditloop.pipeline.leases) -------------------------------------------
+    def claim(self, model: str, shards: Iterable[str], owner: str) -> dict[str, int]:
         """Take the shards over for ``owner``: each shard's epoch goes up by one. Returns shard -> epoch,
         the fence to pass to :meth:`save_many`. Any write fenced with an older epoch now fails."""
-        wanted = sorted(set(shards))
-        if not wanted:
-            return {}
-        for attempt in range(retries):
-            try:
-                return self._claim_once(model, wanted, owner)
-            except IntegrityError:  # two first claims of a shard at once: retry, the row exists now
-                if attempt == retries - 1:
-                    raise
-                time.sleep(random.uniform(0.0, 0.01 * 2**attempt))
-        raise AssertionError("unreachable")
-
-    def _claim_once(self, model: str, shards: list[str], owner: str) -> dict[str, int]:
-        now = datetime.now(UTC)
-        epochs: dict[str, int] = {}
-        with Session(self.engine) as session, session.begin():
-            for shard in shards:  # sorted: concurrent claimers lock rows in the same order
-                row = session.get(LeaseRow, (model, shard), with_for_update=True)
-                if row is None:
-                    row = LeaseRow(model=model, shard=shard, epoch=1, owner=owner, claimed_at=now)
-                    session.add(row)
-                    session.flush()
-                else:
-                    row.epoch += 1
-                    row.owner, row.claimed_at = owner, now
-                epochs[shard] = row.epoch
-        return epochs
-
-    @staticmethod
-    def _check_fence(session: Session, model: str, fence: Mapping[str, int]) -> None:
-        rows = session.execute(select(LeaseRow.shard, LeaseRow.epoch)
-                               .where(LeaseRow.model == model, LeaseRow.shard.in_(sorted(fence)))
-                               .order_by(LeaseRow.shard).with_for_update())
-        held = {shard: epoch for shard, epoch in rows}
-        lost = [shard for shard, epoch in sorted(fence.items()) if held.get(shard) != epoch]
-        if lost:
-            raise LeaseLost(model, lost)
+        return claim_shards(self.engine, model, shards, owner)
 
     def leases(self, model: str) -> dict[str, tuple[int, str]]:
         """shard -> (epoch, owner) of every claimed shard of ``model``."""
-        with Session(self.engine) as session:
-            rows = session.execute(select(LeaseRow.shard, LeaseRow.epoch, LeaseRow.owner)
-                                   .where(LeaseRow.model == model))
-            return {shard: (epoch, owner) for shard, epoch, owner in rows}
+        return shard_leases(self.engine, model)
 
-    def _prune(self, session: Session, model: str) -> None:
-        """Keep the newest ``keep`` rows of each shard of ``model``."""
-        if self.keep <= 0:
-            return
+    @staticmethod
+    def _prune(session: Session, model: str, keep: int) -> int:
+        """Apply the retention policy to ``model`` (see the module docstring); returns rows deleted."""
+        deleted = 0
         shards = session.scalars(select(CheckpointRow.shard).where(CheckpointRow.model == model).distinct())
         for shard in list(shards):
-            ids = session.scalars(select(CheckpointRow.id)
-                                  .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
-                                  .order_by(CheckpointRow.version.desc()).offset(self.keep)).all()
-            if ids:
-                session.execute(delete(CheckpointRow).where(CheckpointRow.id.in_(ids)))
+            versions = session.scalars(select(CheckpointRow.version)
+                                       .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
+                                       .order_by(CheckpointRow.version.desc())).all()
+            in_shard = (CheckpointRow.model == model) & (CheckpointRow.shard == shard)
+            if keep > 0 and len(versions) > keep:
+                result = cast(CursorResult, session.execute(delete(CheckpointRow).where(
+                    in_shard, CheckpointRow.version <= versions[keep])))
+                deleted += result.rowcount
+            if len(versions) > JOIN_STATE_VERSIONS:  # only these can be resumed from
+                session.execute(update(CheckpointRow).where(
+                    in_shard, CheckpointRow.version <= versions[JOIN_STATE_VERSIONS],
+                    CheckpointRow.join_state.is_not(None))
+                    .values(join_state=None))
+        return deleted
+
+    def prune(self, model: str | None = None, *, keep: int | None = None) -> dict[str, int]:
+        """Apply the retention policy now to ``model`` (default: every model), keeping ``keep``
+        versions per shard (default: the store's). Returns ``{model: rows deleted}``."""
+        keep = self.keep if keep is None else keep
+        if keep < 0:
+            raise ValueError("keep must be >= 0 (0 keeps every version)")
+        with Session(self.engine) as session, session.begin():
+            names = [model] if model is not None else session.scalars(
+                select(CheckpointRow.model).distinct().order_by(CheckpointRow.model)).all()
+            return {name: self._prune(session, name, keep) for name in names}
+
+    def compact(self) -> bool:
+        """Give the space of deleted rows back to the file system (SQLite ``VACUUM``; PostgreSQL's
+        autovacuum does this on its own). Returns whether anything was run."""
+        if sqlite_path(self.url) is None:
+            return False
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("VACUUM")
+        return True
 
     # -- reading --------------------------------------------------------------------------------
     def latest(self, model: str, shard: str = DEFAULT_SHARD) -> Checkpoint | None:
@@ -277,6 +302,23 @@ class CheckpointStore:
             if shards is not None:
                 query = query.where(CheckpointRow.shard.in_(list(shards)))
             return [_row_to_checkpoint(row) for row in session.scalars(query)]
+
+    def heads(self, model: str) -> list[ShardHead]:
+        """The newest version of every shard of ``model`` (empty when the model does not exist)."""
+        with Session(self.engine) as session:
+            newest = (select(CheckpointRow.shard, func.max(CheckpointRow.version).label("v"))
+                      .where(CheckpointRow.model == model).group_by(CheckpointRow.shard).subquery())
+            rows = session.execute(
+                select(CheckpointRow.shard, CheckpointRow.version, CheckpointRow.learner, CheckpointRow.config,
+                       CheckpointRow.source, CheckpointRow.created_at)
+                .join(newest, (CheckpointRow.shard == newest.c.shard) & (CheckpointRow.version == newest.c.v))
+                .where(CheckpointRow.model == model).order_by(CheckpointRow.shard)).all()
+            return [ShardHead(shard=r[0], version=r[1], learner=r[2], config=r[3], source=r[4] or {},
+                              created_at=_aware(r[5])) for r in rows]
+
+    def model_names(self) -> list[str]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(CheckpointRow.model).distinct().order_by(CheckpointRow.model)))
 
     def shard_versions(self, model: str, shard: str) -> list[int]:
         """Stored versions of one shard, newest first (to fall back past an unreadable one)."""

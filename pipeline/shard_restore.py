@@ -55,6 +55,8 @@ def restore_shard(store: CheckpointStore, config: ModelConfig, model: str, shard
             if cp.source.get("kind") != "kafka":
                 raise IncompatibleCheckpoint(f"model {model!r} shard {shard} was not written by consume; "
                                              "use another --model name")
+            if cp.join_state is None:
+                raise CorruptState("its join state was not kept (only the newest versions keep it)")
             run = LearningRun.from_checkpoint(cp, dead_letter=dead_letter, expect=config)
             offsets = {str(k): int(v) for k, v in _mapping(cp.source.get("offsets")).items()}
             max_ts = {str(k): float(v) for k, v in _mapping(cp.source.get("max_ts")).items()}

@@ -133,6 +133,7 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
                 if (step + 1) % 1024 == 0:
                     bar.update(1024)
                     bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)
+            bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)  # the final regret, as in the summary
             bar.update(bar.total - bar.n)
             while pending:  # feedback due after the last request still arrives
                 emit(heapq.heappop(pending)[3])

@@ -72,6 +72,8 @@ def _imports(module: str, path: Path) -> set[str]:
                 target = ".".join([*base, node.module] if node.module else base)
             else:
                 target = node.module or ""
+            if target == "banditloop" and [alias.name for alias in node.names] == ["__version__"]:
+                continue  # the distribution's version, not the facade's API
             if target.startswith("banditloop"):
                 out.add(target)
     return out

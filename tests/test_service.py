@@ -214,7 +214,7 @@ def test_healthz_and_metrics(server):
 
 
 def test_no_model_yet_is_503_not_500(start_server, tmp_path):
-    srv = start_server(f"sqlite:///{tmp_path / 'empty.db'}", "absent")
+    srv = start_server(f"sqlite:///{tmp_path / 'empty.db'}", "absent", "--wait-for-model")
     health = srv.client.get("/healthz")
     assert health.status_code == 503 and health.json()["status"] == "no model"
     r = srv.score(context=CONTEXT, candidates=ARMS)
