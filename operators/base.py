@@ -384,6 +384,55 @@ class Learner(ABC):
             else:
                 self._arrays[name][rows] += theirs[name]
 
+    # -- off-policy evaluation: the probability of every candidate --------------------------------
+    #: Monte Carlo draws for the candidate probabilities of a sampled policy whose ``propensity_draws`` is 0
+    DEFAULT_PROBABILITY_DRAWS: ClassVar[int] = 256
+
+    def action_probabilities(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None,
+                             draws: int | None = None) -> np.ndarray:
+        """Probability that :meth:`choose` picks each of ``candidates`` for this input, in candidate order.
+
+        Retired candidates get 0 (``choose`` never plays them). Exact for argmax policies (ties within
+        ``TIE_TOLERANCE`` split uniformly, as ``_pick`` does), ε-greedy and softmax. For sampled
+        policies (:class:`SampledPolicy`: Thompson sampling) a Monte Carlo estimate over ``draws``
+        joint posterior draws plus the scoring draw (default: the learner's ``propensity_draws``, or
+        ``DEFAULT_PROBABILITY_DRAWS`` = 256 when that is 0): the standard error of each entry is at most
+        ``0.5/sqrt(draws + 1)``. Does not learn; randomised policies advance the learner's generator.
+
+        >>> from banditloop.operators.epsilon_greedy import EpsilonGreedy
+        >>> lrn = EpsilonGreedy(epsilon=0.2)
+        >>> lrn.learn_one("a", None, 1.0)
+        >>> lrn.action_probabilities(None, ["a", "b"]).round(3).tolist()
+        [0.9, 0.1]
+        """
+        cands = list(candidates)
+        if not cands:
+            raise ValueError("no candidates given")
+        keep = np.array([c not in self.retired for c in cands], dtype=bool)
+        if not keep.any():
+            raise ValueError("no eligible candidates (all retired, or none given)")
+        eligible = cands if keep.all() else [c for c, k in zip(cands, keep, strict=True) if k]
+        scores = self.score(x, eligible, shared)
+        if isinstance(self, SampledPolicy):
+            n = int(draws) if draws is not None else (self.propensity_draws or self.DEFAULT_PROBABILITY_DRAWS)
+            if n < 1:
+                raise ValueError("draws must be >= 1")
+            sample = self._draws(x, eligible, n)
+            wins = np.bincount(np.argmax(sample, axis=1), minlength=len(eligible)).astype(float)
+            wins[int(np.argmax(scores))] += 1.0
+            probs = wins / (n + 1)
+        elif type(self)._pick is Learner._pick:  # argmax with tolerance ties, exactly as _pick
+            top = scores.max()
+            ties = scores >= top - TIE_TOLERANCE * max(1.0, abs(float(top)))
+            probs = ties / ties.sum()
+        else:
+            probs = np.asarray(self.propensities(x, eligible, scores, shared), dtype=float)
+        if keep.all():
+            return probs
+        out = np.zeros(len(cands))
+        out[keep] = probs
+        return out
+
 
 class SampledPolicy:
     """Mixin for Thompson-sampling policies: play the argmax of one posterior draw (``score``), and
