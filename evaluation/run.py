@@ -128,7 +128,7 @@ class _Collector:
         x = self.target.vectorizer.x(ev.context)
         probs = self.target.probabilities(ev.context, ev.candidates, ev.arm_features, x=x)
         col = ev.candidates.index(ev.arm)
-        if probs[col] == 0.0 and probs.sum() > 0:
+        if ev.arm in self.target.learner.retired:
             self.counts["logged_arm_ineligible"] += 1
         self.rows[imp.impression_id] = len(self.reward)
         self.X.append(x)
