@@ -18,6 +18,8 @@ LEARNERS: dict[str, str] = {
     "diag-linucb": "banditloop.operators.diag_linucb:DiagLinUCB",
     "lints": "banditloop.operators.lin_ts:LinearTS",
     "ctr-lr": "banditloop.operators.ctr_lr:CTRLogisticRegression",
+    "vw-cb": "banditloop.operators.vw_cb:VWContextualBandit",
+    "vw-ctr": "banditloop.operators.vw_ctr:VWLogisticCTR",
 }
 
 
