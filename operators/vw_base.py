@@ -9,7 +9,9 @@ import go through a private temporary file. VW zeroes its progress statistics (l
 counts used for its console output) when it loads a model, so the exported bytes are those of the
 model *as loaded*: saved, loaded and saved again, a canonical form in which two learners with the
 same weights and reduction states export identical bytes, and a restored learner continues exactly
-like the original (tested). Per-arm ``n`` (impressions) and ``clicks`` (reward sum) are kept beside it.
+like the original (tested). VW reads a truncated or altered model file without complaint, so the
+bytes' length and CRC-32 are stored beside them (``vw_model_check``) and a mismatch is refused.
+Per-arm ``n`` (impressions) and ``clicks`` (reward sum) are kept beside it.
 
 **Merge is refused**: VW's weights are not sufficient statistics, and averaging them is not
 what either shard learned (VW's own ``merge_models`` averages weights of models trained on the same
@@ -28,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -35,6 +38,8 @@ import numpy as np
 from banditloop.operators.base import Learner
 
 MODEL_ARRAY = "vw_model"
+#: ``[length, CRC-32]`` of the model bytes: VW loads a truncated model file without complaint
+CHECK_ARRAY = "vw_model_check"
 _UNSAFE = re.compile(r"[%\s:|]")
 
 
@@ -55,7 +60,7 @@ class VWModel(Learner):
 
     exact_merge = False
     additive_arrays = ("n", "clicks")
-    derived_arrays = (MODEL_ARRAY,)
+    derived_arrays = (MODEL_ARRAY, CHECK_ARRAY)
 
     def __init__(self, dim: int, seed: int = 0) -> None:
         super().__init__(dim, seed)
@@ -114,17 +119,25 @@ class VWModel(Learner):
         return {"n": ((), 0.0), "clicks": ((), 0.0)}
 
     def _global_arrays(self):
-        return {MODEL_ARRAY: ((0,), 0.0)}
+        return {MODEL_ARRAY: ((0,), 0.0), CHECK_ARRAY: ((2,), 0.0)}
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         out = super()._state_arrays()
-        out[MODEL_ARRAY] = np.frombuffer(self.model_bytes(), dtype=np.uint8).astype(float)
+        data = self.model_bytes()
+        out[MODEL_ARRAY] = np.frombuffer(data, dtype=np.uint8).astype(float)
+        out[CHECK_ARRAY] = np.array([len(data), zlib.crc32(data)], dtype=float)
         return out
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        if MODEL_ARRAY not in arrays:
-            raise ValueError(f"{self.kind}: state lacks arrays {[MODEL_ARRAY]}")
-        rest = {k: v for k, v in arrays.items() if k != MODEL_ARRAY}
+        missing = [name for name in (MODEL_ARRAY, CHECK_ARRAY) if name not in arrays]
+        if missing:
+            raise ValueError(f"{self.kind}: state lacks arrays {missing}")
+        rest = {k: v for k, v in arrays.items() if k not in (MODEL_ARRAY, CHECK_ARRAY)}
+        check = np.asarray(arrays[CHECK_ARRAY], dtype=float)
+        if check.shape != (2,):
+            raise ValueError(f"{self.kind}: state array {CHECK_ARRAY!r} has shape {check.shape}, expected (2,)")
+        if not np.all(np.isfinite(check)):
+            raise ValueError(f"{self.kind}: state array {CHECK_ARRAY!r} holds NaN or inf")
         try:
             raw = np.asarray(arrays[MODEL_ARRAY], dtype=float)
         except (TypeError, ValueError) as exc:
@@ -135,9 +148,14 @@ class VWModel(Learner):
             raise ValueError(f"{self.kind}: state array {MODEL_ARRAY!r} holds NaN or inf")
         if np.any((raw < 0) | (raw > 255) | (raw != np.round(raw))):
             raise ValueError(f"{self.kind}: state array {MODEL_ARRAY!r} is not a byte string")
+        data = raw.astype(np.uint8).tobytes()
+        if check.tolist() != [float(len(data)), float(zlib.crc32(data))]:
+            raise ValueError(f"{self.kind}: the VW model bytes do not match their stored length and CRC-32 "
+                             "(truncated or altered)")
         super()._load_arrays(rest)  # validates the per-arm arrays before the model is replaced
-        self._load_model(raw.astype(np.uint8).tobytes())
+        self._load_model(data)
         self._globals[MODEL_ARRAY] = raw.copy()
+        self._globals[CHECK_ARRAY] = check.copy()
 
     def merge(self, other: Learner) -> Learner:
         if other.kind != self.kind or other.dim != self.dim:
