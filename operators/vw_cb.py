@@ -12,13 +12,19 @@ policies, ``epsilon`` as its minimum exploration) and ``"regcb"`` (RegCB, Foster
 cost estimator (``cb_type``) is ``"mtr"``, ``"ips"`` or ``"dr"``; VW accepts only ``mtr`` with
 ``squarecb`` and ``regcb`` (anything else is refused at construction with VW's message).
 
-**Labels.** VW learns costs (``cost = −reward``). The learner interface gives rewards as increments
-(delayed feedback): ``learn_impression`` learns the example with cost 0 at once, and a reward ``r``
-that arrives later is learned as a second example of the same context and arm with cost ``−r`` (the
-fake-negative scheme :mod:`banditloop.operators.ctr_lr` uses; the regression then ranks arms by a
-monotone function of their expected reward). The label's probability is 1: the interface carries no
-logging propensity, so VW regresses the observed cost of the shown arm, as our other learners do, and
-exploration comes from VW's pmf. State, merge (refused) and features: :mod:`banditloop.operators.vw_base`.
+**Labels.** VW learns costs (``cost = −reward``) of one chosen action in a multi-line example of
+all actions. The learner interface gives it the shown arm only, so the example lists every active
+arm (the candidates of a closed loop with a fixed arm set) and the label's probability is VW's own
+current probability of the arm, floored at ``PROBABILITY_FLOOR`` (RegCB can give an arm 0): with
+immediate feedback (``choose`` then ``learn_one``) that is exactly the probability the arm was
+played with, VW's standard loop. Rewards arrive as increments (delayed feedback): ``learn_impression``
+learns the example with cost 0 at once, and a reward ``r`` that arrives later is learned as a second
+example of the same context and arm with cost ``−r`` (the fake-negative scheme of
+:mod:`banditloop.operators.ctr_lr`; the regression then ranks arms by a monotone function of their
+expected reward), its probability taken when the reward arrives. Learning from someone else's log
+(``replay``) therefore weights by this learner's probabilities, not the logging policy's: the
+interface carries no logged propensity. Each update scores every active arm, so its cost grows
+with the arm count: retire arms that are gone. State, merge (refused) and features: :mod:`banditloop.operators.vw_base`.
 
 >>> import numpy as np
 >>> lrn = VWContextualBandit(dim=2, exploration="epsilon", epsilon=0.2, seed=1)
@@ -38,6 +44,8 @@ from banditloop.operators.base import Shared, sample_index
 from banditloop.operators.vw_base import VWModel, context_features
 
 EXPLORATIONS = ("squarecb", "epsilon", "cover", "regcb")
+#: lowest probability written into a label (VW weights a label by 1/probability)
+PROBABILITY_FLOOR = 0.01
 CB_TYPES = ("mtr", "ips", "dr")
 
 
@@ -101,7 +109,16 @@ class VWContextualBandit(VWModel):
 
     # -- learning -------------------------------------------------------------------------------
     def _learn(self, arm: str, x: np.ndarray, cost: float) -> None:
-        self.vw.learn([f"shared |s {context_features(x)}", f"0:{cost!r}:1.0 {self._arm_feature(arm)}"])
+        self.add_arm(arm)
+        actions = self.active_arms()
+        if arm not in actions:  # feedback for a retired arm still teaches its weights
+            actions.append(arm)
+        lines = self._lines(x, actions)
+        pmf = np.asarray(self.vw.predict(lines), dtype=float)
+        j = actions.index(arm)
+        p = max(float(pmf[j] / pmf.sum()), PROBABILITY_FLOOR)
+        lines[1 + j] = f"0:{cost!r}:{p!r} {lines[1 + j]}"
+        self.vw.learn(lines)
 
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
         self._learn(arm, x, 0.0)
