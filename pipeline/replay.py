@@ -61,6 +61,9 @@ def replay_log(path: str | Path, config: ModelConfig, model: str, store: Checkpo
     dead.close()
     elapsed = time.perf_counter() - started
     counters = run.counters()
+    weighting = {}
+    if config.ips_clip is not None:  # off-policy learning: how many impressions had no propensity
+        weighting = {"ips_clip": config.ips_clip, "unweighted": run.join.sink.unweighted}
     return {
         "command": "replay",
         "log": str(path),
@@ -79,6 +82,7 @@ def replay_log(path: str | Path, config: ModelConfig, model: str, store: Checkpo
         "first_errors": [f"line {n}: {reason}" for n, reason in loaded.errors],
         "seconds": round(elapsed, 3),
         "events_per_second": round(len(events) / elapsed, 1) if elapsed > 0 else None,
+        **weighting,
     }
 
 

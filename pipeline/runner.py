@@ -32,7 +32,7 @@ class LearningRun:
         self.learner = learner if learner is not None else config.new_learner()
         self.vectorizer = Vectorizer(config)
         self.join = EventJoin(
-            sink=LearnerSink(self.learner, self.vectorizer), reward=config.reward, config=config.join,
+            sink=LearnerSink(self.learner, self.vectorizer, config.ips_clip), reward=config.reward, config=config.join,
             clip_reward=self.learner.binary_reward and not config.reward.binary, dead_letter=dead_letter)
         self.invalid = 0
         self.version: int | None = None

@@ -31,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dead-letters", default=None, metavar="PATH",
                    help="append invalid and unmatched events with their reason to this JSON-lines file")
     p.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--ips-weight", action="store_true",
+                   help="off-policy learning: weight each update by the clipped inverse propensity "
+                        "min(1/(K·propensity), --ips-clip) (linucb, lints, diag-linucb, hybrid-linucb)")
+    p.add_argument("--ips-clip", type=float, default=10.0, metavar="W", help="weight cap of --ips-weight (default 10)")
     add_db_option(p)
     add_output_options(p)
     p.set_defaults(func=run)
@@ -44,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from banditloop.pipeline.runner import IncompatibleCheckpoint
 
     config = model_config(args, feature_spec(args))
+    if args.ips_weight:
+        import dataclasses
+
+        try:
+            config = dataclasses.replace(config, ips_clip=args.ips_clip)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
     store = CheckpointStore(db_url(args))
     try:
         summary = replay_log(args.log, config, args.model or args.learner, store,
