@@ -125,3 +125,61 @@ def test_evaluate_on_a_simulated_log_and_user_errors(tmp_path, capsys):
                  ["evaluate", str(log), "--model", "absent", "--db", f"sqlite:///{tmp_path / 'e.db'}"]):
         assert main(argv) == 2
     assert "--learner NAME or --model NAME" in capsys.readouterr().err
+
+
+class _Captured:
+    """Stands in for the Kafka publisher: keeps what the scorer would publish."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def publish(self, event, ack: bool = False):
+        self.events.append(event)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def queue_size(self) -> int:
+        return 0
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx`")
+def test_evaluate_a_log_the_scorer_wrote(tmp_path, capsys):
+    """Impressions as ``serve`` publishes them (slates of 2, propensities from the model): position 0 is
+    used and positions 1 are counted; the served model evaluated on its own log has weights 1, so its
+    IPS estimate is the logged mean exactly."""
+    from starlette.testclient import TestClient
+
+    from banditloop.core.events import encode_event
+    from banditloop.serving.http.app import ScoringService, create_app
+    from banditloop.serving.scorer import Scorer
+
+    train = write(tmp_path / "train.jsonl", [imp(i, "a" if i % 3 else "b") for i in range(30)]
+                  + [click(i) for i in range(0, 30, 3)])
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    assert main(["replay", train, "--learner", "egreedy", "--param", "epsilon=0.3", "--model", "served",
+                 "--db", db, "--quiet", "--json"]) == 0
+    capsys.readouterr()
+    captured = _Captured()
+    service = ScoringService(Scorer(db, "served"), publisher=captured, reload_interval=None)
+    rng = np.random.default_rng(0)
+    with TestClient(create_app(service)) as client:
+        for _ in range(200):
+            body = {"context": {"x": float(rng.normal())}, "candidates": ["a", "b", "c"], "k": 2}
+            assert client.post("/score", json=body).status_code == 200
+    assert len(captured.events) == 400
+    lines = [encode_event(e) for e in captured.events]
+    clicked = [e for e in captured.events if e.position == 0 and rng.random() < 0.3]
+    lines += [json.dumps({"type": "click", "event_id": f"c-{e.impression_id}", "ts": e.ts + 1.0,
+                          "impression_id": e.impression_id}).encode() for e in clicked]
+    log = tmp_path / "served.jsonl"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["evaluate", str(log), "--model", "served", "--db", db, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["used"] == 200 and out["excluded"]["slate_position"] == 200
+    assert out["logging"]["value"] == pytest.approx(len(clicked) / 200)
+    assert out["ips"]["value"] == pytest.approx(out["logging"]["value"], rel=1e-12)
+    assert out["ips"]["ess"] == pytest.approx(200.0)
