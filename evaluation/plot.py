@@ -14,7 +14,8 @@ def plot_estimates(summaries: Sequence[dict[str, Any]], path: str | Path,
                    estimators: Sequence[str] = ("replay", "ips", "snips", "dr", "switch_dr")) -> Path:
     """One group of error bars per policy (one bar per estimator), the logging policy as the first group.
 
-    ``summaries`` are :func:`banditloop.evaluation.run.evaluate_log` results on the same log.
+    ``summaries`` are :func:`banditloop.evaluation.run.evaluate_log` results on the same log. Replay is
+    left out (and the omission noted under the plot) when the log is not uniformly random: it is biased.
     """
     import matplotlib
 
@@ -36,8 +37,12 @@ def plot_estimates(summaries: Sequence[dict[str, Any]], path: str | Path,
     ax.axhline(logging["value"], color="black", lw=0.6, ls=":")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     width = 0.7 / max(len(estimators), 1)
+    skipped_replay = False
     for g, summary in enumerate(summaries, start=1):
         for j, name in enumerate(estimators):
+            if name == "replay" and not summary.get("uniform_logging", False):
+                skipped_replay = True
+                continue
             est = summary.get(name) or {}
             value, lo, hi = est.get("value"), est.get("ci_low"), est.get("ci_high")
             if value is None or lo is None or hi is None:
@@ -50,6 +55,8 @@ def plot_estimates(summaries: Sequence[dict[str, Any]], path: str | Path,
     ax.set_ylabel(f"estimated value (mean {summaries[0].get('reward', 'reward')} per impression)")
     ax.set_title(f"off-policy estimates, 95% intervals: {Path(summaries[0]['log']).name}")
     ax.legend(fontsize=8, loc="best")
+    if skipped_replay:
+        fig.text(0.01, 0.01, "replay omitted: the log is not uniformly random", fontsize=7, color="gray")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
