@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="estimate what a policy would have earned on a logged stream (off-policy evaluation)",
         description="Joins the log as replay does and estimates the target policy's value (mean reward per "
                     "impression) with replay, IPS, SNIPS, cross-fitted DR, clipped IPS and switch-DR, each "
-                    "with a 95%% normal confidence interval and effective sample size, beside the logging "
+                    "with a 95% normal confidence interval and effective sample size, beside the logging "
                     "policy's own value. The target is a learner (--learner, fresh, with --param) or a "
                     "checkpointed model (--model, merged over its shards as the scorer serves it); "
                     "--progressive lets it learn as it goes through the log. Impressions without a "
