@@ -145,3 +145,22 @@ def test_replay_checkpoint_scorer_and_evaluate(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["learner"] == "vw-cb" and out["used"] == 2000 and out["uniform_logging"] is True
     assert out["replay"]["n"] > 0 and out["dr"]["ci_low"] < out["dr"]["value"] < out["dr"]["ci_high"]
+
+
+def test_a_scorer_refuses_several_vw_shards(tmp_path):
+    from banditloop.pipeline.checkpoints import Checkpoint, CheckpointStore
+    from banditloop.pipeline.model import ModelConfig
+    from banditloop.serving.scorer import merge_checkpoints
+
+    config = ModelConfig(learner="vw-cb")
+    store = CheckpointStore(f"sqlite:///{tmp_path / 'shards.db'}")
+    for shard in ("p0", "p1"):
+        lrn = config.new_learner()
+        lrn.learn_one("a", np.ones(config.features.dim), 1.0)
+        store.save(Checkpoint(model="vw", shard=shard, config=config.to_dict(), state=lrn.export_state(),
+                              counters={}, source={}))
+    with pytest.raises(ValueError, match="cannot be merged"):
+        merge_checkpoints(store.latest_per_shard("vw"))
+    _, learner = merge_checkpoints(store.latest_per_shard("vw", ["p0"]))  # one shard serves
+    assert learner.kind == "vw-cb" and learner.counters["impressions"] == 1
+    store.close()
