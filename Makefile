@@ -34,7 +34,7 @@ test: install-test
 typecheck: install-test
 	@rm -rf build/typecheck && mkdir -p build/typecheck/banditloop
 	@for f in banditloop/*.py banditloop/commands banditloop/demo; do ln -s "$$PWD/$$f" build/typecheck/banditloop/; done
-	@for d in core operators simulators pipeline serving; do ln -s "$$PWD/$$d" build/typecheck/banditloop/$$d; done
+	@for d in core operators simulators pipeline serving evaluation; do ln -s "$$PWD/$$d" build/typecheck/banditloop/$$d; done
 	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p banditloop
 
 bench: install-test

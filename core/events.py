@@ -66,7 +66,7 @@ class InvalidEvent(ValueError):
     ...     decode_event(b'{"type": "click", "event_id": "c1", "ts": 1e400, "impression_id": "i1"}')
     ... except InvalidEvent as exc:
     ...     print(exc.reason)
-    schema: Number out of range - at `$.ts`
+    ts: not an epoch time in seconds between 0 and 32503680000 (year 3000)
     """
 
     def __init__(self, reason: str):
@@ -178,9 +178,23 @@ def _validate(event: Event) -> Event:
     return event
 
 
+_RANGE_REASONS = {
+    "$.ts": f"ts: not an epoch time in seconds between 0 and {MAX_TS:.0f} (year 3000)",
+    "$.propensity": "propensity: must be in (0, 1]",
+    "$.position": "position: must be >= 0",
+    "$.value": f"value: not a finite number within ±{MAX_ABS_VALUE:g}",
+}
+
+
 def _explain(raw: bytes | str, message: str) -> str:
     """The reason for a refused event. msgspec does not name the dict key at fault (``$.context[...]``):
     for features, find it (on the error path only, so valid events pay nothing for it)."""
+    out_of_range = "Expected `float` >" in message or "Expected `float` <" in message or "out of range" in message \
+        or "Expected `int` >" in message
+    if out_of_range:
+        for path, reason in _RANGE_REASONS.items():
+            if message.endswith(f"`{path}`"):
+                return reason
     if "$.context" in message or "$.arm_features" in message:
         try:
             obj = msgspec.json.decode(raw)

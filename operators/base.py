@@ -23,8 +23,6 @@ Arms are strings. Unknown arms are added on first sight (new items appear at any
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -34,6 +32,8 @@ import numpy as np
 
 from banditloop.core.state_codec import LearnerState
 from banditloop.operators.decision import Decision
+from banditloop.operators.params import init_parameters
+from banditloop.operators.policies import SampledPolicy
 
 Shared = Mapping[str, np.ndarray] | None
 
@@ -51,20 +51,6 @@ def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
             "has_uint32": state.get("has_uint32", 0), "uinteger": state.get("uinteger", 0)}
 
 
-@functools.cache
-def init_parameters(cls: type) -> tuple[str, ...]:
-    """Names of the named ``__init__`` arguments of ``cls`` and its bases, base classes first."""
-    names: list[str] = []
-    for klass in reversed(cls.__mro__):
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names:
-                names.append(p.name)
-    return tuple(names)
-
-
 class Learner(ABC):
     """Base class: arm table, growable per-arm arrays, counters, state export and merge."""
 
@@ -75,6 +61,9 @@ class Learner(ABC):
     exact_merge: ClassVar[bool] = True
     #: scoring needs a second, shared (context × arm) feature vector per candidate
     shared_features: ClassVar[bool] = False
+    #: the state is sums of products of two of (x, shared z, reward): scaling them by √w weights an update
+    #: by w exactly, so off-policy learning can weight updates by inverse propensities (``--ips-weight``)
+    weighted_updates: ClassVar[bool] = False
     #: names of per-arm or global arrays that are plain sums (merged by addition); others need
     #: ``_merge_arrays``
     additive_arrays: ClassVar[tuple[str, ...]] = ()
@@ -366,3 +355,45 @@ class Learner(ABC):
                 self._globals[name] += theirs[name]
             else:
                 self._arrays[name][rows] += theirs[name]
+
+    # -- off-policy evaluation: the probability of every candidate --------------------------------
+    DEFAULT_PROBABILITY_DRAWS: ClassVar[int] = 256
+
+    def action_probabilities(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None,
+                             draws: int | None = None) -> np.ndarray:
+        """Probability that :meth:`choose` picks each of ``candidates`` for this input, in candidate order.
+
+        Retired candidates get 0. Exact for argmax (ties split as ``_pick`` splits them), ε-greedy and
+        softmax; for Thompson sampling a Monte Carlo estimate over ``draws`` joint draws plus the scoring
+        draw (default ``propensity_draws``, or 256 when that is 0; standard error ≤ ``0.5/sqrt(draws+1)``).
+
+        >>> from banditloop.operators.epsilon_greedy import EpsilonGreedy
+        >>> lrn = EpsilonGreedy(epsilon=0.2)
+        >>> lrn.learn_one("a", None, 1.0)
+        >>> lrn.action_probabilities(None, ["a", "b"]).round(3).tolist()
+        [0.9, 0.1]
+        """
+        cands = list(candidates)
+        if not cands:
+            raise ValueError("no candidates given")
+        keep = np.array([c not in self.retired for c in cands], dtype=bool)
+        if not keep.any():
+            raise ValueError("no eligible candidates (all retired, or none given)")
+        eligible = cands if keep.all() else [c for c, k in zip(cands, keep, strict=True) if k]
+        scores = self.score(x, eligible, shared)
+        if isinstance(self, SampledPolicy):
+            n = int(draws) if draws is not None else (self.propensity_draws or self.DEFAULT_PROBABILITY_DRAWS)
+            if n < 1:
+                raise ValueError("draws must be >= 1")
+            probs = self.sampled_probabilities(x, eligible, scores, n)
+        elif type(self)._pick is Learner._pick:  # argmax with tolerance ties, exactly as _pick
+            top = scores.max()
+            ties = scores >= top - TIE_TOLERANCE * max(1.0, abs(float(top)))
+            probs = ties / ties.sum()
+        else:
+            probs = np.asarray(self.propensities(x, eligible, scores, shared), dtype=float)
+        if keep.all():
+            return probs
+        out = np.zeros(len(cands))
+        out[keep] = probs
+        return out

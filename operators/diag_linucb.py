@@ -16,6 +16,7 @@ from banditloop.operators.base import Learner, Shared
 
 class DiagLinUCB(Learner):
     kind = "diag-linucb"
+    weighted_updates = True
     additive_arrays = ("d", "b", "n")
 
     def __init__(self, dim: int, alpha: float = 1.0, ridge: float = 1.0, seed: int = 0) -> None:

@@ -45,6 +45,7 @@ from banditloop.operators.base import Learner, Shared
 
 class HybridLinUCB(Learner):
     kind = "hybrid-linucb"
+    weighted_updates = True
     shared_features = True
     additive_arrays = ("xtx", "xtz", "xty", "n", "ztz", "zty")
     derived_arrays = ("ainv", "ainv_b", "ainv_y", "bab", "bay", "since_refresh")

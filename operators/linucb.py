@@ -38,6 +38,7 @@ def _rank_one_update(matrix: np.ndarray, scale: float, v: np.ndarray) -> None:
 class RidgeArms(Learner):
     """One ridge regression per arm (``A_a = λI + Σxxᵀ``, ``b_a = Σrx``) with cached ``A_a⁻¹`` and
     ``θ_a``; subclasses define the score. The exported state is the raw sums, so merging is exact."""
+    weighted_updates = True
 
     additive_arrays = ("xtx", "xty", "n")
     derived_arrays = ("ainv", "theta", "since_refresh")

@@ -28,7 +28,14 @@ class SampledPolicy:
         return pick, float(probs[pick]), probs
 
     def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
-        draws = self._draws(x, candidates, max(self.propensity_draws, 0))
+        return self.sampled_probabilities(x, candidates, scores, max(self.propensity_draws, 0))
+
+    def sampled_probabilities(self, x: np.ndarray, candidates: Sequence[str], scores: np.ndarray,
+                              n: int) -> np.ndarray:
+        """Each candidate's share of wins over ``n`` joint draws plus the draw that gave ``scores``."""
+        if n < 0:
+            raise ValueError("draws must be >= 0")
+        draws = self._draws(x, candidates, n)
         wins = np.bincount(np.argmax(draws, axis=1), minlength=len(candidates)).astype(float)
         wins[int(np.argmax(scores))] += 1.0
         return wins / (draws.shape[0] + 1)

@@ -87,6 +87,10 @@ class OpenImpression(msgspec.Struct, array_like=True, gc=False):
     applied: float = 0.0
     #: event ids of the feedback joined so far (a tuple: the shared empty one for most impressions)
     seen: tuple[str, ...] = ()
+    #: the logging policy's propensity and the number of candidates (off-policy weighting, see
+    #: ``banditloop.pipeline.model.LearnerSink``); defaults keep older join states readable
+    propensity: float | None = None
+    candidates: int = 0
 
 
 class JoinSink(Protocol):
@@ -212,7 +216,8 @@ class EventJoin:
         if ev.arm_features is not None:
             features = ev.arm_features.get(ev.arm)
         imp = OpenImpression(impression_id=ev.impression_id, event_id=ev.event_id, ts=ev.ts, arm=ev.arm,
-                             context=ev.context, arm_features=features)
+                             context=ev.context, arm_features=features, propensity=ev.propensity,
+                             candidates=len(ev.candidates) if ev.candidates else 0)
         self.open[ev.impression_id] = imp
         heapq.heappush(self._evict_heap, (ev.ts + self.config.retention, ev.impression_id))
         self.counters["impressions"] += 1

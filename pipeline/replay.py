@@ -72,6 +72,9 @@ def replay_log(path: str | Path, config: ModelConfig, model: str, store: Checkpo
     elapsed = time.perf_counter() - started
     counters = run.counters()
     learned = len(events) - start
+    weighting: dict[str, Any] = {}
+    if config.ips_clip is not None:  # off-policy learning: how many impressions had no propensity
+        weighting = {"ips_clip": config.ips_clip, "unweighted": run.sink.unweighted}
     return {
         "command": "replay",
         "log": str(path),
@@ -92,6 +95,7 @@ def replay_log(path: str | Path, config: ModelConfig, model: str, store: Checkpo
         "load_seconds": round(load_seconds, 3),
         "learn_seconds": round(learn_seconds, 3),
         "events_per_second": round(learned / learn_seconds, 1) if learn_seconds > 0 and learned else None,
+        **weighting,
     }
 
 

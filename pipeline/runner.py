@@ -44,8 +44,10 @@ class LearningRun:
         self.shard = check_name("shard", shard)
         self.learner = learner if learner is not None else config.new_learner()
         self.vectorizer = Vectorizer(config)
+        self.sink = LearnerSink(self.learner, self.vectorizer, config.ips_clip)
         self.join = EventJoin(
-            sink=LearnerSink(self.learner, self.vectorizer), reward=config.reward, config=config.join,
+            sink=self.sink, reward=config.reward,
+            config=config.join,
             clip_reward=self.learner.binary_reward and not config.reward.binary, dead_letter=dead_letter,
             dead_letter_source="join" if shard == DEFAULT_SHARD else f"join/{shard}")
         self.invalid = 0

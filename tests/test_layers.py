@@ -26,6 +26,7 @@ ROOMS: dict[str, tuple[str, int]] = {
     "serving": ("banditloop.serving", 4),
     "banditloop/commands": ("banditloop.commands", 6),
     "banditloop/demo": ("banditloop.demo", 5),
+    "evaluation": ("banditloop.evaluation", 5),
 }
 TOP_MODULES = {"banditloop.cli": 7}
 MAX_LINES = 400

@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="append invalid and unmatched events with their reason to this JSON-lines file")
     p.add_argument("--checkpoint-interval", type=positive_float, default=30.0, metavar="SECONDS",
                    help="checkpoint this often while learning (and at the end)")
+    p.add_argument("--ips-weight", action="store_true",
+                   help="off-policy learning: weight each update by the clipped inverse propensity "
+                        "min(1/(K·propensity), --ips-clip) (learners with weighted updates: see `learners`)")
+    p.add_argument("--ips-clip", type=positive_float, default=10.0, metavar="W", help="weight cap of --ips-weight")
     add_db_option(p)
     add_retention_option(p)
     add_output_options(p)
@@ -63,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
     if not log.exists():
         raise CommandError(f"no such log: {args.log}")
     config = model_config(args, feature_spec(args))
+    if args.ips_weight:
+        import dataclasses
+
+        try:
+            config = dataclasses.replace(config, ips_clip=args.ips_clip)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
     model = args.model or args.learner
     store = CheckpointStore(db_url(args), keep=args.keep)
     try:
