@@ -66,7 +66,13 @@ PEER_VARIANTS = {"vw-squarecb": "vowpalwabbit cb_explore_adf --squarecb"}
 #: world: rewards are clicks of a few percent, so a confidence width scaled for rewards of order 1
 #: over-explores); labelled as such and kept out of the defaults-only verdict
 VARIANTS: dict[str, tuple[str, dict]] = {
+    "linucb alpha=0.05": ("linucb", {"alpha": 0.05}),
     "linucb alpha=0.1": ("linucb", {"alpha": 0.1}),
+    "linucb alpha=0.5": ("linucb", {"alpha": 0.5}),
+    "linucb alpha=1": ("linucb", {"alpha": 1.0}),
+    "logistic-ts update_every=100": ("logistic-ts", {"update_every": 100, "propensity_draws": 0}),
+    "logistic-ts update_every=1000 exploration=0.3": ("logistic-ts", {"update_every": 1000, "exploration": 0.3,
+                                                                      "propensity_draws": 0}),
     "diag-linucb alpha=0.1": ("diag-linucb", {"alpha": 0.1}),
     "hybrid-linucb alpha=0.1": ("hybrid-linucb", {"alpha": 0.1}),
     "lints v=0.1": ("lints", {"v": 0.1}),

@@ -140,6 +140,9 @@ class _Collector:
         self.reward.append(0.0)
         self.matched.append(sample_index(probs, self.rng) == col)
 
+    def on_close(self, imp: OpenImpression) -> None:
+        """A closed window adds nothing: rewards were recorded as their increments arrived."""
+
     def on_reward(self, imp: OpenImpression, delta: float) -> None:
         row = self.rows.get(imp.impression_id)
         if row is not None:
@@ -172,6 +175,8 @@ def collect(events: list[Event], target: TargetPolicy, options: EvaluationOption
         learning = LearningRun(config, target.label, learner=target.learner)
     for position, event in enumerate(events):
         join.advance(event.ts)
+        if learning is not None:  # windows that close by now are learned before the target is asked
+            learning.join.advance(event.ts)
         if isinstance(event, Impression):
             collector.event = event
         join.process(event)

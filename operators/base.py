@@ -34,6 +34,7 @@ from banditloop.core.state_codec import LearnerState
 from banditloop.operators.decision import Decision
 from banditloop.operators.params import init_parameters
 from banditloop.operators.policies import SampledPolicy
+from banditloop.operators.state_io import checked_arrays, restore_rng, rng_state
 
 Shared = Mapping[str, np.ndarray] | None
 
@@ -43,12 +44,6 @@ TIE_TOLERANCE = 1e-12
 #: candidate-tuple caches: at most this many entries of at most this many arms (bounded memory)
 _CACHE_MAX_ENTRIES = 1024
 _CACHE_MAX_CANDIDATES = 512
-
-
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    state = rng.bit_generator.state
-    return {"bit_generator": state["bit_generator"], "state": dict(state["state"]),
-            "has_uint32": state.get("has_uint32", 0), "uinteger": state.get("uinteger", 0)}
 
 
 class Learner(ABC):
@@ -234,12 +229,29 @@ class Learner(ABC):
     def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
         """Add ``reward`` (an increment) to an impression already counted with ``learn_impression``."""
 
+    # -- pending feedback (see README "Delayed feedback") ---------------------------------------
+    #: ``True`` when the learner learns something when an impression's feedback window closes
+    #: (``learn_close``); the join's sink skips the call (and its featurizing) otherwise
+    learns_at_close: bool = False
+    #: ``learn_close`` ignores ``x`` and ``shared`` (context-free learners): the sink passes ``None``
+    #: instead of featurizing the impression's context again
+    close_without_context: ClassVar[bool] = False
+
+    def learn_close(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
+        """The feedback window of an impression of ``arm`` closed; ``reward`` is its final reward (the sum
+        of the increments given to ``learn_reward``). Learners that do not treat a pending impression
+        as a 0 (``learns_at_close``) learn the missing part here, e.g. Beta TS its failure. Default:
+        nothing, the impression was learned as a 0 when it was seen."""
+
     def learn_one(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
+        """Impression, reward and the closing of its window at once (the outcome is known)."""
         if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward!r}")
         self.learn_impression(arm, x, shared)
         if reward:
             self.learn_reward(arm, x, reward, shared)
+        if self.learns_at_close:
+            self.learn_close(arm, x, reward, shared)
 
     def learn_batch(self, arms: Sequence[str], X: np.ndarray, rewards: np.ndarray,
                     shared: np.ndarray | None = None) -> None:
@@ -262,28 +274,10 @@ class Learner(ABC):
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Validate every array (known name, shape, finite) before storing any, then rebuild caches."""
-        stored = (set(self._arrays) | set(self._globals)) - set(self.derived_arrays)
-        missing = stored - set(arrays)
-        if missing:
-            raise ValueError(f"{self.kind}: state lacks arrays {sorted(missing)}")
-        checked: dict[str, np.ndarray] = {}
-        for name, raw in arrays.items():
-            if name not in stored:
-                raise ValueError(f"{self.kind}: unknown state array {name!r}")
-            try:
-                arr = np.asarray(raw, dtype=float)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{self.kind}: state array {name!r} is not numeric: {exc}") from None
-            if name in self._globals:
-                expected = self._globals[name].shape
-            else:
-                expected = (len(self.arms), *self._arrays[name].shape[1:])
-            if arr.shape != expected:
-                raise ValueError(f"{self.kind}: state array {name!r} has shape {arr.shape}, expected {expected}")
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{self.kind}: state array {name!r} holds NaN or inf")
-            checked[name] = arr
-        for name, arr in checked.items():
+        shapes = {name: arr.shape for name, arr in self._globals.items() if name not in self.derived_arrays}
+        shapes.update({name: (len(self.arms), *arr.shape[1:]) for name, arr in self._arrays.items()
+                       if name not in self.derived_arrays})
+        for name, arr in checked_arrays(self.kind, arrays, shapes).items():
             if name in self._globals:
                 self._globals[name][...] = arr
             else:
@@ -296,7 +290,7 @@ class Learner(ABC):
     def export_state(self) -> LearnerState:
         return LearnerState(kind=self.kind, params=self.params(), arms=list(self.arms),
                             retired=sorted(self.retired), arrays=self._state_arrays(),
-                            counters=dict(self.counters), rng=_rng_state(self.rng))
+                            counters=dict(self.counters), rng=rng_state(self.rng))
 
     @classmethod
     def from_state(cls, state: LearnerState) -> Learner:
@@ -318,9 +312,7 @@ class Learner(ABC):
                 raise ValueError(f"{cls.kind}: counter {key!r} is not finite")
         learner.counters.update({key: float(value) for key, value in state.counters.items()})
         if state.rng:
-            learner.rng.bit_generator.state = {
-                "bit_generator": state.rng["bit_generator"], "state": state.rng["state"],
-                "has_uint32": state.rng.get("has_uint32", 0), "uinteger": state.rng.get("uinteger", 0)}
+            restore_rng(learner.rng, state.rng)
         return learner
 
     def merge(self, other: Learner) -> Learner:

@@ -1,10 +1,15 @@
 """UCB1 (Auer, Cesa-Bianchi & Fischer 2002, "Finite-time analysis of the multiarmed bandit problem").
 
 Score ``mean_a + c·sqrt(2 ln N / n_a)`` with ``N`` the impressions of all arms and ``n_a`` those of
-arm ``a``; ``c = 1`` is the paper's index for rewards in [0, 1], and scales the bonus for other reward
-ranges. Every arm is played once first: an arm never shown scores :data:`UNPLAYED_SCORE`, a large
-*finite* number (1e300) rather than ``inf`` so that scores stay valid JSON and arithmetic on them
-stays finite. The policy is a deterministic argmax: propensity 1, or ``1/ties`` when scores tie (e.g.
+arm ``a``, counted when they are seen (the bonus shrinks while their feedback is pending), and
+``mean_a`` the mean reward over the arm's impressions whose feedback window closed (0 while there is
+none), so a pending impression is never taken for a 0 (see :mod:`banditloop.operators.counts`).
+``c = 1`` is the paper's index for rewards in [0, 1], and scales the bonus for other reward ranges.
+The Hoeffding bonus is loose for click rates: prefer ``kl-ucb`` or ``ts`` for Bernoulli rewards.
+
+Every arm is played once first: an arm never shown scores :data:`UNPLAYED_SCORE`, a large *finite*
+number (1e300) rather than ``inf`` so that scores stay valid JSON and arithmetic on them stays
+finite. The policy is a deterministic argmax: propensity 1, or ``1/ties`` when scores tie (e.g.
 among unplayed arms).
 """
 
@@ -36,6 +41,32 @@ class UCB1(ArmCounts):
         n = self._arrays["n"][rows]
         played = n > 0
         out = np.full(n.shape, UNPLAYED_SCORE)
-        mean = self._arrays["reward_sum"][rows][played] / n[played]
+        mean = self._means(rows, 0.0)[played]
         out[played] = mean + self.c * np.sqrt(2.0 * np.log(max(total, 1.0)) / n[played])
         return out
+
+
+class DiscountedUCB(UCB1):
+    """Discounted UCB for arms whose rates change (Garivier & Moulines 2011).
+
+    "On upper-confidence bound policies for switching bandit problems": UCB1 on counts and sums
+    that are multiplied by ``discount`` = γ after each outcome learned (see
+    :mod:`banditloop.operators.counts`), so ``N``, ``n_a`` and the means are
+    discounted and the bonus of an arm not shown for a while grows back. Memory ≈ ``1/(1-γ)``
+    outcomes; the authors' choice for ``Υ`` change points in ``T`` steps is ``γ = 1 - sqrt(Υ/T)/4``.
+    Merge adds the discounted counts of the shards as they stand (not exact).
+
+    >>> ucb = DiscountedUCB(discount=0.5)
+    >>> ucb.learn_one("a", None, 1.0); ucb.learn_one("b", None, 0.0)
+    >>> ucb.counts("a")  # one impression and one click, aged by two outcomes
+    (0.25, 0.25)
+    """
+
+    kind = "discounted-ucb"
+    exact_merge = False
+
+    def __init__(self, dim: int = 1, c: float = 1.0, discount: float = 0.999, seed: int = 0) -> None:
+        if not 0.0 < discount <= 1.0:
+            raise ValueError("discount must be in (0, 1]")
+        self.discount = float(discount)
+        super().__init__(dim, c=c, seed=seed)

@@ -75,11 +75,6 @@ class VWContextualBandit(VWModel):
         self.learning_rate = learning_rate
         super().__init__(dim, seed)
 
-    def params(self) -> dict:
-        return {**super().params(), "exploration": self.exploration, "cb_type": self.cb_type,
-                "epsilon": self.epsilon, "gamma_scale": self.gamma_scale, "cover": self.cover, "bits": self.bits,
-                "learning_rate": self.learning_rate}
-
     def vw_args(self) -> str:
         explore = {"squarecb": f"--squarecb --gamma_scale {self.gamma_scale!r}",
                    "epsilon": f"--epsilon {self.epsilon!r}",

@@ -56,11 +56,6 @@ class VWLogisticCTR(VWModel):
         self.l2 = l2
         super().__init__(dim, seed)
 
-    def params(self) -> dict:
-        return {**super().params(), "exploration": self.exploration, "epsilon": self.epsilon,
-                "temperature": self.temperature, "bits": self.bits, "learning_rate": self.learning_rate,
-                "l2": self.l2}
-
     def vw_args(self) -> str:
         return (f"--loss_function logistic --link logistic -q xa -b {int(self.bits)} -l {self.learning_rate!r} "
                 f"--l2 {self.l2!r}")

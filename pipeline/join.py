@@ -17,6 +17,12 @@ Semantics
   maximum event time seen, or the minimum over input partitions for live topics). Impressions older
   than the watermark are late (dropped and dead-lettered); impressions whose windows have closed
   before the watermark are evicted, which bounds the join state.
+* The impression's feedback window *closes* when the watermark passes ``imp.ts + window``, with
+  ``window`` the click window for a click reward and the longer of both windows otherwise; the sink
+  then gets ``on_close`` (the final reward is ``imp.applied``), exactly once. This is when a learner
+  that does not count a pending impression as a failure (Beta TS, logistic TS, KL-UCB) learns its
+  negative. Feedback that would change the reward of a closed impression is late (dead-lettered):
+  a closed window is final, so what a learner learned at the close is never contradicted.
 * Duplicates (same impression, same feedback ``event_id``) are applied once. They are recognised
   while the impression is in the join state, which is exactly as long as they could matter.
 
@@ -91,6 +97,8 @@ class OpenImpression(msgspec.Struct, array_like=True, gc=False):
     #: ``banditloop.pipeline.model.LearnerSink``); defaults keep older join states readable
     propensity: float | None = None
     candidates: int = 0
+    #: the feedback window closed (``JoinSink.on_close`` was called)
+    closed: bool = False
 
 
 class JoinSink(Protocol):
@@ -100,9 +108,12 @@ class JoinSink(Protocol):
 
     def on_reward(self, imp: OpenImpression, delta: float) -> None: ...
 
+    def on_close(self, imp: OpenImpression) -> None:
+        """The impression's feedback window closed; ``imp.applied`` is its final reward."""
+
 
 COUNTER_NAMES = ("impressions", "clicks", "conversions", "duplicates", "unmatched", "late", "held",
-                 "evicted", "rewarded")
+                 "evicted", "rewarded", "closed")
 
 
 class _JoinState(msgspec.Struct):
@@ -148,7 +159,11 @@ class EventJoin:
         self.watermark: float | None = None
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._evict_heap: list[tuple[float, str]] = []
+        self._close_heap: list[tuple[float, str]] = []
         self._pending_heap: list[tuple[float, str]] = []
+        c = self.config
+        #: seconds after the impression at which its feedback window closes (see the module docstring)
+        self.close_after = c.click_window if self.reward.kind == "click" else c.retention
 
     # -- input ----------------------------------------------------------------------------------
     def process(self, event: Event) -> str:
@@ -166,6 +181,15 @@ class EventJoin:
         if self.watermark is not None and watermark <= self.watermark:
             return
         self.watermark = watermark
+        heap = self._close_heap
+        close_after = self.close_after
+        while heap and heap[0][0] < watermark:
+            _, imp_id = heapq.heappop(heap)
+            imp = self.open.get(imp_id)
+            if imp is not None and not imp.closed and imp.ts + close_after < watermark:
+                imp.closed = True
+                self.counters["closed"] += 1
+                self.sink.on_close(imp)
         retention = self.config.retention
         heap = self._evict_heap
         while heap and heap[0][0] < watermark:
@@ -220,6 +244,7 @@ class EventJoin:
                              candidates=len(ev.candidates) if ev.candidates else 0)
         self.open[ev.impression_id] = imp
         heapq.heappush(self._evict_heap, (ev.ts + self.config.retention, ev.impression_id))
+        heapq.heappush(self._close_heap, (ev.ts + self.close_after, ev.impression_id))
         self.counters["impressions"] += 1
         self.sink.on_impression(imp)
         held = self.pending.pop(ev.impression_id, None)
@@ -261,13 +286,17 @@ class EventJoin:
         reward = self.reward.value(clicked, conversions, value_sum)
         if not math.isfinite(reward):  # e.g. an enormous weight × value: never let it reach a model
             return self._unmatched(fb, f"reward is not finite ({reward!r})")
-        imp.seen = (*imp.seen, fb.event_id)
-        imp.clicked, imp.conversions, imp.value_sum = clicked, conversions, value_sum
-        kind = "click" if is_click else "conversion"
-        self.counters["clicks" if is_click else "conversions"] += 1
         if self.clip_reward:
             reward = min(max(reward, 0.0), 1.0)
         delta = reward - imp.applied
+        imp.seen = (*imp.seen, fb.event_id)  # (a redelivery of a late event is a duplicate)
+        if imp.closed and delta != 0.0:  # the window closed: what was learned at the close stands
+            self.counters["late"] += 1
+            self._dead(fb, f"late {'click' if is_click else 'conversion'}: its impression's window closed")
+            return "late"
+        imp.clicked, imp.conversions, imp.value_sum = clicked, conversions, value_sum
+        kind = "click" if is_click else "conversion"
+        self.counters["clicks" if is_click else "conversions"] += 1
         if delta != 0.0:
             if imp.applied == 0.0:
                 self.counters["rewarded"] += 1
@@ -299,7 +328,10 @@ class EventJoin:
         for imp in state.open:
             self.open[imp.impression_id] = imp
             self._evict_heap.append((imp.ts + self.config.retention, imp.impression_id))
+            if not imp.closed:
+                self._close_heap.append((imp.ts + self.close_after, imp.impression_id))
         heapq.heapify(self._evict_heap)
+        heapq.heapify(self._close_heap)
         for fb in state.pending:
             self.pending.setdefault(fb.impression_id, []).append(fb)
             self._pending_heap.append((fb.ts + self.config.clock_skew, fb.impression_id))

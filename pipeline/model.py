@@ -120,7 +120,8 @@ class Vectorizer:
 
 
 class LearnerSink:
-    """Feeds the join's output into a learner: impressions at once, reward increments later.
+    """Feeds the join's output into a learner: impressions at once, reward increments later, and the
+    closing of each feedback window (only to learners that learn then, ``learns_at_close``).
 
     With ``ips_clip`` set (off-policy learning), every update of an impression is weighted by
     ``w = min(1 / (K · propensity), ips_clip)`` (``K`` = its number of candidates, 1 if not logged, so
@@ -157,3 +158,17 @@ class LearnerSink:
             s = self._scale(imp)
             x, z, delta = x * s, (None if z is None else z * s), delta * s
         self.learner.learn_reward(imp.arm, x, delta, z)
+
+    def on_close(self, imp: OpenImpression) -> None:
+        learner = self.learner
+        if not learner.learns_at_close:
+            return
+        if learner.close_without_context:
+            learner.learn_close(imp.arm, None, imp.applied, None)
+            return
+        v = self.vectorizer
+        x, z, applied = v.x(imp.context), v.z(imp.context, imp.arm_features), imp.applied
+        if self.ips_clip is not None:
+            s = self._scale(imp)
+            x, z, applied = x * s, (None if z is None else z * s), applied * s
+        learner.learn_close(imp.arm, x, applied, z)

@@ -112,6 +112,9 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
                 req = world.next_request()
                 while pending and pending[0][0] <= req.ts:
                     emit(heapq.heappop(pending)[3])
+                # the clock is at req.ts: windows that closed by now are learned before this choice
+                # (the impression below would advance the join to the same watermark right after)
+                run.join.advance(req.ts)
                 for arm in req.retired:
                     learner.retire_arm(arm)
                 x = vectorizer.x(req.context)

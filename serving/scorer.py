@@ -101,7 +101,7 @@ class Scorer:
     >>> from banditloop.pipeline.runner import LearningRun
     >>> from banditloop.core.events import Click, Impression
     >>> store = CheckpointStore("sqlite://")
-    >>> run = LearningRun(ModelConfig("egreedy", {"epsilon": 0.0}), model="ads")
+    >>> run = LearningRun(ModelConfig("linucb", {"alpha": 0.2}), model="ads")
     >>> for i, arm in enumerate(["ad-7", "ad-9", "ad-9"]):
     ...     _ = run.process(Impression(event_id=f"e{i}", ts=float(i), impression_id=f"i{i}", arm=arm))
     >>> _ = run.process(Click(event_id="c2", ts=3.0, impression_id="i2"))

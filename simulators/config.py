@@ -26,6 +26,22 @@ class WorldConfig:
     conversion_spread²)`` and ``γ_a·x`` of standard deviation ``conversion_context`` (0: the
     conversion rate does not depend on the context). A conversion is worth ``value_a · Exp(1)``
     where the arm's mean value ``value_a`` is log-normal around ``value_mean``.
+
+    Settings of the bandit literature:
+
+    * ``arm_means = (a, b)``: a context-free Bernoulli world: each arm's click probability is drawn
+      from Beta(a, b) (fresh arms brought by ``churn`` too) and does not depend on the context;
+      ``drift`` then random-walks each arm's logit (step std ``drift · theta_scale``).
+    * ``arm_probabilities``: fixed click probabilities of the initial arms (context-free), e.g. the
+      best arm at 0.5 and the others at 0.4 of Chapelle & Li (2011); arms brought by ``churn`` draw
+      from ``arm_means`` if set, else from the logistic model with ``theta = 0``.
+    * ``feedback_batch = δ``: outcomes are revealed in batches every δ steps (Chapelle & Li 2011,
+      Table 1): the δ requests of a batch share one event time, their clicks and conversions come
+      half a batch later, and the join windows (``feedback_batch_window``) close before the next
+      batch, so every outcome of batch k is learned before the first decision of batch k+1.
+    * ``change_points``: abrupt changes ``(step, arm slot, p)``: from ``step`` on, the arm in that
+      slot has base click probability ``p`` (its logit bias becomes ``logit(p)``; a context-free
+      arm's click probability is then exactly ``p``).
     """
 
     arms: int = 10
@@ -61,6 +77,14 @@ class WorldConfig:
     arm_features: Literal["params", "random"] = "params"
     #: the reward that ``expected_reward`` and the oracle refer to
     reward: RewardSpec = field(default_factory=RewardSpec)
+    #: (a, b): context-free arms with click probability ~ Beta(a, b) (see the class docstring)
+    arm_means: tuple[float, float] | None = None
+    #: fixed click probabilities of the initial arms (context-free); length ``arms``
+    arm_probabilities: tuple[float, ...] | None = None
+    #: reveal outcomes in batches of this many steps (0: each after its own delays)
+    feedback_batch: int = 0
+    #: abrupt changes: (step, arm slot, new base click probability)
+    change_points: tuple[tuple[int, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.arms < 1 or self.dim < 1:
@@ -80,6 +104,33 @@ class WorldConfig:
             raise ValueError("arm_feature_dim must be >= 0 and arm_features 'params' or 'random'")
         if self.value_mean < 0:
             raise ValueError("value_mean must be >= 0")
+        if self.arm_means is not None:
+            a, b = (float(v) for v in self.arm_means)
+            if not (a > 0 and b > 0):
+                raise ValueError("arm_means must be two Beta parameters > 0")
+            object.__setattr__(self, "arm_means", (a, b))
+        if self.arm_probabilities is not None:
+            probs = tuple(float(p) for p in self.arm_probabilities)
+            if len(probs) != self.arms or not all(0.0 < p < 1.0 for p in probs):
+                raise ValueError("arm_probabilities needs one probability in (0, 1) per arm")
+            object.__setattr__(self, "arm_probabilities", probs)
+        if self.feedback_batch < 0:
+            raise ValueError("feedback_batch must be >= 0")
+        changes = tuple((int(s), int(a), float(p)) for s, a, p in self.change_points)
+        if any(s < 0 or not 0 <= a < self.arms or not 0.0 < p < 1.0 for s, a, p in changes):
+            raise ValueError("change_points are (step >= 0, arm slot in [0, arms), probability in (0, 1))")
+        object.__setattr__(self, "change_points", tuple(sorted(changes)))
+
+    @property
+    def context_free(self) -> bool:
+        """Click probabilities do not depend on the context."""
+        return self.arm_means is not None or self.arm_probabilities is not None
+
+    @property
+    def feedback_batch_window(self) -> float:
+        """Seconds of event time after which a batch's outcomes are all in (``feedback_batch``): the
+        click and conversion windows to configure the join with (3/4 of a batch)."""
+        return 0.75 * self.feedback_batch / self.rate
 
     @property
     def offered(self) -> int:

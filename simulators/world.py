@@ -60,9 +60,9 @@ class Request:
     step: int
     ts: float
     impression_id: str
-    context: dict[str, float]
+    context: dict[str, float | str]  # numbers only; typed as the event model's features
     candidates: list[str]
-    arm_features: dict[str, dict[str, float]]
+    arm_features: dict[str, dict[str, float | str]]
     x: np.ndarray
     retired: tuple[str, ...] = ()
     added: tuple[str, ...] = ()
@@ -148,6 +148,10 @@ class World:
         self._context_names = tuple(f"x{i}" for i in range(d))
         for slot in range(n):
             self._new_arm(slot)
+        if c.arm_probabilities is not None:
+            self._bias[:] = [logit(p) for p in c.arm_probabilities]
+            self._theta[:] = 0.0
+        self._changes = list(c.change_points)
 
     # -- arms ---------------------------------------------------------------------------------
     def _new_arm(self, slot: int) -> str:
@@ -158,6 +162,11 @@ class World:
         z_theta = rng.standard_normal(d)
         self._bias[slot] = logit(c.base_ctr) + c.bias_spread * z_bias
         self._theta[slot] = z_theta * (c.theta_scale / math.sqrt(d))
+        if c.context_free:
+            self._theta[slot] = 0.0
+            if c.arm_means is not None:
+                p = float(np.clip(rng.beta(*c.arm_means), 1e-6, 1 - 1e-6))
+                self._bias[slot] = logit(p)
         self._conv_bias[slot] = logit(c.conversion_rate) + c.conversion_spread * rng.standard_normal()
         self._gamma[slot] = rng.standard_normal(d) * (c.conversion_context / math.sqrt(d))
         s = c.value_spread
@@ -198,9 +207,14 @@ class World:
     def _evolve(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Drift and churn between two steps; draws a fixed number of variates per step."""
         c = self.config
-        if c.drift > 0:
+        if c.drift > 0 and c.context_free:  # context-free arms: the logit walks
+            self._bias += self._drift_rng.standard_normal(self._bias.shape) * (c.drift * c.theta_scale)
+        elif c.drift > 0:
             self._theta += self._drift_rng.standard_normal(self._theta.shape) * (c.drift * c.theta_scale
                                                                                    / math.sqrt(c.dim))
+        while self._changes and self._changes[0][0] <= self.step:
+            _, slot, p = self._changes.pop(0)
+            self._bias[slot] = logit(p)
         if c.churn <= 0:
             return (), ()
         leaving = np.flatnonzero(self._churn_rng.random(c.arms) < c.churn)
@@ -209,11 +223,18 @@ class World:
         self.retired_arms.extend(retired)
         return retired, added
 
+    def _evolve_changes_only(self) -> None:
+        while self._changes and self._changes[0][0] <= self.step:
+            _, slot, p = self._changes.pop(0)
+            self._bias[slot] = logit(p)
+
     def next_request(self) -> Request:
         """The next request; all randomness of this step (including every outcome) is drawn here."""
         c = self.config
         step = self.step
         retired, added = self._evolve() if step > 0 else ((), ())
+        if step == 0 and self._changes:
+            self._evolve_changes_only()
         x = np.round(self._ctx_rng.standard_normal(c.dim), 4)
         m = c.offered
         if m < c.arms:
@@ -249,7 +270,11 @@ class World:
                        value=value, rewards=rewards)
         feats = self._features
         self.step = step + 1
-        return Request(step=step, ts=c.start_ts + step / c.rate, impression_id=f"imp-{c.seed}-{step}",
+        if c.feedback_batch:  # a batch's requests share one event time (see WorldConfig)
+            ts = c.start_ts + (step // c.feedback_batch) * c.feedback_batch / c.rate
+        else:
+            ts = c.start_ts + step / c.rate
+        return Request(step=step, ts=ts, impression_id=f"imp-{c.seed}-{step}",
                        context=dict(zip(self._context_names, x.tolist(), strict=True)), candidates=candidates,
                        arm_features={ids[s]: feats[s] for s in slots} if c.arm_feature_dim else {},
                        x=x, retired=retired, added=added, truth=truth)
@@ -282,12 +307,16 @@ class World:
         converted = bool(clicked and t.u_conv[i] < t.p_conv[i])
         value = float(t.value[i])
         click = conversion = None
+        batch = self.config.feedback_batch
         if clicked:
-            click_ts = req.ts + float(t.click_delay[i])
+            if batch:  # revealed together, half a batch later
+                click_ts = conv_ts = req.ts + 0.5 * batch / self.config.rate
+            else:
+                click_ts = req.ts + float(t.click_delay[i])
+                conv_ts = click_ts + float(t.conv_delay[i])
             click = Click(event_id=f"{imp_id}:c", ts=click_ts, impression_id=imp_id)
             if converted:
-                conversion = Conversion(event_id=f"{imp_id}:v", ts=click_ts + float(t.conv_delay[i]),
-                                        impression_id=imp_id, value=value)
+                conversion = Conversion(event_id=f"{imp_id}:v", ts=conv_ts, impression_id=imp_id, value=value)
         return Outcome(impression=impression, click=click, conversion=conversion, clicked=clicked,
                        converted=converted, value=value, reward=float(t.rewards[i]),
                        expected_reward=float(t.expected[i]), oracle_arm=req.oracle_arm,

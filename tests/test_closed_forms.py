@@ -208,15 +208,25 @@ def test_hybrid_linucb_matches_algorithm_2_literally():
 
 
 # -- Beta TS ---------------------------------------------------------------------------------------
-def test_beta_ts_posterior_counts():
+@pytest.mark.parametrize("pending", ["wait", "failure"])
+def test_beta_ts_posterior_counts(pending):
+    """Beta(α₀ + clicks, β₀ + non-clicks) once every window closed, in both pending modes; while the
+    windows are open, "wait" has learned only the clicks and "failure" every impression as a failure."""
     rng = np.random.default_rng(14)
     arms = [ARMS[i] for i in rng.integers(3, size=200)]
     clicks = (rng.random(200) < 0.3).astype(float)
-    learner = make_learner("ts", 1, prior_alpha=2.0, prior_beta=3.0)
+    learner = make_learner("ts", 1, prior_alpha=2.0, prior_beta=3.0, pending=pending)
     for a in arms:
         learner.learn_impression(a)
     for i in np.flatnonzero(clicks)[::-1]:  # clicks later, in reverse order
         learner.learn_reward(arms[i], None, 1.0)
+    for arm in ARMS:
+        n = sum(a == arm for a in arms)
+        s = sum(c for a, c in zip(arms, clicks, strict=True) if a == arm)
+        pending_failures = 0.0 if pending == "wait" else n - s
+        assert learner.posterior(arm) == (2.0 + s, 3.0 + pending_failures)
+    for i in rng.permutation(200):  # the windows close, in any order
+        learner.learn_close(arms[i], None, float(clicks[i]))
     for arm in ARMS:
         n = sum(a == arm for a in arms)
         s = sum(c for a, c in zip(arms, clicks, strict=True) if a == arm)

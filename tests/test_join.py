@@ -11,12 +11,16 @@ from banditloop.pipeline.join import EventJoin, JoinConfig
 class Recorder:
     impressions: list = field(default_factory=list)
     rewards: list = field(default_factory=list)
+    closes: list = field(default_factory=list)
 
     def on_impression(self, imp):
         self.impressions.append(imp.impression_id)
 
     def on_reward(self, imp, delta):
         self.rewards.append((imp.impression_id, delta))
+
+    def on_close(self, imp):
+        self.closes.append((imp.impression_id, imp.applied))
 
 
 def impression(i, ts, arm="a"):

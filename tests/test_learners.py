@@ -31,11 +31,16 @@ KINDS = list(LEARNERS)
 PARAMS: dict[str, dict] = {
     "egreedy": {"epsilon": 0.3, "initial_value": 0.25},
     "ucb1": {"c": 0.8},
+    "kl-ucb": {"c": 0.5, "pending": "shrink"},
+    "discounted-ucb": {"c": 0.8, "discount": 0.97},
     "ts": {"prior_alpha": 1.5, "propensity_draws": 128},
+    "discounted-ts": {"prior_alpha": 1.5, "propensity_draws": 128, "discount": 0.97},
     "linucb": {"alpha": 0.8, "ridge": 0.7, "refresh_every": 7},
+    "discounted-linucb": {"alpha": 0.8, "ridge": 0.7, "discount": 0.97},
     "hybrid-linucb": {"shared_dim": K_SHARED, "alpha": 0.8, "ridge": 0.7, "refresh_every": 7},
     "diag-linucb": {"alpha": 0.8, "ridge": 0.7},
     "lints": {"v": 0.5, "ridge": 0.7, "refresh_every": 7, "propensity_draws": 128},
+    "logistic-ts": {"prior_precision": 0.5, "update_every": 3, "propensity_draws": 128},
     "ctr-lr": {"epsilon": 0.3, "learning_rate": 0.1},
     "vw-cb": {"exploration": "epsilon", "epsilon": 0.3, "bits": 16},
     "vw-ctr": {"epsilon": 0.3, "bits": 16},
@@ -290,6 +295,8 @@ def test_delayed_feedback_equals_learn_one(kind):
     assert clicked.size > 10
     for i in np.random.default_rng(0).permutation(clicked):
         delayed.learn_reward(s.arms[i], s.X[i], float(s.rewards[i]), s.Z[i])
+    for i in np.random.default_rng(1).permutation(len(s.arms)):  # then every window closes
+        delayed.learn_close(s.arms[i], s.X[i], float(s.rewards[i]), s.Z[i])
     assert_same_state(delayed, now)
     for x in probes():
         np.testing.assert_allclose(scores(delayed, x), scores(now, x), rtol=1e-9, atol=1e-12)
@@ -354,9 +361,9 @@ def test_retired_arms_are_never_chosen(kind):
 
 
 # -- decisions --------------------------------------------------------------------------------------
-RANDOMISED = [("random", {}), ("egreedy", {}), ("ts", {}), ("lints", {}), ("ctr-lr", {}),
-              ("ctr-lr", {"exploration": "softmax", "temperature": 0.1}), ("vw-cb", {}),
-              ("vw-cb", {"exploration": "squarecb"}), ("vw-ctr", {})]
+RANDOMISED = [("random", {}), ("egreedy", {}), ("ts", {}), ("discounted-ts", {}), ("lints", {}),
+              ("logistic-ts", {}), ("ctr-lr", {}), ("ctr-lr", {"exploration": "softmax", "temperature": 0.1}),
+              ("vw-cb", {}), ("vw-cb", {"exploration": "squarecb"}), ("vw-ctr", {})]
 
 
 @pytest.mark.parametrize(("kind", "extra"), RANDOMISED, ids=[f"{k}{'-' + '-'.join(e) if e else ''}"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from banditloop.operators.registry import LEARNERS
+from banditloop.operators.policies import SampledPolicy
+from banditloop.operators.registry import LEARNERS, learner_class
 from tests.test_learners import ARMS, feed, make, probes, shared_for, stream
 
-SAMPLED = {"ts", "lints"}
+#: Thompson-sampling learners: their probabilities are Monte Carlo estimates
+SAMPLED = {k for k in LEARNERS if issubclass(learner_class(k), SampledPolicy)}
 
 
 @pytest.mark.parametrize("kind", list(LEARNERS))

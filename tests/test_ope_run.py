@@ -73,7 +73,8 @@ def test_a_click_outside_its_window_is_no_reward(tmp_path):
 def _train(tmp_path, db: str) -> None:
     """A checkpointed greedy model that prefers arm a (clicked 3 of 3) over b (0 of 3)."""
     train = write(tmp_path / "train.jsonl", [imp(0, "a"), imp(1, "a"), imp(2, "a"), imp(3, "b"), imp(4, "b"),
-                                             imp(5, "b"), click(0), click(1), click(2)])
+                                             imp(5, "b"), click(0), click(1), click(2),
+                                             imp(5000, "b")])  # its time closes the others' windows
     assert main(["replay", train, "--learner", "egreedy", "--param", "epsilon=0", "--model", "greedy",
                  "--db", db, "--quiet", "--json"]) == 0
 
@@ -95,11 +96,12 @@ def test_a_checkpointed_deterministic_target_by_hand(tmp_path, small_log, capsys
 
 
 def test_progressive_probabilities_are_taken_before_learning(tmp_path):
-    log = write(tmp_path / "p.jsonl", [imp(0, "a"), click(0), imp(100, "a"), imp(101, "b")])
+    # i0's click window (1 h) has closed by i5000: context-free learners learn a mean from closed windows
+    log = write(tmp_path / "p.jsonl", [imp(0, "a"), click(0), imp(5000, "a"), imp(5001, "b")])
     target = TargetPolicy.fresh(ModelConfig(learner="egreedy", learner_params={"epsilon": 0.0}))
     data, _ = collect(load_log(log).events, target, EvaluationOptions(progressive=True))
     assert data.cand_prob[0] == pytest.approx([0.5, 0.5])  # an empty learner: a tie
-    assert data.cand_prob[1] == pytest.approx([1.0, 0.0])  # it learned i0's click on a
+    assert data.cand_prob[1] == pytest.approx([1.0, 0.0])  # it learned i0's click on a (window closed)
     assert data.target_pscore.tolist() == pytest.approx([0.5, 1.0, 0.0])
     assert target.learner.counters["impressions"] == 3  # it learned every logged impression
     fixed = TargetPolicy.fresh(ModelConfig(learner="egreedy", learner_params={"epsilon": 0.0}))

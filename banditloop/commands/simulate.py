@@ -35,6 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     world.add_argument("--drift", type=float, default=0.0, help="random-walk drift of the true parameters")
     world.add_argument("--churn", type=float, default=0.0, help="per-step probability an arm is replaced")
     world.add_argument("--rate", type=float, default=10.0, help="requests per second of event time")
+    world.add_argument("--feedback-batch", type=int, default=0, metavar="DELTA",
+                       help="reveal outcomes in batches every DELTA steps (Chapelle & Li 2011); sets the join "
+                            "windows to 3/4 of a batch so each batch is learned before the next")
+    world.add_argument("--arm-means", type=float, nargs=2, default=None, metavar=("A", "B"),
+                       help="context-free Bernoulli arms with click probability ~ Beta(A, B)")
+    world.add_argument("--arm-probabilities", type=float, nargs="+", default=None, metavar="P",
+                       help="context-free arms with these click probabilities (one per arm)")
+    world.add_argument("--change-point", action="append", default=[], metavar="STEP:SLOT:P",
+                       help="from STEP on, the arm in SLOT has click probability P (repeatable)")
     world.add_argument("--world", action="append", default=[], metavar="KEY=VALUE",
                        help="any other WorldConfig field, e.g. --world base_ctr=0.05")
     world.add_argument("--shared-dim", type=int, default=64, help="shared (context × arm) features, hybrid-linucb")
@@ -72,15 +81,30 @@ def run(args: argparse.Namespace) -> int:
     features = FeatureSpec(dim=args.dim + 1, numeric=dense_names("x", args.dim))
     config = model_config(args, features)
     try:
+        changes = []
+        for item in args.change_point:
+            step, slot, p = item.split(":")
+            changes.append((int(step), int(slot), float(p)))
+        literature = {"feedback_batch": args.feedback_batch, "change_points": tuple(changes),
+                      "arm_means": None if args.arm_means is None else tuple(args.arm_means),
+                      "arm_probabilities": None if args.arm_probabilities is None else tuple(args.arm_probabilities)}
         world = WorldConfig(arms=args.arms, dim=args.dim, seed=args.seed, candidates=args.candidates,
                             click_delay_mean=args.click_delay, conversion_delay_mean=args.conversion_delay,
                             drift=args.drift, churn=args.churn, rate=args.rate,
                             reward=RewardSpec(kind=args.reward, weight=args.conversion_weight),
-                            **parse_params(args.world))
+                            **{**literature, **parse_params(args.world)})
     except (TypeError, ValueError) as exc:
         raise CommandError(f"world: {exc}") from None
     model = args.model or args.learner
     store = None if args.no_checkpoint else CheckpointStore(db_url(args), keep=args.keep)
+    if world.feedback_batch:
+        import dataclasses
+
+        from banditloop.pipeline.join import JoinConfig
+
+        window = world.feedback_batch_window
+        config = dataclasses.replace(config, join=JoinConfig(click_window=window, conversion_window=window,
+                                                             allowed_lateness=0.0, clock_skew=0.0))
     producer = None
     try:
         if store is not None:
