@@ -46,7 +46,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from banditloop.pipeline.database import DEFAULT_DB_URL, default_db_url, sqlite_path
+from banditloop.pipeline.database import DEFAULT_DB_URL, DEFAULT_KEEP, default_db_url, sqlite_path
 
 if TYPE_CHECKING:  # numpy is imported only where states are encoded or decoded (fast `banditloop models`)
     from banditloop.core.state_codec import LearnerState
@@ -55,8 +55,6 @@ __all__ = ["DEFAULT_DB_URL", "DEFAULT_KEEP", "DEFAULT_SHARD", "Checkpoint", "Che
            "ShardHead", "default_db_url"]
 
 DEFAULT_SHARD = "main"
-#: versions kept per shard unless a store is told otherwise (``--keep``)
-DEFAULT_KEEP = 20
 
 
 class Base(DeclarativeBase):

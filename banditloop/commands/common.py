@@ -77,7 +77,7 @@ def db_url(args: argparse.Namespace) -> str:
 
 
 def add_retention_option(parser: argparse.ArgumentParser) -> None:
-    from banditloop.pipeline.checkpoints import DEFAULT_KEEP
+    from banditloop.pipeline.database import DEFAULT_KEEP
 
     parser.add_argument("--keep", type=non_negative_int, default=DEFAULT_KEEP, metavar="N",
                         help="keep the newest N versions of each shard, pruned in the same transaction as each "

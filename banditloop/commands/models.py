@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from banditloop.commands.common import CommandError
-    from banditloop.pipeline.checkpoints import DEFAULT_KEEP, CheckpointStore
+    from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.database import DEFAULT_KEEP
 
     if not args.prune and (args.keep is not None or args.model is not None):
         raise CommandError("--keep and --model go with --prune")

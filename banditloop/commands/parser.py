@@ -88,7 +88,8 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
         from banditloop import __version__
 
-        parser.exit(0, f"banditloop {__version__}\n")
+        print(f"banditloop {__version__}")
+        parser.exit(0)
 
 
 def _summary(module: object) -> str:
