@@ -179,6 +179,7 @@ def test_version_and_defaults_in_help(tmp_path):
     text = banditloop("simulate", "--help", cwd=tmp_path).stdout
     for fragment in ("(default: 10)", "(default: 10000)", "(default: click)", "(default: 20)"):
         assert fragment in " ".join(text.split()), fragment
+    assert "default: clicks" in banditloop("produce", "--help", cwd=tmp_path).stdout  # options without help too
 
 
 @pytest.mark.parametrize("argv, forbidden", [

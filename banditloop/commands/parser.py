@@ -28,7 +28,7 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     def _format_action(self, action: argparse.Action) -> str:
         if not action.help and _shows_default(action):
             action = copy.copy(action)
-            action.help = " "  # formatted by _get_help_string
+            action.help = "default: %(default)s"
         return super()._format_action(action)
 
 
