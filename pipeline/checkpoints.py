@@ -128,9 +128,21 @@ class ShardHead:
     created_at: datetime
 
 
-def _row_to_checkpoint(row: CheckpointRow) -> Checkpoint:
-    from banditloop.core.state_codec import decode_state
+def encode_state(state: LearnerState) -> tuple[bytes, str]:
+    """:func:`banditloop.core.state_codec.encode_state`, imported on first use (it needs numpy)."""
+    from banditloop.core import state_codec
 
+    return state_codec.encode_state(state)
+
+
+def decode_state(arrays: bytes, meta: str) -> LearnerState:
+    """:func:`banditloop.core.state_codec.decode_state`, imported on first use (it needs numpy)."""
+    from banditloop.core import state_codec
+
+    return state_codec.decode_state(arrays, meta)
+
+
+def _row_to_checkpoint(row: CheckpointRow) -> Checkpoint:
     return Checkpoint(model=row.model, shard=row.shard, version=row.version, config=row.config,
                       state=decode_state(row.state_arrays, row.state_meta), join_state=row.join_state,
                       counters=row.counters, source=row.source, created_at=_aware(row.created_at))
@@ -188,8 +200,6 @@ class CheckpointStore:
         raise AssertionError("unreachable")
 
     def _save_once(self, checkpoints: Sequence[Checkpoint]) -> list[int]:
-        from banditloop.core.state_codec import encode_state
-
         now = datetime.now(UTC)
         versions: list[int] = []
         with Session(self.engine) as session, session.begin():

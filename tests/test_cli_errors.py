@@ -148,6 +148,23 @@ def test_produce_without_topics_and_no_create_fails_fast(workdir, kafka_bootstra
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.kafka
+def test_produce_creates_missing_topics_with_equal_counts(workdir, kafka_bootstrap):
+    import json
+
+    from banditloop.pipeline.topics import topic_partitions
+
+    names = ["--impressions-topic", "mk-imp", "--clicks-topic", "mk-clk", "--conversions-topic", "mk-cnv",
+             "--dead-letter-topic", "mk-dl"]
+    started = time.monotonic()
+    proc = banditloop("produce", "events.jsonl", "--bootstrap", kafka_bootstrap, *names, "--json", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 25  # no 30 s metadata wait for a missing topic
+    assert json.loads(proc.stdout)["sent"] == {"mk-imp": 1, "mk-clk": 0, "mk-cnv": 0}
+    counts = topic_partitions(kafka_bootstrap, ["mk-imp", "mk-clk", "mk-cnv", "mk-dl"])
+    assert counts["mk-imp"] == counts["mk-clk"] == counts["mk-cnv"] >= 1 and counts["mk-dl"] == 1
+
+
 def test_broker_on_a_taken_port_fails(workdir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
