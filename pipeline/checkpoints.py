@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from banditloop.pipeline.checkpoint_tables import DEFAULT_SHARD, Base, CheckpointRow, ModelRow
-from banditloop.pipeline.database import DEFAULT_DB_URL, default_db_url, sqlite_path
+from banditloop.pipeline.database import DEFAULT_DB_URL, DEFAULT_KEEP, default_db_url, sqlite_path
 from banditloop.pipeline.leases import LeaseLost, check_fence, claim_shards, shard_leases
 
 if TYPE_CHECKING:  # numpy is imported only where states are encoded or decoded (fast `banditloop models`)
@@ -51,8 +51,6 @@ __all__ = ["DEFAULT_DB_URL", "DEFAULT_KEEP", "DEFAULT_SHARD", "JOIN_STATE_VERSIO
            "Checkpoint", "CheckpointRow", "CheckpointStore", "LeaseLost", "ModelSummary", "ShardHead",
            "default_db_url"]
 
-#: versions kept per shard unless a store is told otherwise (``--keep``)
-DEFAULT_KEEP = 20
 #: the newest versions of a shard that keep their join state: the newest, and one to fall back to
 JOIN_STATE_VERSIONS = 2
 
@@ -101,9 +99,21 @@ class ShardHead:
     created_at: datetime
 
 
-def _row_to_checkpoint(row: CheckpointRow) -> Checkpoint:
-    from banditloop.core.state_codec import decode_state
+def encode_state(state: LearnerState) -> tuple[bytes, str]:
+    """:func:`banditloop.core.state_codec.encode_state`, imported on first use (it needs numpy)."""
+    from banditloop.core import state_codec
 
+    return state_codec.encode_state(state)
+
+
+def decode_state(arrays: bytes, meta: str) -> LearnerState:
+    """:func:`banditloop.core.state_codec.decode_state`, imported on first use (it needs numpy)."""
+    from banditloop.core import state_codec
+
+    return state_codec.decode_state(arrays, meta)
+
+
+def _row_to_checkpoint(row: CheckpointRow) -> Checkpoint:
     return Checkpoint(model=row.model, shard=row.shard, version=row.version, config=row.config,
                       state=decode_state(row.state_arrays, row.state_meta), join_state=row.join_state,
                       counters=row.counters, source=row.source, created_at=_aware(row.created_at))
@@ -181,8 +191,6 @@ class CheckpointStore:
         raise AssertionError("unreachable")
 
     def _save_once(self, checkpoints: Sequence[Checkpoint], fence: Mapping[str, int] | None = None) -> list[int]:
-        from banditloop.core.state_codec import encode_state
-
         now = datetime.now(UTC)
         versions: list[int] = []
         with Session(self.engine) as session, session.begin():

@@ -10,6 +10,8 @@ import os
 import re
 
 DEFAULT_DB_URL = "sqlite:///banditloop.db"
+#: checkpoint versions kept per shard unless a store is told otherwise (``--keep``)
+DEFAULT_KEEP = 20
 
 _PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^:/@]*):[^@/]*@")
 

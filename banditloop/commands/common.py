@@ -77,7 +77,7 @@ def db_url(args: argparse.Namespace) -> str:
 
 
 def add_retention_option(parser: argparse.ArgumentParser) -> None:
-    from banditloop.pipeline.checkpoints import DEFAULT_KEEP
+    from banditloop.pipeline.database import DEFAULT_KEEP
 
     parser.add_argument("--keep", type=non_negative_int, default=DEFAULT_KEEP, metavar="N",
                         help="keep the newest N versions of each shard, pruned in the same transaction as each "
@@ -275,7 +275,7 @@ def _report_env_errors(parser: argparse.ArgumentParser, errors: dict[str, str]) 
                 parser.error(message)
         return parsed, extras
 
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
 def _env_value(parser: argparse.ArgumentParser, action: argparse.Action, raw: str) -> Any:

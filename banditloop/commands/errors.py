@@ -171,7 +171,7 @@ TABLE: dict[str, Describe] = {
     "banditloop.pipeline.logs.StrictModeError": _message,
     "banditloop.pipeline.topics.TopicMismatchError": _message,
     "banditloop.pipeline.producer.ProduceError": _message,
-    "banditloop.pipeline.broker.BrokerError": _message,
+    "banditloop.pipeline.kafka_probe.BrokerError": _message,
     "banditloop.core.state_codec.CorruptState": _message,
     # the database (SQLAlchemy and its drivers)
     "sqlalchemy.exc.ArgumentError": _db_bad_url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from banditloop.commands.common import add_db_option, db_url, non_negative_int
 
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from banditloop.commands.common import CommandError
-    from banditloop.pipeline.checkpoints import DEFAULT_KEEP, CheckpointStore
+    from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.database import DEFAULT_KEEP
 
     if not args.prune and (args.keep is not None or args.model is not None):
         raise CommandError("--keep and --model go with --prune")
@@ -47,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
         models = store.models()
     finally:
         store.close()
-    rows = [{"model": m.model, "learner": m.learner, "latest_version": m.latest_version, "versions": m.versions,
-             "shards": list(m.shards), "created_at": m.created_at.isoformat(timespec="seconds"),
-             "counters": m.counters} for m in models]
+    rows: list[dict[str, Any]] = [
+        {"model": m.model, "learner": m.learner, "latest_version": m.latest_version, "versions": m.versions,
+         "shards": list(m.shards), "created_at": m.created_at.isoformat(timespec="seconds"), "counters": m.counters}
+        for m in models]
     if args.json:
         print(json.dumps({"db": db_url(args), "models": rows, **({} if pruned is None else {"pruned": pruned})}))
         return 0

@@ -28,7 +28,7 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     def _format_action(self, action: argparse.Action) -> str:
         if not action.help and _shows_default(action):
             action = copy.copy(action)
-            action.help = " "  # formatted by _get_help_string
+            action.help = "default: %(default)s"
         return super()._format_action(action)
 
 
@@ -88,7 +88,8 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
         from banditloop import __version__
 
-        parser.exit(0, f"banditloop {__version__}\n")
+        print(f"banditloop {__version__}")
+        parser.exit(0)
 
 
 def _summary(module: object) -> str:
