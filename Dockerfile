@@ -10,10 +10,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY pipeline ./pipeline
+COPY pyproject.toml README.md LICENSE ./
+# every source folder of the package (pyproject's package-dir; tests/test_compose.py checks the list)
+COPY banditloop ./banditloop
+COPY core ./core
 COPY operators ./operators
 COPY simulators ./simulators
+COPY pipeline ./pipeline
+COPY serving ./serving
+COPY evaluation ./evaluation
 RUN pip install '.[postgres,fast-crc]' \
     && useradd --system --create-home --uid 10001 banditloop
 

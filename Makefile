@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test lint bench clean
+.PHONY: demo test install install-test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,15 @@ demo: install
 
 test: install-test
 	$(BIN)/ruff check banditloop core operators simulators pipeline serving tests benchmarks
+	$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest -q -ra
+
+# mypy over the package as installed: banditloop/ plus the design-card folders, linked into one tree
+typecheck: install-test
+	@rm -rf build/typecheck && mkdir -p build/typecheck/banditloop
+	@for f in banditloop/*.py banditloop/commands banditloop/demo; do ln -s "$$PWD/$$f" build/typecheck/banditloop/; done
+	@for d in core operators simulators pipeline serving evaluation; do ln -s "$$PWD/$$d" build/typecheck/banditloop/$$d; done
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p banditloop
 
 bench: install-test
 	$(BIN)/python benchmarks/closed_loop.py
@@ -35,4 +43,4 @@ bench: install-test
 	$(BIN)/python benchmarks/regret.py --quick
 
 clean:
-	rm -rf $(VENV) out banditloop.db *.egg-info
+	rm -rf $(VENV) out banditloop.db *.egg-info build

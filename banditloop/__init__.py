@@ -16,13 +16,7 @@ command line, which lives in this package) stays fast.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-try:
-    __version__ = version("banditloop")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -39,7 +33,7 @@ _EXPORTS: dict[str, str] = {
     "LearnerState": "banditloop.core.state_codec",
     # learners
     "Learner": "banditloop.operators.base",
-    "Decision": "banditloop.operators.base",
+    "Decision": "banditloop.operators.decision",
     "UniformRandom": "banditloop.operators.uniform_random",
     "EpsilonGreedy": "banditloop.operators.epsilon_greedy",
     "UCB1": "banditloop.operators.ucb1",
@@ -57,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "WorldConfig": "banditloop.simulators.config",
     # the stream pipeline
     "JoinConfig": "banditloop.pipeline.join",
+    "LearningRun": "banditloop.pipeline.runner",
     "EventJoin": "banditloop.pipeline.join",
     "ModelConfig": "banditloop.pipeline.model",
     "CheckpointStore": "banditloop.pipeline.checkpoints",
@@ -70,7 +65,19 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("banditloop")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read from the installed metadata on first use (importlib.metadata is slow)
+        globals()[name] = value = _version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'banditloop' has no attribute {name!r}")
@@ -88,9 +95,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from banditloop.core.features import FeatureSpec, Featurizer
     from banditloop.core.reward import RewardSpec
     from banditloop.core.state_codec import LearnerState
-    from banditloop.operators.base import Decision, Learner
+    from banditloop.operators.base import Learner
     from banditloop.operators.beta_ts import BetaTS
     from banditloop.operators.ctr_lr import CTRLogisticRegression
+    from banditloop.operators.decision import Decision
     from banditloop.operators.diag_linucb import DiagLinUCB
     from banditloop.operators.epsilon_greedy import EpsilonGreedy
     from banditloop.operators.hybrid_linucb import HybridLinUCB
@@ -103,6 +111,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from banditloop.pipeline.join import EventJoin, JoinConfig
     from banditloop.pipeline.model import ModelConfig
     from banditloop.pipeline.replay import replay_log
+    from banditloop.pipeline.runner import LearningRun
     from banditloop.pipeline.simulate import simulate
     from banditloop.serving.scorer import Scorer, ScoreResult
     from banditloop.simulators.config import WorldConfig

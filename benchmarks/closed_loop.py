@@ -12,6 +12,10 @@ matrix for MABWiser, the text of the shared ADF line for VW). Two extra rows ("i
 input from the raw context dict per event instead: our ``Featurizer`` vs VW's text formatting (river
 takes the dict as it is). Beta TS and linear TS estimate their propensity by Monte Carlo (256 joint
 draws per decision) by default; the rows with ``propensity_draws=0`` show the policy without it.
+The ``vw-cb``/``vw-ctr`` rows are our learners on Vowpal Wabbit (``banditloop.operators.vw_cb``,
+``vw_ctr``) behind the learner interface: the peer row ``vw`` is the same library called directly
+with pre-formatted text, so the difference is the cost of the interface (formatting ``x`` per event,
+sampling the pmf, the fake-negative second example on a click).
 
 Targets (issue): LinUCB ≥ 30× river's LinUCBDisjoint and ≥ 10× Vowpal Wabbit, event at a time.
 
@@ -53,6 +57,10 @@ OURS = [  # (label, registry name, constructor arguments)
     ("lints", "lints", {}),
     ("ts", "ts", {}),
     ("ts (propensity_draws=0)", "ts", {"propensity_draws": 0}),
+    # our Vowpal Wabbit learners: the peer's ε-greedy settings, then the defaults
+    ("vw-cb (epsilon 0.05)", "vw-cb", {"exploration": "epsilon", "epsilon": 0.05}),
+    ("vw-cb (squarecb)", "vw-cb", {}),
+    ("vw-ctr", "vw-ctr", {}),
 ]
 PEERS = ("river", "mabwiser", "vw")
 

@@ -49,7 +49,6 @@ from benchmarks.common import emit_json, table, world_stream  # noqa: E402
 ARMS, CONTEXT_DIM, CHUNK = 20, 15, 100_000
 TARGETS = {"ts": 1_000_000, "diag-linucb": 1_000_000, "linucb": 200_000}
 #: learners that need per-arm shared vectors (not part of this benchmark's data)
-NEEDS_SHARED = {"hybrid-linucb"}
 
 
 class Data:
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     first_seen = list(dict.fromkeys(data.arms))
     data.rows = learner_class("ts")(dim=dim).rows_of(data.arms)  # type: ignore[attr-defined]
     for name in LEARNERS:
-        if name in NEEDS_SHARED:
+        if learner_class(name).shared_features:
             notes.append(f"{name}: skipped (needs per-arm shared vectors)")
             continue
         try:

@@ -29,7 +29,7 @@ One run, one memory-only Tansu broker (:class:`banditloop.pipeline.broker.DevBro
    fallback otherwise; that choice decides the raw rate (here about 30k/s pure Python, 120–240k/s
    with C) and so the ratio. The header says which one ran; ``--crc python`` forces the fallback.
 
-2. **Checkpoint latency**: every ``ConsumerWorker._save`` (``last_checkpoint_seconds``: snapshot of
+2. **Checkpoint latency**: every ``ConsumerWorker._save`` (``writer.last_seconds``: snapshot of
    the 3 shards + one transaction) during the throughput runs (SQLite) and during the same
    consumption (Diag-LinUCB, two runs, also shown as throughput) into a fresh PostgreSQL database
    (created on the ``--pg`` server and dropped at the end), plus
@@ -296,7 +296,7 @@ class _Instrumented:
         done = self.total is not None and self.worker.counters["messages"] >= self.total
         if self.first is not None and not done:
             self.checkpoint_in_window += end - start
-        self.saves.append(self.worker.last_checkpoint_seconds or 0.0)
+        self.saves.append(self.worker.writer.last_seconds or 0.0)
 
 
 def run_ours(bootstrap: str, topics: TopicNames, total: int, learner: str, store: CheckpointStore,
@@ -317,7 +317,7 @@ def run_ours(bootstrap: str, topics: TopicNames, total: int, learner: str, store
     end = []
     for _ in range(end_saves):  # the consumer is closed: _save only snapshots and writes
         worker._save(shards)
-        end.append(worker.last_checkpoint_seconds or 0.0)
+        end.append(worker.writer.last_seconds or 0.0)
     measured = Measured(f"ours {learner}", total, inst.last - inst.first, process=inst.process,
                         checkpoint=inst.checkpoint_in_window, checkpoints=inst.saves[:len(inst.saves) - end_saves],
                         open_impressions=open_imps, join_state_bytes=join_bytes,

@@ -27,7 +27,12 @@ _SIGN_SEED = 0x5BD1E995
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Everything that determines a featurization; stored with every checkpoint."""
+    """Everything that determines a featurization; stored with every checkpoint.
+
+    >>> spec = FeatureSpec(dim=16, numeric=("age",), interactions=(("country", "device"),))
+    >>> FeatureSpec.from_dict(spec.to_dict()) == spec
+    True
+    """
 
     dim: int = 32
     numeric: tuple[str, ...] = ()
@@ -61,7 +66,15 @@ class FeatureSpec:
 
 @dataclass
 class Featurizer:
-    """Deterministic hashing featurizer; see the module docstring for the layout."""
+    """Deterministic hashing featurizer; see the module docstring for the layout.
+
+    >>> featurizer = Featurizer(FeatureSpec(dim=8, numeric=("age",)))
+    >>> x = featurizer.transform({"age": 0.5, "country": "fr"})
+    >>> x.shape, x[:2].tolist()      # bias, then the numeric fields in order, then hashed strings
+    ((8,), [1.0, 0.5])
+    >>> bool((x == featurizer.transform({"country": "fr", "age": 0.5})).all())
+    True
+    """
 
     spec: FeatureSpec = field(default_factory=FeatureSpec)
 
@@ -152,7 +165,7 @@ class Featurizer:
         return x
 
 
-def _as_double(value: object) -> float:
+def _as_double(value: float | str) -> float:
     """``value`` converted as storing it into a float64 array converts it (same result, same errors)."""
     cell = np.zeros(1)
     cell[0] = value

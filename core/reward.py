@@ -28,6 +28,9 @@ class RewardSpec:
     * ``"click+value"``: ``clicked + weight * value_sum``, a click plus the weighted conversion value.
 
     ``weight`` is used by ``"click+value"`` only.
+
+    >>> RewardSpec("click+value", weight=0.1).value(clicked=True, conversions=1, value_sum=20.0)
+    3.0
     """
 
     kind: RewardKind = "click"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,14 @@ import numpy as np
 
 @dataclass
 class LearnerState:
-    """A learner's complete state in plain types: JSON-able fields plus named numpy arrays."""
+    """A learner's complete state in plain types: JSON-able fields plus named numpy arrays.
+
+    >>> state = LearnerState(kind="ucb1", params={"c": 1.0}, arms=["a"], retired=[],
+    ...                      arrays={"n": np.array([3.0])}, counters={"impressions": 3.0})
+    >>> again = decode_state(*encode_state(state))      # .npz bytes + JSON: no pickle
+    >>> again.arms, again.arrays["n"].tolist(), again.params
+    (['a'], [3.0], {'c': 1.0})
+    """
 
     kind: str
     params: dict[str, Any]
@@ -41,11 +49,24 @@ def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     for name, arr in arrays.items():
         if arr.dtype.kind not in "fiub":
             raise ValueError(f"array {name!r} has non-numeric dtype {arr.dtype}")
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stubs type **kwds as the allow_pickle flag
     return buf.getvalue()
 
 
-def decode_arrays(data: bytes) -> dict[str, np.ndarray]:
+#: A stored state may not inflate to more than this many bytes: a compressed archive is checked
+#: member by member *before* anything is decompressed (a small row must not cost gigabytes).
+MAX_STATE_BYTES = 4 * 1024**3
+
+
+def decode_arrays(data: bytes, max_bytes: int = MAX_STATE_BYTES) -> dict[str, np.ndarray]:
+    """The named arrays of a ``.npz`` archive: no pickle, at most ``max_bytes`` once inflated."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CorruptState(f"state arrays unreadable: {exc}") from exc
+    if inflated > max_bytes:
+        raise CorruptState(f"state arrays would inflate to {inflated} bytes, more than the {max_bytes} allowed")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}

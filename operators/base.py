@@ -31,6 +31,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from banditloop.core.state_codec import LearnerState
+from banditloop.operators.decision import Decision
+from banditloop.operators.params import init_parameters
+from banditloop.operators.policies import SampledPolicy
+from banditloop.operators.state_io import checked_arrays, restore_rng, rng_state
 
 Shared = Mapping[str, np.ndarray] | None
 
@@ -42,51 +46,6 @@ _CACHE_MAX_ENTRIES = 1024
 _CACHE_MAX_CANDIDATES = 512
 
 
-class Decision:
-    """What a policy did for one request: the chosen arm, its propensity, and per-candidate scores.
-
-    ``scores`` (a dict) and ``ranking`` (candidates best first, the chosen arm leading) are built on
-    first access, because a request path that needs only the arm should not pay for them.
-    """
-
-    __slots__ = ("arm", "propensity", "candidates", "score_array", "probabilities", "_scores", "_ranking")
-
-    def __init__(self, arm: str, propensity: float, candidates: Sequence[str], score_array: np.ndarray,
-                 probabilities: np.ndarray | None = None) -> None:
-        self.arm = arm
-        self.propensity = propensity
-        self.candidates = candidates
-        self.score_array = score_array
-        self.probabilities = probabilities
-        self._scores: dict[str, float] | None = None
-        self._ranking: tuple[str, ...] | None = None
-
-    @property
-    def scores(self) -> dict[str, float]:
-        if self._scores is None:
-            self._scores = dict(zip(self.candidates, self.score_array.tolist(), strict=True))
-        return self._scores
-
-    @property
-    def ranking(self) -> tuple[str, ...]:
-        if self._ranking is None:
-            order = np.argsort(-self.score_array, kind="stable")
-            ranked = [self.candidates[i] for i in order if self.candidates[i] != self.arm]
-            self._ranking = (self.arm, *ranked)
-        return self._ranking
-
-    def __repr__(self) -> str:
-        return f"Decision(arm={self.arm!r}, propensity={self.propensity:.4g}, scores={self.scores!r})"
-
-
-
-
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    state = rng.bit_generator.state
-    return {"bit_generator": state["bit_generator"], "state": dict(state["state"]),
-            "has_uint32": state.get("has_uint32", 0), "uinteger": state.get("uinteger", 0)}
-
-
 class Learner(ABC):
     """Base class: arm table, growable per-arm arrays, counters, state export and merge."""
 
@@ -95,6 +54,11 @@ class Learner(ABC):
     binary_reward: ClassVar[bool] = False
     #: ``merge`` is exact (sums of sufficient statistics) rather than an approximation
     exact_merge: ClassVar[bool] = True
+    #: scoring needs a second, shared (context × arm) feature vector per candidate
+    shared_features: ClassVar[bool] = False
+    #: the state is sums of products of two of (x, shared z, reward): scaling them by √w weights an update
+    #: by w exactly, so off-policy learning can weight updates by inverse propensities (``--ips-weight``)
+    weighted_updates: ClassVar[bool] = False
     #: names of per-arm or global arrays that are plain sums (merged by addition); others need
     #: ``_merge_arrays``
     additive_arrays: ClassVar[tuple[str, ...]] = ()
@@ -126,8 +90,11 @@ class Learner(ABC):
 
     # -- hyper-parameters -------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-able) that rebuild an equivalent empty learner."""
-        return {"dim": self.dim, "seed": self.seed}
+        """Constructor arguments (JSON-able) that rebuild an equivalent empty learner.
+
+        Read from the ``__init__`` signatures of the class and its bases, as river does: every
+        constructor argument is stored as an attribute of the same name."""
+        return {name: getattr(self, name) for name in init_parameters(type(self))}
 
     # -- per-arm storage ----------------------------------------------------------------------
     @abstractmethod
@@ -211,7 +178,7 @@ class Learner(ABC):
         add = self.add_arm
         return np.fromiter((index[a] if a in index else add(a) for a in arms), dtype=np.intp, count=len(arms))
 
-    def _eligible(self, candidates: Sequence[str] | None) -> list[str]:
+    def eligible(self, candidates: Sequence[str] | None) -> list[str]:
         if candidates is None:
             eligible = self.active_arms()
         else:
@@ -246,7 +213,7 @@ class Learner(ABC):
         return int(ties[self.rng.integers(ties.size)]), 1.0 / ties.size, None
 
     def choose(self, x: np.ndarray, candidates: Sequence[str] | None = None, shared: Shared = None) -> Decision:
-        eligible = self._eligible(candidates) if (candidates is None or self.retired) else candidates
+        eligible = self.eligible(candidates) if (candidates is None or self.retired) else candidates
         if not eligible:
             raise ValueError("no candidates given")
         scores = self.score(x, eligible, shared)
@@ -307,28 +274,10 @@ class Learner(ABC):
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Validate every array (known name, shape, finite) before storing any, then rebuild caches."""
-        stored = (set(self._arrays) | set(self._globals)) - set(self.derived_arrays)
-        missing = stored - set(arrays)
-        if missing:
-            raise ValueError(f"{self.kind}: state lacks arrays {sorted(missing)}")
-        checked: dict[str, np.ndarray] = {}
-        for name, raw in arrays.items():
-            if name not in stored:
-                raise ValueError(f"{self.kind}: unknown state array {name!r}")
-            try:
-                arr = np.asarray(raw, dtype=float)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{self.kind}: state array {name!r} is not numeric: {exc}") from None
-            if name in self._globals:
-                expected = self._globals[name].shape
-            else:
-                expected = (len(self.arms), *self._arrays[name].shape[1:])
-            if arr.shape != expected:
-                raise ValueError(f"{self.kind}: state array {name!r} has shape {arr.shape}, expected {expected}")
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{self.kind}: state array {name!r} holds NaN or inf")
-            checked[name] = arr
-        for name, arr in checked.items():
+        shapes = {name: arr.shape for name, arr in self._globals.items() if name not in self.derived_arrays}
+        shapes.update({name: (len(self.arms), *arr.shape[1:]) for name, arr in self._arrays.items()
+                       if name not in self.derived_arrays})
+        for name, arr in checked_arrays(self.kind, arrays, shapes).items():
             if name in self._globals:
                 self._globals[name][...] = arr
             else:
@@ -341,7 +290,7 @@ class Learner(ABC):
     def export_state(self) -> LearnerState:
         return LearnerState(kind=self.kind, params=self.params(), arms=list(self.arms),
                             retired=sorted(self.retired), arrays=self._state_arrays(),
-                            counters=dict(self.counters), rng=_rng_state(self.rng))
+                            counters=dict(self.counters), rng=rng_state(self.rng))
 
     @classmethod
     def from_state(cls, state: LearnerState) -> Learner:
@@ -363,9 +312,7 @@ class Learner(ABC):
                 raise ValueError(f"{cls.kind}: counter {key!r} is not finite")
         learner.counters.update({key: float(value) for key, value in state.counters.items()})
         if state.rng:
-            learner.rng.bit_generator.state = {
-                "bit_generator": state.rng["bit_generator"], "state": state.rng["state"],
-                "has_uint32": state.rng.get("has_uint32", 0), "uinteger": state.rng.get("uinteger", 0)}
+            restore_rng(learner.rng, state.rng)
         return learner
 
     def merge(self, other: Learner) -> Learner:
@@ -401,49 +348,44 @@ class Learner(ABC):
             else:
                 self._arrays[name][rows] += theirs[name]
 
+    # -- off-policy evaluation: the probability of every candidate --------------------------------
+    DEFAULT_PROBABILITY_DRAWS: ClassVar[int] = 256
 
-class SampledPolicy:
-    """Mixin for Thompson-sampling policies: play the argmax of one posterior draw (``score``), and
-    estimate the propensity by Monte Carlo over ``propensity_draws`` further joint draws from
-    ``_draws`` (the draw actually played counts as one more sample of the same distribution).
-    ``propensity_draws = 0`` skips the estimate and reports NaN."""
+    def action_probabilities(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None,
+                             draws: int | None = None) -> np.ndarray:
+        """Probability that :meth:`choose` picks each of ``candidates`` for this input, in candidate order.
 
-    propensity_draws: int
+        Retired candidates get 0. Exact for argmax (ties split as ``_pick`` splits them), ε-greedy and
+        softmax; for Thompson sampling a Monte Carlo estimate over ``draws`` joint draws plus the scoring
+        draw (default ``propensity_draws``, or 256 when that is 0; standard error ≤ ``0.5/sqrt(draws+1)``).
 
-    def _draws(self, x: np.ndarray, candidates: Sequence[str], n: int) -> np.ndarray:
-        """``n`` joint posterior draws of every candidate's score, shape ``(n, len(candidates))``."""
-        raise NotImplementedError
-
-    def _pick(self, x, candidates, scores, shared):
-        pick = int(np.argmax(scores))
-        if self.propensity_draws <= 0:
-            return pick, float("nan"), None
-        probs = self.propensities(x, candidates, scores, shared)
-        return pick, float(probs[pick]), probs
-
-    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
-        draws = self._draws(x, candidates, max(self.propensity_draws, 0))
-        wins = np.bincount(np.argmax(draws, axis=1), minlength=len(candidates)).astype(float)
-        wins[int(np.argmax(scores))] += 1.0
-        return wins / (draws.shape[0] + 1)
-
-
-def softmax(values: np.ndarray, temperature: float) -> np.ndarray:
-    z = (values - values.max()) / temperature
-    e = np.exp(z)
-    return e / e.sum()
-
-
-def epsilon_greedy_probabilities(values: np.ndarray, epsilon: float) -> np.ndarray:
-    """Exact ε-greedy choice probabilities: ``(1-ε)/ties + ε/K`` for the best value(s), ``ε/K`` otherwise
-    (the greedy share is split uniformly over ties)."""
-    best = values == values.max()
-    return (1.0 - epsilon) * best / best.sum() + epsilon / values.size
-
-
-def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
-    """An index drawn from ``probabilities`` with one uniform variate (inverse CDF). An entry of
-    probability 0 is never drawn."""
-    cdf = np.cumsum(probabilities)
-    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-    return min(i, cdf.size - 1)
+        >>> from banditloop.operators.epsilon_greedy import EpsilonGreedy
+        >>> lrn = EpsilonGreedy(epsilon=0.2)
+        >>> lrn.learn_one("a", None, 1.0)
+        >>> lrn.action_probabilities(None, ["a", "b"]).round(3).tolist()
+        [0.9, 0.1]
+        """
+        cands = list(candidates)
+        if not cands:
+            raise ValueError("no candidates given")
+        keep = np.array([c not in self.retired for c in cands], dtype=bool)
+        if not keep.any():
+            raise ValueError("no eligible candidates (all retired, or none given)")
+        eligible = cands if keep.all() else [c for c, k in zip(cands, keep, strict=True) if k]
+        scores = self.score(x, eligible, shared)
+        if isinstance(self, SampledPolicy):
+            n = int(draws) if draws is not None else (self.propensity_draws or self.DEFAULT_PROBABILITY_DRAWS)
+            if n < 1:
+                raise ValueError("draws must be >= 1")
+            probs = self.sampled_probabilities(x, eligible, scores, n)
+        elif type(self)._pick is Learner._pick:  # argmax with tolerance ties, exactly as _pick
+            top = scores.max()
+            ties = scores >= top - TIE_TOLERANCE * max(1.0, abs(float(top)))
+            probs = ties / ties.sum()
+        else:
+            probs = np.asarray(self.propensities(x, eligible, scores, shared), dtype=float)
+        if keep.all():
+            return probs
+        out = np.zeros(len(cands))
+        out[keep] = probs
+        return out

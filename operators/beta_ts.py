@@ -48,7 +48,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from banditloop.operators.base import Learner, LearnerState, SampledPolicy, Shared
+from banditloop.core.state_codec import LearnerState
+from banditloop.operators.base import Learner, Shared
+from banditloop.operators.policies import SampledPolicy
 
 #: what a Bernoulli learner learns from an impression whose feedback is still pending
 PENDING_MODES = ("wait", "failure")
@@ -83,11 +85,6 @@ class BetaTS(SampledPolicy, Learner):
         self.pending = pending
         self.learns_at_close = pending == "wait" or self.discount < 1.0
         super().__init__(dim, seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "prior_alpha": self.prior_alpha, "prior_beta": self.prior_beta,
-                "propensity_draws": self.propensity_draws, "pending": self.pending, "discount": self.discount,
-                "arm_priors": self.arm_priors}
 
     def _arm_arrays(self):
         return {"successes": ((), 0.0), "failures": ((), 0.0),
@@ -214,6 +211,7 @@ def priors_from_state(state: LearnerState, strength: float = 10.0) -> dict[str, 
                                                             if k in BetaTS(1).params()},
                                          arms=state.arms, retired=state.retired, arrays=state.arrays,
                                          counters=state.counters, rng=state.rng))
+    assert isinstance(old, BetaTS)
     out = {}
     for arm in old.arms:
         a, b = old.posterior(arm)

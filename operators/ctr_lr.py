@@ -38,7 +38,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from river import linear_model, optim, utils
 
-from banditloop.operators.base import Learner, Shared, epsilon_greedy_probabilities, sample_index, softmax
+from banditloop.operators.base import Learner, Shared
+from banditloop.operators.policies import epsilon_greedy_probabilities, sample_index, softmax
 
 EXPLORATIONS = ("egreedy", "softmax")
 
@@ -69,11 +70,6 @@ class CTRLogisticRegression(Learner):
         self._shared_names = [f"x{i}" for i in range(self.dim)]
         self._cross_names: dict[str, list[str]] = {}
         self.model = self._new_model()
-
-    def params(self) -> dict:
-        return {**super().params(), "exploration": self.exploration, "epsilon": self.epsilon,
-                "temperature": self.temperature, "learning_rate": self.learning_rate,
-                "intercept_lr": self.intercept_lr, "l2": self.l2}
 
     def _arm_arrays(self):
         return {"w": ((self.dim,), 0.0), "n": ((), 0.0), "clicks": ((), 0.0)}

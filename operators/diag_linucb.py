@@ -16,6 +16,7 @@ from banditloop.operators.base import Learner, Shared
 
 class DiagLinUCB(Learner):
     kind = "diag-linucb"
+    weighted_updates = True
     additive_arrays = ("d", "b", "n")
 
     def __init__(self, dim: int, alpha: float = 1.0, ridge: float = 1.0, seed: int = 0) -> None:
@@ -24,9 +25,6 @@ class DiagLinUCB(Learner):
         self.alpha = float(alpha)
         self.ridge = float(ridge)
         super().__init__(dim, seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "alpha": self.alpha, "ridge": self.ridge}
 
     def _arm_arrays(self):
         return {"d": ((self.dim,), 0.0), "b": ((self.dim,), 0.0), "n": ((), 0.0)}

@@ -54,9 +54,6 @@ class DiscountedLinUCB(Learner):
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
         super().__init__(dim, seed)
 
-    def params(self) -> dict:
-        return {**super().params(), "alpha": self.alpha, "ridge": self.ridge, "discount": self.discount}
-
     def _arm_arrays(self):
         d = self.dim
         return {"v": ((d, d), 0.0), "v2": ((d, d), 0.0), "b": ((d,), 0.0), "n": ((), 0.0)}

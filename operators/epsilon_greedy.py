@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from banditloop.operators.base import Shared, epsilon_greedy_probabilities, sample_index
+from banditloop.operators.base import Shared
 from banditloop.operators.counts import ArmCounts
+from banditloop.operators.policies import epsilon_greedy_probabilities, sample_index
 
 
 class EpsilonGreedy(ArmCounts):
@@ -25,9 +26,6 @@ class EpsilonGreedy(ArmCounts):
         self.epsilon = float(epsilon)
         self.initial_value = float(initial_value)
         super().__init__(dim, seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "epsilon": self.epsilon, "initial_value": self.initial_value}
 
     def score(self, x: np.ndarray | None, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
         return self._means(self._rows(candidates), self.initial_value)

@@ -45,6 +45,8 @@ from banditloop.operators.base import Learner, Shared
 
 class HybridLinUCB(Learner):
     kind = "hybrid-linucb"
+    weighted_updates = True
+    shared_features = True
     additive_arrays = ("xtx", "xtz", "xty", "n", "ztz", "zty")
     derived_arrays = ("ainv", "ainv_b", "ainv_y", "bab", "bay", "since_refresh")
 
@@ -66,10 +68,6 @@ class HybridLinUCB(Learner):
         self._beta = np.zeros(k)
         self._stale = False  # A0⁻¹ / β out of date
         self._since_sum_refresh = 0
-
-    def params(self) -> dict:
-        return {**super().params(), "shared_dim": self.shared_dim, "alpha": self.alpha, "ridge": self.ridge,
-                "refresh_every": self.refresh_every}
 
     def _arm_arrays(self):
         d, k = self.dim, self.shared_dim

@@ -94,9 +94,6 @@ class KLUCB(Learner):
         self._kl_cache: tuple[tuple[str, ...], np.ndarray] | None = None
         super().__init__(dim, seed)
 
-    def params(self) -> dict:
-        return {**super().params(), "c": self.c, "pending": self.pending}
-
     def _arm_arrays(self):
         # n: impressions seen; resolved: impressions whose window closed; successes: their rewards
         return {"n": ((), 0.0), "resolved": ((), 0.0), "successes": ((), 0.0)}

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from banditloop.operators.base import SampledPolicy, Shared
+from banditloop.operators.base import Shared
 from banditloop.operators.linucb import RidgeArms
+from banditloop.operators.policies import SampledPolicy
 
 
 class LinearTS(SampledPolicy, RidgeArms):
@@ -36,9 +37,6 @@ class LinearTS(SampledPolicy, RidgeArms):
         self.v = float(v)
         self.propensity_draws = int(propensity_draws)
         super().__init__(dim, ridge=ridge, refresh_every=refresh_every, seed=seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "v": self.v, "propensity_draws": self.propensity_draws}
 
     def posterior(self, arm: str) -> tuple[np.ndarray, np.ndarray]:
         """Mean ``μ_a`` and covariance ``v²A_a⁻¹`` of the sampling distribution of ``θ_a``."""

@@ -38,6 +38,7 @@ def _rank_one_update(matrix: np.ndarray, scale: float, v: np.ndarray) -> None:
 class RidgeArms(Learner):
     """One ridge regression per arm (``A_a = λI + Σxxᵀ``, ``b_a = Σrx``) with cached ``A_a⁻¹`` and
     ``θ_a``; subclasses define the score. The exported state is the raw sums, so merging is exact."""
+    weighted_updates = True
 
     additive_arrays = ("xtx", "xty", "n")
     derived_arrays = ("ainv", "theta", "since_refresh")
@@ -48,9 +49,6 @@ class RidgeArms(Learner):
         self.ridge = float(ridge)
         self.refresh_every = int(refresh_every)
         super().__init__(dim, seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "ridge": self.ridge, "refresh_every": self.refresh_every}
 
     def _arm_arrays(self):
         d = self.dim
@@ -137,9 +135,6 @@ class LinUCB(RidgeArms):
                  seed: int = 0) -> None:
         self.alpha = float(alpha)
         super().__init__(dim, ridge=ridge, refresh_every=refresh_every, seed=seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "alpha": self.alpha}
 
     def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
         rows = self._row_index(candidates)

@@ -44,7 +44,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from banditloop.operators.base import Learner, SampledPolicy, Shared
+from banditloop.operators.base import Learner, Shared
+from banditloop.operators.policies import SampledPolicy
 
 #: Newton's method stops when the largest step is below this, or after ``_MAX_NEWTON`` steps
 _NEWTON_TOL = 1e-12
@@ -94,10 +95,6 @@ class LogisticTS(SampledPolicy, Learner):
         self.exploration = float(exploration)
         self.propensity_draws = int(propensity_draws)
         super().__init__(dim, seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "prior_precision": self.prior_precision, "update_every": self.update_every,
-                "exploration": self.exploration, "propensity_draws": self.propensity_draws}
 
     def _arm_arrays(self):
         return {"m": ((self.dim,), 0.0), "q": ((self.dim,), self.prior_precision)}
@@ -174,9 +171,10 @@ class LogisticTS(SampledPolicy, Learner):
     def merge(self, other: Learner) -> Learner:
         if not isinstance(other, LogisticTS) or other.dim != self.dim:
             raise ValueError("can only merge learners of the same kind and dimension")
-        mine = type(self).from_state(self.export_state())
+        mine = LogisticTS.from_state(self.export_state())
+        theirs = LogisticTS.from_state(other.export_state())
+        assert isinstance(mine, LogisticTS) and isinstance(theirs, LogisticTS)
         mine.flush()
-        theirs = type(other).from_state(other.export_state())
         theirs.flush()
         return Learner.merge(mine, theirs)
 

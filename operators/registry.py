@@ -23,6 +23,8 @@ LEARNERS: dict[str, str] = {
     "lints": "banditloop.operators.lin_ts:LinearTS",
     "logistic-ts": "banditloop.operators.logistic_ts:LogisticTS",
     "ctr-lr": "banditloop.operators.ctr_lr:CTRLogisticRegression",
+    "vw-cb": "banditloop.operators.vw_cb:VWContextualBandit",
+    "vw-ctr": "banditloop.operators.vw_ctr:VWLogisticCTR",
 }
 
 
@@ -33,6 +35,11 @@ def learner_class(name: str) -> type[Learner]:
         raise ValueError(f"unknown learner {name!r}; choose from {', '.join(LEARNERS)}") from None
     module, cls = target.split(":")
     return getattr(import_module(module), cls)
+
+
+def learners_with(capability: str) -> list[str]:
+    """Names of the learners whose class sets the boolean ``capability`` (imports every learner)."""
+    return [name for name in LEARNERS if getattr(learner_class(name), capability)]
 
 
 def make_learner(name: str, dim: int, **params: Any) -> Learner:

@@ -35,9 +35,6 @@ class UCB1(ArmCounts):
         self.c = float(c)
         super().__init__(dim, seed)
 
-    def params(self) -> dict:
-        return {**super().params(), "c": self.c}
-
     def score(self, x: np.ndarray | None, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
         rows = self._rows(candidates)
         total = float(self._arrays["n"][: len(self.arms)].sum())
@@ -73,6 +70,3 @@ class DiscountedUCB(UCB1):
             raise ValueError("discount must be in (0, 1]")
         self.discount = float(discount)
         super().__init__(dim, c=c, seed=seed)
-
-    def params(self) -> dict:
-        return {**super().params(), "discount": self.discount}

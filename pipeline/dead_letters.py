@@ -8,10 +8,15 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from banditloop.core.events import Event, encode_event
+#: where unusable input goes: ``sink(payload, reason, source)`` with the raw bytes (an event that the
+#: join refuses is re-encoded), a human-readable reason (its text up to the first ``:`` is the
+#: category counted in summaries) and where it came from (``file:line``, ``topic/partition/offset``,
+#: ``join/<shard>``). The one dead-letter callback type of the pipeline.
+DeadLetterSink = Callable[[bytes, str, str], None]
 
 #: payloads longer than this are cut (and flagged) in dead-letter records, in files and topics alike
 MAX_DEAD_LETTER_PAYLOAD = 256 * 1024
@@ -49,9 +54,6 @@ class DeadLetterFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._fh.write(json.dumps(dead_letter_record(payload, reason, source)) + "\n")
-
-    def event(self, event: Event, reason: str) -> None:
-        self.raw(encode_event(event), reason, "join")
 
     @property
     def count(self) -> int:

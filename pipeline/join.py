@@ -33,19 +33,27 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
 import msgspec
 
-from banditloop.core.events import Click, Conversion, Event, Feedback, Impression
+from banditloop.core.events import Click, Conversion, Event, Feedback, Impression, encode_event
 from banditloop.core.reward import RewardSpec
+from banditloop.pipeline.dead_letters import DeadLetterSink
 
 
 @dataclass(frozen=True)
 class JoinConfig:
+    """Join windows in seconds of event time: feedback joins its impression when it is at most
+    ``clock_skew`` earlier and ``click_window``/``conversion_window`` later; the watermark trails the
+    newest event time by ``allowed_lateness``.
+
+    >>> JoinConfig(click_window=1800.0).to_dict()["click_window"]
+    1800.0
+    """
+
     click_window: float = 3600.0
     conversion_window: float = 7 * 86400.0
     allowed_lateness: float = 60.0
@@ -85,6 +93,10 @@ class OpenImpression(msgspec.Struct, array_like=True, gc=False):
     applied: float = 0.0
     #: event ids of the feedback joined so far (a tuple: the shared empty one for most impressions)
     seen: tuple[str, ...] = ()
+    #: the logging policy's propensity and the number of candidates (off-policy weighting, see
+    #: ``banditloop.pipeline.model.LearnerSink``); defaults keep older join states readable
+    propensity: float | None = None
+    candidates: int = 0
     #: the feedback window closed (``JoinSink.on_close`` was called)
     closed: bool = False
 
@@ -99,8 +111,6 @@ class JoinSink(Protocol):
     def on_close(self, imp: OpenImpression) -> None:
         """The impression's feedback window closed; ``imp.applied`` is its final reward."""
 
-
-DeadLetter = Callable[[Event, str], None]
 
 COUNTER_NAMES = ("impressions", "clicks", "conversions", "duplicates", "unmatched", "late", "held",
                  "evicted", "rewarded", "closed")
@@ -119,13 +129,29 @@ _state_decoder = msgspec.json.Decoder(_JoinState)
 
 @dataclass
 class EventJoin:
-    """Joins events into a sink; see the module docstring."""
+    """Joins events into a sink; see the module docstring.
+
+    >>> class Printer:
+    ...     def on_impression(self, imp): print("impression", imp.arm)
+    ...     def on_reward(self, imp, delta): print("reward", imp.arm, delta)
+    >>> join = EventJoin(Printer(), config=JoinConfig(click_window=60))
+    >>> join.process(Impression(event_id="e1", ts=100.0, impression_id="i1", arm="ad-1"))
+    impression ad-1
+    'impression'
+    >>> join.process(Click(event_id="c1", ts=130.0, impression_id="i1"))
+    reward ad-1 1.0
+    'click'
+    >>> join.process(Click(event_id="c1", ts=130.0, impression_id="i1"))   # a duplicate: ignored
+    'duplicate'
+    """
 
     sink: JoinSink
     reward: RewardSpec = field(default_factory=RewardSpec)
     config: JoinConfig = field(default_factory=JoinConfig)
     clip_reward: bool = False
-    dead_letter: DeadLetter | None = None
+    #: events the join refuses (unmatched feedback, ...) go here, encoded, with ``dead_letter_source``
+    dead_letter: DeadLetterSink | None = None
+    dead_letter_source: str = "join"
 
     def __post_init__(self) -> None:
         self.open: dict[str, OpenImpression] = {}
@@ -214,7 +240,8 @@ class EventJoin:
         if ev.arm_features is not None:
             features = ev.arm_features.get(ev.arm)
         imp = OpenImpression(impression_id=ev.impression_id, event_id=ev.event_id, ts=ev.ts, arm=ev.arm,
-                             context=ev.context, arm_features=features)
+                             context=ev.context, arm_features=features, propensity=ev.propensity,
+                             candidates=len(ev.candidates) if ev.candidates else 0)
         self.open[ev.impression_id] = imp
         heapq.heappush(self._evict_heap, (ev.ts + self.config.retention, ev.impression_id))
         heapq.heappush(self._close_heap, (ev.ts + self.close_after, ev.impression_id))
@@ -255,7 +282,7 @@ class EventJoin:
             return self._unmatched(fb, f"outside the {'click' if is_click else 'conversion'} window")
         clicked = imp.clicked or is_click
         conversions = imp.conversions + (0 if is_click else 1)
-        value_sum = imp.value_sum + (0.0 if is_click or fb.value is None else fb.value)
+        value_sum = imp.value_sum + (0.0 if isinstance(fb, Click) or fb.value is None else fb.value)
         reward = self.reward.value(clicked, conversions, value_sum)
         if not math.isfinite(reward):  # e.g. an enormous weight × value: never let it reach a model
             return self._unmatched(fb, f"reward is not finite ({reward!r})")
@@ -284,7 +311,7 @@ class EventJoin:
 
     def _dead(self, event: Event, reason: str) -> None:
         if self.dead_letter is not None:
-            self.dead_letter(event, reason)
+            self.dead_letter(encode_event(event), reason, self.dead_letter_source)
 
     # -- state ----------------------------------------------------------------------------------
     def export_state(self) -> bytes:

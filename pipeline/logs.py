@@ -6,7 +6,7 @@ import gzip
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from banditloop.core.events import TYPE_ORDER, Event, InvalidEvent, decode_event, encode_event
 
@@ -18,10 +18,10 @@ def open_log(path: str | Path, mode: str = "rb") -> IO[bytes]:
     path = Path(path)
     if "w" in mode or "a" in mode:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return gzip.open(path, mode) if path.suffix == ".gz" else open(path, mode)  # noqa: SIM115
+        return cast(IO[bytes], gzip.open(path, mode) if path.suffix == ".gz" else open(path, mode))  # noqa: SIM115
     with open(path, "rb") as probe:
         gz = probe.read(2) == _GZIP_MAGIC
-    return gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
+    return cast(IO[bytes], gzip.open(path, "rb") if gz else open(path, "rb"))  # noqa: SIM115
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
@@ -47,12 +47,13 @@ class LoadedLog:
 
 def load_log(path: str | Path, *, strict: bool = False,
              on_invalid: Callable[[int, bytes, str], None] | None = None,
-             keep_errors: int = 20) -> LoadedLog:
+             keep_errors: int = 20, on_lines: Callable[[int], None] | None = None) -> LoadedLog:
     """Decode a whole log and sort it into event-time order.
 
     Ties are broken by event type (an impression before its feedback) and then by line number, so
     the order, and therefore everything learned from it, is deterministic. Invalid lines are counted
-    and reported with their line numbers; ``strict`` makes the first one fatal.
+    and reported with their line numbers; ``strict`` makes the first one fatal. ``on_lines(n)`` is
+    called after every 4096 lines read (n = 4096) and once at the end with the rest (progress bars).
     """
     keyed: list[tuple[float, int, int, Event]] = []
     invalid = 0
@@ -60,6 +61,8 @@ def load_log(path: str | Path, *, strict: bool = False,
     lines = 0
     for number, raw in iter_lines(path):
         lines += 1
+        if on_lines is not None and lines % 4096 == 0:
+            on_lines(4096)
         try:
             event = decode_event(raw)
         except InvalidEvent as exc:
@@ -72,6 +75,8 @@ def load_log(path: str | Path, *, strict: bool = False,
                 on_invalid(number, raw, exc.reason)
             continue
         keyed.append((event.ts, TYPE_ORDER[type(event)], number, event))
+    if on_lines is not None:
+        on_lines(lines % 4096)
     keyed.sort(key=lambda item: item[:3])
     return LoadedLog(events=[item[3] for item in keyed], lines=lines, invalid=invalid, errors=errors)
 

@@ -17,35 +17,55 @@ import numpy as np
 from banditloop.core.features import FeatureSpec, Featurizer
 from banditloop.core.reward import RewardSpec
 from banditloop.operators.base import Learner
-from banditloop.operators.registry import learner_class, make_learner
+from banditloop.operators.registry import learner_class, learners_with, make_learner
 from banditloop.pipeline.join import JoinConfig, OpenImpression
-
-#: learners that take a per-arm shared feature vector (context × arm features)
-SHARED_FEATURE_LEARNERS = frozenset({"hybrid-linucb"})
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """A learner, its hyper-parameters, the featurization, reward and join windows: everything that
+    rebuilds the model from nothing (stored as JSON with every checkpoint).
+
+    >>> config = ModelConfig("linucb", {"alpha": 0.2}, features=FeatureSpec(dim=8, numeric=("age",)))
+    >>> ModelConfig.from_dict(config.to_dict()) == config
+    True
+    >>> config.new_learner().params()["alpha"]
+    0.2
+    """
+
     learner: str
     learner_params: dict[str, Any] = field(default_factory=dict)
     features: FeatureSpec = field(default_factory=FeatureSpec)
     shared_features: FeatureSpec | None = None
     reward: RewardSpec = field(default_factory=RewardSpec)
     join: JoinConfig = field(default_factory=JoinConfig)
+    #: off-policy learning: weight every update by min(1/(K·propensity), ips_clip) (None: unweighted)
+    ips_clip: float | None = None
 
     def __post_init__(self) -> None:
         learner_class(self.learner)  # fails early on an unknown name
-        if self.learner in SHARED_FEATURE_LEARNERS and self.shared_features is None:
+        if self.ips_clip is not None:
+            if not self.ips_clip >= 1.0:
+                raise ValueError("the inverse-propensity weight cap must be >= 1")
+            if not learner_class(self.learner).weighted_updates:
+                raise ValueError(f"inverse-propensity weighting needs a learner with weighted updates "
+                                 f"({', '.join(learners_with('weighted_updates'))}), not {self.learner}")
+        if self.uses_shared_features and self.shared_features is None:
             object.__setattr__(self, "shared_features", FeatureSpec(dim=self.features.dim))
+
+    @property
+    def uses_shared_features(self) -> bool:
+        """The learner scores with a shared (context × arm) feature vector per candidate."""
+        return learner_class(self.learner).shared_features
 
     def new_learner(self) -> Learner:
         params = dict(self.learner_params)
-        if self.learner in SHARED_FEATURE_LEARNERS and self.shared_features is not None:
+        if self.uses_shared_features and self.shared_features is not None:
             params.setdefault("shared_dim", self.shared_features.dim)
         return make_learner(self.learner, self.features.dim, **params)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "learner": self.learner,
             "learner_params": dict(self.learner_params),
             "features": self.features.to_dict(),
@@ -53,6 +73,9 @@ class ModelConfig:
             "reward": self.reward.to_dict(),
             "join": self.join.to_dict(),
         }
+        if self.ips_clip is not None:  # absent when off, so older stored configurations compare equal
+            out["ips_clip"] = self.ips_clip
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
@@ -64,6 +87,7 @@ class ModelConfig:
             shared_features=None if shared is None else FeatureSpec.from_dict(shared),
             reward=RewardSpec.from_dict(data.get("reward", {})),
             join=JoinConfig(**data.get("join", {})),
+            ips_clip=data.get("ips_clip"),
         )
 
 
@@ -97,19 +121,43 @@ class Vectorizer:
 
 class LearnerSink:
     """Feeds the join's output into a learner: impressions at once, reward increments later, and the
-    closing of each feedback window (only to learners that learn then, ``learns_at_close``)."""
+    closing of each feedback window (only to learners that learn then, ``learns_at_close``).
 
-    def __init__(self, learner: Learner, vectorizer: Vectorizer) -> None:
+    With ``ips_clip`` set (off-policy learning), every update of an impression is weighted by
+    ``w = min(1 / (K · propensity), ips_clip)`` (``K`` = its number of candidates, 1 if not logged, so
+    a uniformly random log gets weight 1): the context, shared vector and reward increment are scaled by
+    ``√w``, which multiplies every sufficient statistic of a learner with ``weighted_updates`` by ``w``
+    exactly. Impressions without a propensity get weight 1 and are counted in ``unweighted``.
+    """
+
+    def __init__(self, learner: Learner, vectorizer: Vectorizer, ips_clip: float | None = None) -> None:
         self.learner = learner
         self.vectorizer = vectorizer
+        self.ips_clip = ips_clip
+        self.unweighted = 0
+
+    def _scale(self, imp: OpenImpression) -> float:
+        if imp.propensity is None or self.ips_clip is None:
+            return 1.0
+        return math.sqrt(min(1.0 / (max(imp.candidates, 1) * imp.propensity), self.ips_clip))
 
     def on_impression(self, imp: OpenImpression) -> None:
         v = self.vectorizer
-        self.learner.learn_impression(imp.arm, v.x(imp.context), v.z(imp.context, imp.arm_features))
+        x, z = v.x(imp.context), v.z(imp.context, imp.arm_features)
+        if self.ips_clip is not None:
+            if imp.propensity is None:
+                self.unweighted += 1
+            s = self._scale(imp)
+            x, z = x * s, (None if z is None else z * s)
+        self.learner.learn_impression(imp.arm, x, z)
 
     def on_reward(self, imp: OpenImpression, delta: float) -> None:
         v = self.vectorizer
-        self.learner.learn_reward(imp.arm, v.x(imp.context), delta, v.z(imp.context, imp.arm_features))
+        x, z = v.x(imp.context), v.z(imp.context, imp.arm_features)
+        if self.ips_clip is not None:
+            s = self._scale(imp)
+            x, z, delta = x * s, (None if z is None else z * s), delta * s
+        self.learner.learn_reward(imp.arm, x, delta, z)
 
     def on_close(self, imp: OpenImpression) -> None:
         learner = self.learner
@@ -117,6 +165,10 @@ class LearnerSink:
             return
         if learner.close_without_context:
             learner.learn_close(imp.arm, None, imp.applied, None)
-        else:
-            v = self.vectorizer
-            learner.learn_close(imp.arm, v.x(imp.context), imp.applied, v.z(imp.context, imp.arm_features))
+            return
+        v = self.vectorizer
+        x, z, applied = v.x(imp.context), v.z(imp.context, imp.arm_features), imp.applied
+        if self.ips_clip is not None:
+            s = self._scale(imp)
+            x, z, applied = x * s, (None if z is None else z * s), applied * s
+        learner.learn_close(imp.arm, x, applied, z)

@@ -198,7 +198,7 @@ class EventProducer:
 
 
 def _order_key(event: Event) -> tuple[float, int]:
-    return (event.ts, TYPE_ORDER[type(event)])  # type: ignore[return-value]
+    return (event.ts, TYPE_ORDER[type(event)])
 
 
 def produce_log(
@@ -209,6 +209,7 @@ def produce_log(
     producer: EventProducer | None = None,
     dead_letter_invalid: bool = False,
     keep_errors: int = 20,
+    quiet: bool = True,
 ) -> dict[str, Any]:
     """Publish a ``.jsonl``/``.jsonl.gz`` event log in event-time order; returns a summary.
 
@@ -216,12 +217,16 @@ def produce_log(
     impression before click before conversion, then line number. A log already in that order is
     streamed (two passes, constant memory); otherwise it is loaded and sorted in memory. Invalid
     lines are counted and skipped (and published to the dead-letter topic with
-    ``dead_letter_invalid``, source ``"<path>:<line>"``).
+    ``dead_letter_invalid``, source ``"<path>:<line>"``). Unless ``quiet``, progress bars on stderr
+    (after two seconds) show the order check and the sending, whose rate is the summary's
+    ``events_per_second``.
 
     Summary: ``{"path", "lines", "sent": {topic: n}, "invalid", "invalid_reasons", "errors":
-    [(line, reason), ...first keep_errors], "reordered", "seconds"}``. Raises
-    :class:`ProduceError` if the broker did not acknowledge everything.
+    [(line, reason), ...first keep_errors], "reordered", "seconds", "send_seconds",
+    "events_per_second"}``. Raises :class:`ProduceError` if the broker did not acknowledge everything.
     """
+    from banditloop.pipeline.progress import progress_bar
+
     started = time.monotonic()
     own = producer is None
     prod = producer if producer is not None else EventProducer(bootstrap, topics)
@@ -245,34 +250,53 @@ def produce_log(
         # Pass 1: is the log already in event-time order? (Validates every line; counts nothing yet.)
         in_order = True
         previous: tuple[float, int] | None = None
-        for _number, raw in iter_lines(path):
-            try:
-                key = _order_key(decode_event(raw))
-            except InvalidEvent:
-                continue
-            if previous is not None and key < previous:
-                in_order = False
-                break
-            previous = key
+        checked = 0
+        with progress_bar(None, desc="produce: checking order", unit="line", quiet=quiet) as bar:
+            for checked, (_number, raw) in enumerate(iter_lines(path), start=1):
+                if checked % 4096 == 0:
+                    bar.update(4096)
+                try:
+                    key = _order_key(decode_event(raw))
+                except InvalidEvent:
+                    continue
+                if previous is not None and key < previous:
+                    in_order = False
+                    break
+                previous = key
+            bar.update(checked - bar.n)
         lines = 0
         if in_order:
-            for number, raw in iter_lines(path):
-                lines += 1
-                try:
-                    event = decode_event(raw)
-                except InvalidEvent as exc:
-                    invalid(number, raw, exc.reason)
-                    continue
-                publish(event)
+            send_started = time.monotonic()
+            with progress_bar(checked, desc="produce", unit="ev", quiet=quiet) as bar:
+                for number, raw in iter_lines(path):
+                    lines += 1
+                    if lines % 1024 == 0:
+                        bar.update(1024)
+                    try:
+                        event = decode_event(raw)
+                    except InvalidEvent as exc:
+                        invalid(number, raw, exc.reason)
+                        continue
+                    publish(event)
+                prod.flush()
+                bar.update(lines - bar.n)
         else:
-            loaded = load_log(path, on_invalid=invalid, keep_errors=0)
+            with progress_bar(None, desc="produce: loading and sorting", unit="line", quiet=quiet):
+                loaded = load_log(path, on_invalid=invalid, keep_errors=0)
             lines = loaded.lines
-            for event in loaded.events:
-                publish(event)
-        prod.flush()
+            send_started = time.monotonic()
+            with progress_bar(len(loaded.events), desc="produce", unit="ev", quiet=quiet) as bar:
+                for position, event in enumerate(loaded.events, start=1):
+                    publish(event)
+                    if position % 1024 == 0:
+                        bar.update(1024)
+                prod.flush()
+                bar.update(len(loaded.events) - bar.n)
+        send_seconds = time.monotonic() - send_started
     finally:
         if own:
             prod.close()
+    total = sum(sent.values())
     return {
         "path": str(path),
         "lines": lines,
@@ -282,4 +306,6 @@ def produce_log(
         "errors": errors,
         "reordered": not in_order,
         "seconds": round(time.monotonic() - started, 3),
+        "send_seconds": round(send_seconds, 3),
+        "events_per_second": round(total / send_seconds, 1) if send_seconds > 0 else None,
     }

@@ -31,36 +31,50 @@ def replay_log(path: str | Path, config: ModelConfig, model: str, store: Checkpo
 
     The whole log is decoded and sorted by event time first, so clicks and conversions join their
     impression wherever they stand in the file. With ``resume`` the newest checkpoint of ``model``
-    for the same file is restored and the events it already covered are skipped.
+    is restored: for the same file the events it already covered are skipped, for another file the
+    stored model keeps learning from that file's first event. A run that learns no event (an empty
+    log, or nothing new since the resumed checkpoint) writes no version (``checkpoints`` is 0).
+
+    Progress bars (unless ``quiet``, after two seconds): lines read while loading, then events
+    learned, whose rate is the summary's ``events_per_second``; ``load_seconds`` and
+    ``learn_seconds`` split ``seconds``.
     """
     opts = options or ReplayOptions()
     path = Path(path)
     started = time.perf_counter()
     dead = DeadLetterFile(opts.dead_letters)
-    loaded = load_log(path, strict=opts.strict,
-                      on_invalid=lambda number, raw, reason: dead.raw(raw, reason, f"{path}:{number}"))
-    run, start = _start(path, config, model, store, opts.resume, dead)
-    run.invalid = loaded.invalid
+    with progress_bar(None, desc=f"replay {model}: reading {path.name}", unit="line", quiet=opts.quiet) as bar:
+        loaded = load_log(path, strict=opts.strict, on_lines=bar.update,
+                          on_invalid=lambda number, raw, reason: dead.raw(raw, reason, f"{path}:{number}"))
+    load_seconds = time.perf_counter() - started
+    run, start, carried = _start(path, config, model, store, opts.resume, dead)
+    run.invalid = loaded.invalid + (run.invalid if carried else 0)  # the same log's lines are not counted twice
     events = loaded.events
     source = {"kind": "log", "path": str(path.resolve()), "events": start, "total": len(events)}
     checkpoints = 0
+    learn_started = time.perf_counter()
     with CheckpointTimer(opts.checkpoint_interval if store is not None else None) as timer, \
             progress_bar(len(events) - start, desc=f"replay {model}", quiet=opts.quiet) as bar:
         for position in range(start, len(events)):
             run.process(events[position])
-            if timer.due():
+            if store is not None and timer.due():
                 run.checkpoint(store, {**source, "events": position + 1})
                 checkpoints += 1
             if (position - start) % 4096 == 4095:
                 bar.update(4096)
         bar.update(bar.total - bar.n)
+    learn_seconds = time.perf_counter() - learn_started
     run.join.close()
-    if store is not None:
+    if store is not None and len(events) > start:
         run.checkpoint(store, {**source, "events": len(events)})
         checkpoints += 1
     dead.close()
     elapsed = time.perf_counter() - started
     counters = run.counters()
+    learned = len(events) - start
+    weighting: dict[str, Any] = {}
+    if config.ips_clip is not None:  # off-policy learning: how many impressions had no propensity
+        weighting = {"ips_clip": config.ips_clip, "unweighted": run.sink.unweighted}
     return {
         "command": "replay",
         "log": str(path),
@@ -78,14 +92,20 @@ def replay_log(path: str | Path, config: ModelConfig, model: str, store: Checkpo
         "dead_letters": dead.count,
         "first_errors": [f"line {n}: {reason}" for n, reason in loaded.errors],
         "seconds": round(elapsed, 3),
-        "events_per_second": round(len(events) / elapsed, 1) if elapsed > 0 else None,
+        "load_seconds": round(load_seconds, 3),
+        "learn_seconds": round(learn_seconds, 3),
+        "events_per_second": round(learned / learn_seconds, 1) if learn_seconds > 0 and learned else None,
+        **weighting,
     }
 
 
 def _start(path: Path, config: ModelConfig, model: str, store: CheckpointStore | None, resume: bool,
-           dead: DeadLetterFile) -> tuple[LearningRun, int]:
+           dead: DeadLetterFile) -> tuple[LearningRun, int, bool]:
+    """The run, the first event to learn, and whether it carries on from another input."""
     if resume and store is not None:
         cp = store.latest(model)
-        if cp is not None and cp.source.get("kind") == "log" and cp.source.get("path") == str(path.resolve()):
-            return LearningRun.from_checkpoint(cp, dead_letter=dead.event, expect=config), int(cp.source["events"])
-    return LearningRun(config, model, dead_letter=dead.event), 0
+        if cp is not None:
+            same_log = cp.source.get("kind") == "log" and cp.source.get("path") == str(path.resolve())
+            run = LearningRun.from_checkpoint(cp, dead_letter=dead.raw, expect=config)
+            return run, int(cp.source.get("events", 0)) if same_log else 0, not same_log
+    return LearningRun(config, model, dead_letter=dead.raw), 0, False

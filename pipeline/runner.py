@@ -6,17 +6,16 @@ where events come from and what "position" means (a line count, Kafka offsets).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from banditloop.core.events import Event
 from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_from_state
+from banditloop.pipeline.checkpoint_tables import check_name
 from banditloop.pipeline.checkpoints import DEFAULT_SHARD, Checkpoint, CheckpointStore
+from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.join import EventJoin
 from banditloop.pipeline.model import LearnerSink, ModelConfig, Vectorizer
-
-DeadLetterFn = Callable[[Event, str], None]
 
 
 class IncompatibleCheckpoint(ValueError):
@@ -24,16 +23,33 @@ class IncompatibleCheckpoint(ValueError):
 
 
 class LearningRun:
+    """One model learning from one stream of events: a learner behind an :class:`EventJoin`, with
+    checkpoints of both. ``replay``, ``simulate`` and ``consume`` (one per partition) all use it, so
+    they learn identically.
+
+    >>> from banditloop.core.events import Click, Impression
+    >>> run = LearningRun(ModelConfig("ts"), model="example")
+    >>> run.process(Impression(event_id="e1", ts=0.0, impression_id="i1", arm="a"))
+    'impression'
+    >>> run.process(Click(event_id="c1", ts=5.0, impression_id="i1"))
+    'click'
+    >>> run.counters()["rewarded"], run.learner.arms
+    (1, ['a'])
+    """
+
     def __init__(self, config: ModelConfig, model: str, *, shard: str = DEFAULT_SHARD,
-                 learner: Learner | None = None, dead_letter: DeadLetterFn | None = None) -> None:
+                 learner: Learner | None = None, dead_letter: DeadLetterSink | None = None) -> None:
         self.config = config
-        self.model = model
-        self.shard = shard
+        self.model = check_name("model", model)
+        self.shard = check_name("shard", shard)
         self.learner = learner if learner is not None else config.new_learner()
         self.vectorizer = Vectorizer(config)
+        self.sink = LearnerSink(self.learner, self.vectorizer, config.ips_clip)
         self.join = EventJoin(
-            sink=LearnerSink(self.learner, self.vectorizer), reward=config.reward, config=config.join,
-            clip_reward=self.learner.binary_reward and not config.reward.binary, dead_letter=dead_letter)
+            sink=self.sink, reward=config.reward,
+            config=config.join,
+            clip_reward=self.learner.binary_reward and not config.reward.binary, dead_letter=dead_letter,
+            dead_letter_source="join" if shard == DEFAULT_SHARD else f"join/{shard}")
         self.invalid = 0
         self.version: int | None = None
 
@@ -57,7 +73,7 @@ class LearningRun:
         return self.version
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, *, dead_letter: DeadLetterFn | None = None,
+    def from_checkpoint(cls, checkpoint: Checkpoint, *, dead_letter: DeadLetterSink | None = None,
                         expect: ModelConfig | None = None) -> LearningRun:
         """Rebuild a run (learner, join state, counters) from a stored checkpoint."""
         config = ModelConfig.from_dict(checkpoint.config)

@@ -130,12 +130,13 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
                             float(req.expected_rewards().mean()))
                 if (step + 1) % every == 0:
                     tracker.curve.append((step + 1, tracker.regret, tracker.reward / (step + 1)))
-                if timer.due():
+                if store is not None and timer.due():
                     run.checkpoint(store, source(step + 1))
                     checkpoints += 1
                 if (step + 1) % 1024 == 0:
                     bar.update(1024)
                     bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)
+            bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)  # the final regret, as in the summary
             bar.update(bar.total - bar.n)
             while pending:  # feedback due after the last request still arrives
                 emit(heapq.heappop(pending)[3])

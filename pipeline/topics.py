@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from kafka import KafkaConsumer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+if TYPE_CHECKING:  # kafka-python is imported where it is used: the command line starts without it
+    from kafka import KafkaConsumer
 
-__all__ = ["TopicMismatchError", "TopicNames", "ensure_topics", "topic_partitions"]
+__all__ = ["TopicMismatchError", "TopicNames", "ensure_topics", "missing_topics", "topic_partitions"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ class TopicNames:
     def events(self) -> tuple[str, str, str]:
         """The three event topics (impressions, clicks, conversions)."""
         return (self.impressions, self.clicks, self.conversions)
+
+    def inputs(self) -> dict[str, str]:
+        """The learners' inputs by role: ``{"impressions": topic, "clicks": topic, "conversions": topic}``."""
+        return {"impressions": self.impressions, "clicks": self.clicks, "conversions": self.conversions}
 
     def all(self) -> tuple[str, str, str, str]:
         """Event topics followed by the dead-letter topic."""
@@ -70,6 +74,8 @@ def topic_partitions(bootstrap: str, topics: tuple[str, ...] | list[str] | None 
 
 
 def _metadata_consumer(bootstrap: str, timeout: float) -> KafkaConsumer:
+    from kafka import KafkaConsumer
+
     return KafkaConsumer(
         bootstrap_servers=bootstrap,
         client_id="banditloop-topics",
@@ -88,7 +94,7 @@ def _partitions(consumer: KafkaConsumer, topics: tuple[str, ...] | list[str] | N
 def ensure_topics(
     bootstrap: str,
     names: TopicNames | None = None,
-    partitions: int = 1,
+    partitions: int | None = 1,
     *,
     dead_letter_partitions: int = 1,
     timeout: float = 30.0,
@@ -96,46 +102,89 @@ def ensure_topics(
     """Create the topics that are missing; idempotent. Returns ``{topic: partition count}``.
 
     The three event topics get ``partitions`` partitions each; the dead-letter topic gets
-    ``dead_letter_partitions`` (any count is accepted for an existing one). Raises
-    :class:`TopicMismatchError`, before creating anything, if an existing event topic has a
-    different partition count. Safe against a concurrent creator (``TopicAlreadyExists`` is
-    re-checked, not raised).
+    ``dead_letter_partitions`` (any count is accepted for an existing one). ``partitions=None``
+    takes the count of the event topics that exist, or, when none does, the broker's default
+    (``num.partitions``; the first topic is created with "broker default" and the others copy its
+    count). Raises :class:`TopicMismatchError`, before creating anything, if an existing event
+    topic has a different partition count. Safe against a concurrent creator
+    (``TopicAlreadyExists`` is re-checked, not raised).
     """
     names = names or TopicNames()
-    if partitions < 1 or dead_letter_partitions < 1:
+    if (partitions is not None and partitions < 1) or dead_letter_partitions < 1:
         raise ValueError("partition counts must be >= 1")
-    wanted = {t: partitions for t in names.events}
-    wanted[names.dead_letters] = dead_letter_partitions
     consumer = _metadata_consumer(bootstrap, timeout)
+    admin = None
     try:
-        existing = _partitions(consumer, list(wanted))
-        _check(names, existing, partitions)
+        existing = _partitions(consumer, list(names.all()))
+        if partitions is None:
+            counts = sorted({existing[t] for t in names.events if t in existing})
+            if len(counts) > 1:
+                _check(names, existing, counts[0])  # raises: the existing counts differ
+            partitions = counts[0] if counts else None
+        else:
+            _check(names, existing, partitions)
+        if partitions is None:  # nothing exists yet: the broker picks the count of the first topic
+            admin = _admin(bootstrap, timeout)
+            _create(admin, names.impressions, -1, timeout)
+            partitions = _wait_visible(consumer, {names.impressions: 1}, timeout)[names.impressions]
+        wanted = {t: partitions for t in names.events}
+        wanted[names.dead_letters] = dead_letter_partitions
         missing = [t for t in wanted if t not in existing]
         if missing:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="banditloop-topics",
-                                     request_timeout_ms=int(timeout * 1000))
-            try:
-                for topic in missing:  # one by one: a concurrent creator fails only its own topic
-                    try:
-                        admin.create_topics([NewTopic(topic, wanted[topic], 1)], timeout_ms=int(timeout * 1000))
-                    except TopicAlreadyExistsError:
-                        pass
-            finally:
-                admin.close()
-        # Wait until metadata shows every topic (immediate on Tansu; not necessarily elsewhere).
-        deadline = time.monotonic() + timeout
-        while True:
-            existing = _partitions(consumer, list(wanted))
-            if len(existing) == len(wanted) and all(existing[t] > 0 for t in wanted):
-                break
-            if time.monotonic() >= deadline:
-                absent = sorted(set(wanted) - set(existing))
-                raise TopicMismatchError(f"topics not visible in metadata after {timeout:.0f}s: {absent}")
-            time.sleep(0.1)
+            admin = admin or _admin(bootstrap, timeout)
+            for topic in missing:  # one by one: a concurrent creator fails only its own topic
+                _create(admin, topic, wanted[topic], timeout)
+        existing = _wait_visible(consumer, wanted, timeout)
         _check(names, existing, partitions)
         return existing
     finally:
+        if admin is not None:
+            admin.close()
         consumer.close()
+
+
+def missing_topics(bootstrap: str, names: TopicNames | None = None, *, timeout: float = 30.0) -> list[str]:
+    """The event and dead-letter topics that do not exist."""
+    names = names or TopicNames()
+    existing = topic_partitions(bootstrap, list(names.all()), timeout=timeout)
+    return [t for t in names.all() if t not in existing]
+
+
+def _admin(bootstrap: str, timeout: float):  # -> KafkaAdminClient
+    from kafka.admin import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="banditloop-topics",
+                            request_timeout_ms=int(timeout * 1000))
+
+
+def _create(admin, topic: str, partitions: int, timeout: float) -> None:
+    """Create one topic (replication factor 1, or the broker's default with ``partitions=-1``)."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1 if partitions > 0 else -1)],
+                            timeout_ms=int(timeout * 1000))
+    except TopicAlreadyExistsError:
+        pass
+    except Exception as exc:
+        if partitions > 0:
+            raise
+        raise TopicMismatchError(f"the broker did not create topic {topic!r} with its default partition count "
+                                 f"({type(exc).__name__}: {exc}); pass --partitions N") from exc
+
+
+def _wait_visible(consumer: KafkaConsumer, wanted: dict[str, int], timeout: float) -> dict[str, int]:
+    """Until metadata shows every topic of ``wanted`` (immediate on Tansu; not necessarily elsewhere)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        existing = _partitions(consumer, list(wanted))
+        if len(existing) == len(wanted) and all(existing[t] > 0 for t in wanted):
+            return existing
+        if time.monotonic() >= deadline:
+            absent = sorted(set(wanted) - set(existing))
+            raise TopicMismatchError(f"topics not visible in metadata after {timeout:.0f}s: {absent}")
+        time.sleep(0.1)
 
 
 def _check(names: TopicNames, existing: dict[str, int], partitions: int) -> None:

@@ -36,6 +36,10 @@ class NoModel(LookupError):
 
 @dataclass(frozen=True)
 class ScoreResult:
+    """The answer to one request: the model version that gave it, the chosen arm (the first of
+    ``ranking`` for slates), every candidate's score, the chosen arm's propensity and, for
+    randomised policies, every candidate's probability (see :class:`Scorer` for an example)."""
+
     model: str
     version: int
     arm: str
@@ -90,7 +94,25 @@ class Scorer:
         result.arm, result.propensity, result.ranking, result.scores, result.version
 
     Log ``result.propensity`` and ``f"{result.model}:{result.version}"`` with the impression so that
-    learning and off-policy evaluation know what the policy did.
+    learning and off-policy evaluation know what the policy did. Runnable, on an in-memory database:
+
+    >>> from banditloop.pipeline.checkpoints import CheckpointStore
+    >>> from banditloop.pipeline.model import ModelConfig
+    >>> from banditloop.pipeline.runner import LearningRun
+    >>> from banditloop.core.events import Click, Impression
+    >>> store = CheckpointStore("sqlite://")
+    >>> run = LearningRun(ModelConfig("linucb", {"alpha": 0.2}), model="ads")
+    >>> for i, arm in enumerate(["ad-7", "ad-9", "ad-9"]):
+    ...     _ = run.process(Impression(event_id=f"e{i}", ts=float(i), impression_id=f"i{i}", arm=arm))
+    >>> _ = run.process(Click(event_id="c2", ts=3.0, impression_id="i2"))
+    >>> run.checkpoint(store, {"kind": "example"})
+    1
+    >>> scorer = Scorer(store, "ads")
+    >>> scorer.reload()
+    True
+    >>> result = scorer.choose({}, ["ad-7", "ad-9"])
+    >>> result.arm, result.propensity, result.version
+    ('ad-9', 1.0, 1)
     """
 
     def __init__(self, store: CheckpointStore | str, model: str, *, max_new_arms: int = 10_000,
@@ -120,6 +142,11 @@ class Scorer:
         if served is None:
             raise NoModel(f"model {self.model!r} has no checkpoint yet")
         return served
+
+    @property
+    def current(self) -> ServedModel | None:
+        """The model being served, or None before the first checkpoint was loaded."""
+        return self._served
 
     @property
     def version(self) -> int | None:
@@ -202,7 +229,7 @@ class Scorer:
                 self._forget_unknown_arms(served)
                 learner = served.learner
             if candidates is None or learner.retired or not candidates:
-                eligible = learner._eligible(candidates)
+                eligible = learner.eligible(candidates)
             else:  # nothing to filter out (the common case): skip the per-candidate membership tests
                 eligible = list(candidates)
             shared = vec.shared_for(context, eligible, arm_features)

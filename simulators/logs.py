@@ -16,7 +16,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 
@@ -59,7 +59,7 @@ def _log_choice(policy: str, req: Request, rng: np.random.Generator) -> tuple[st
 
 
 def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "wb", compresslevel=5) if path.suffix == ".gz" else open(path, "wb")
+    return cast(IO[bytes], gzip.open(path, "wb", compresslevel=5) if path.suffix == ".gz" else open(path, "wb"))
 
 
 #: a custom logging policy: ``(request, rng) -> (arm, propensity)``

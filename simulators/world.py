@@ -60,9 +60,9 @@ class Request:
     step: int
     ts: float
     impression_id: str
-    context: dict[str, float]
+    context: dict[str, float | str]  # numbers only; typed as the event model's features
     candidates: list[str]
-    arm_features: dict[str, dict[str, float]]
+    arm_features: dict[str, dict[str, float | str]]
     x: np.ndarray
     retired: tuple[str, ...] = ()
     added: tuple[str, ...] = ()

@@ -196,3 +196,15 @@ def test_start_up_order(services):
 def test_only_the_simulator_is_optional(services):
     assert services["simulator"]["profiles"] == ["simulator"]
     assert [n for n, s in services.items() if s.get("profiles")] == ["simulator"]
+
+
+def test_the_image_copies_every_source_folder_of_the_package():
+    import tomllib
+
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    folders = {path.split("/")[0] for path in package_dir.values()}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \./", dockerfile, re.M))
+    assert folders <= copied, f"not copied into the image: {sorted(folders - copied)}"
+    assert "LICENSE" in dockerfile
+

@@ -28,6 +28,7 @@ from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.producer import produce_log
 from banditloop.pipeline.replay import ReplayOptions, replay_log
 from banditloop.pipeline.simulate import SimulationOptions, simulate
+from banditloop.pipeline.status import read_status
 from banditloop.pipeline.topics import TopicNames, ensure_topics
 from banditloop.serving.scorer import merge_checkpoints
 from banditloop.simulators.world import WorldConfig
@@ -105,8 +106,12 @@ def test_simulate_produce_consume_equals_replay(kafka_bootstrap, small_log, tmp_
     sent = produce_log(small_log, kafka_bootstrap, topics)
     assert sent["invalid"] == 0
     store = CheckpointStore(f"sqlite:///{tmp_path / 'c.db'}")
-    summary = run_worker(kafka_bootstrap, topics, store, "live", "g-" + topics.impressions)
+    ready = tmp_path / "ready.json"
+    summary = run_worker(kafka_bootstrap, topics, store, "live", "g-" + topics.impressions, ready_file=str(ready))
     assert summary["partitions"] == list(range(PARTITIONS))
+    status = read_status(ready)
+    assert status is not None and status["partitions"] == list(range(PARTITIONS))
+    assert status["restored"] == 0 and status["assignments"] >= 1 and status["pid"] == os.getpid()
     assert summary["invalid"] == 0 and summary["checkpoints"] >= 1
     assert_same_as_replay(store, "live", small_log, tmp_path)
     # a restart finds nothing new and changes nothing
@@ -295,4 +300,77 @@ def test_database_outage_during_checkpoints_loses_nothing(kafka_bootstrap, small
         admin.close()
     assert summary["checkpoint_failures"] >= 1
     assert_same_as_replay(store, "outage", small_log, tmp_path)
+    store.close()
+
+
+def test_future_dated_feedback_is_dead_lettered_and_cannot_stop_learning(kafka_bootstrap, tmp_path):
+    """Issue 13 (1): clicks dated far in the future for unknown impressions, then a pause longer than
+    the input idleness, used to drag the watermark to 1e15 and drop every later impression as late."""
+    topics = fresh_topics()
+    ensure_topics(kafka_bootstrap, topics, 1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    now = time.time()
+
+    def clk(i, ts):
+        return json.dumps({"type": "click", "event_id": f"c{i}", "ts": ts, "impression_id": f"ghost{i}"}).encode()
+
+    for i in range(30):
+        producer.send(topics.clicks, clk(i, 1e15))            # beyond any sane epoch time
+        producer.send(topics.clicks, clk(100 + i, now + 86400))  # one day ahead of this clock
+    producer.flush()
+    store = CheckpointStore(f"sqlite:///{tmp_path / 'f.db'}")
+    reasons = []
+    dead = lambda raw, reason, source: reasons.append(reason)  # noqa: E731
+    first = run_worker(kafka_bootstrap, topics, store, "future", "g-" + topics.impressions, input_idleness=1.0,
+                       idle=2.5, dead=dead)
+    assert first["invalid"] == 60
+    assert sum("future ts" in r for r in reasons) == 30 and sum(r.startswith("ts: not an epoch") for r in reasons) == 30
+    for i in range(200):
+        producer.send(topics.impressions, json.dumps({
+            "type": "impression", "event_id": f"e{i}", "ts": now + i * 0.01, "impression_id": f"i{i}", "arm": "a",
+            "context": {"x0": 1.0}}).encode())
+    producer.flush()
+    producer.close()
+    second = run_worker(kafka_bootstrap, topics, store, "future", "g-" + topics.impressions, input_idleness=1.0,
+                        idle=2.5, dead=dead)
+    assert second["impressions"] == 200 and second["late"] == 0
+    (cp,) = store.latest_per_shard("future")
+    assert max(cp.source["max_ts"].values()) < now + 10
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_paused_worker_cannot_roll_the_model_back_after_another_took_over(kafka_bootstrap, small_log, tmp_path,
+                                                                            postgres_url):
+    """Issue 13 (2): a worker stopped (SIGSTOP) mid-stream held its partitions and, resumed after
+    another worker took over, wrote stale state over the new owner's. Now the new owner claims the
+    shards' leases, the zombie's writes are refused, and versions never go back in time."""
+    topics = fresh_topics()
+    ensure_topics(kafka_bootstrap, topics, PARTITIONS)
+    produce_log(small_log, kafka_bootstrap, topics)
+    group, model = "g-" + topics.impressions, "zombie-" + topics.impressions
+    store = CheckpointStore(postgres_url)
+    zombie = consume_process(kafka_bootstrap, topics, postgres_url, model, group, idle="30")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and store.latest_version(model) is None:
+        time.sleep(0.05)
+    zombie.send_signal(signal.SIGSTOP)
+    try:
+        successor = consume_process(kafka_bootstrap, topics, postgres_url, model, group, idle="12")
+        out, err = successor.communicate(timeout=240)
+        assert successor.returncode == 0, err
+        assert json.loads(out)["partitions"] == list(range(PARTITIONS))
+    finally:
+        zombie.send_signal(signal.SIGCONT)
+    time.sleep(3)  # the zombie wakes up, tries to write, is refused, rejoins and restores
+    zombie.send_signal(signal.SIGTERM)
+    zombie_out, zombie_err = zombie.communicate(timeout=120)
+    assert zombie.returncode == 0, zombie_err
+    assert json.loads(zombie_out)["leases_lost"] >= 1, zombie_err  # it did try to write, and was refused
+    # per shard, every newer version has seen at least as many events as the one before it
+    for shard in (f"p{p}" for p in range(PARTITIONS)):
+        seen = [sum(store.load(model, shard, v).counters.get(k, 0) for k in ("impressions", "clicks"))
+                for v in sorted(store.shard_versions(model, shard))]
+        assert seen == sorted(seen), (shard, seen)
+    assert_same_as_replay(store, model, small_log, tmp_path)
     store.close()

@@ -41,7 +41,8 @@ def clk(i: int, ts: float) -> Click:
 
 def test_a_pending_impression_is_not_a_failure_for_thompson_sampling():
     dead: list[str] = []
-    run = LearningRun(model(prior_alpha=1.0, prior_beta=1.0), "m", dead_letter=lambda ev, why: dead.append(why))
+    run = LearningRun(model(prior_alpha=1.0, prior_beta=1.0), "m",
+                      dead_letter=lambda raw, why, source: dead.append(why))
     ts = run.learner
     run.process(imp(0, 0.0))
     run.process(imp(1, 10.0))

@@ -1,33 +1,50 @@
-"""``banditloop demo`` end to end, as a real subprocess: broker, consumer, scorer, simulated users.
+"""``banditloop demo``: its parts, and end to end as a real subprocess (broker, consumer, scorer,
+simulated users).
 
-The demo starts its own broker (it must own the broker's lifetime), so these tests do not use the
-session broker fixture; like the other Kafka tests they are skipped when the Tansu binary is missing
-(and fail instead under ``CI=true``).
+The demo starts its own broker (it must own the broker's lifetime), so the end-to-end tests do not
+use the session broker fixture; like the other Kafka tests they are skipped when the Tansu binary is
+missing (and fail instead under ``CI=true``).
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from banditloop.cli import build_parser
+from banditloop.commands.common import feature_spec
+from banditloop.commands.common import model_config as cli_model_config
+from banditloop.core.features import FeatureSpec
+from banditloop.core.reward import RewardSpec
+from banditloop.demo.config import consume_argv, model_config, model_flags
+from banditloop.demo.options import DEMO_WORLD, DemoError, DemoOptions
 from banditloop.demo.plot import rolling_ratio
+from banditloop.demo.readiness import wait_assigned
+from banditloop.operators.registry import LEARNERS
 from banditloop.pipeline.broker import BrokerError, find_tansu_binary
 from banditloop.pipeline.checkpoints import CheckpointStore
-
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+from banditloop.pipeline.join import JoinConfig
+from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.status import write_status
+from banditloop.simulators.world import WorldConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DEMO_DIR = Path(__file__).resolve().parents[1] / "banditloop" / "demo"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _tansu() -> None:
+    """The end-to-end tests need the bundled broker."""
     try:
         find_tansu_binary()
     except BrokerError as exc:
@@ -84,6 +101,9 @@ def _kill_leftovers(proc: subprocess.Popen[str]) -> None:
         proc.wait(10)
 
 
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.usefixtures("_tansu")
 def test_short_demo_learns_reloads_plots_and_leaves_nothing_behind(tmp_path: Path) -> None:
     proc = _start(tmp_path, "--seconds", "15", "--rate", "60", "--seed", "3")
     try:
@@ -134,6 +154,9 @@ def test_short_demo_learns_reloads_plots_and_leaves_nothing_behind(tmp_path: Pat
     _assert_no_orphans(summary)
 
 
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.usefixtures("_tansu")
 def test_sigint_mid_run_stops_cleanly(tmp_path: Path) -> None:
     proc = _start(tmp_path, "--seconds", "120", "--rate", "40")
     try:
@@ -170,3 +193,130 @@ def test_rolling_ratio() -> None:
     got = list(rolling_ratio(values, counts, 2))
     assert got == [1.0, 1.5, 2.5, 3.0]
     assert all(v != v for v in rolling_ratio([0.0], [0.0], 3))  # NaN while the window is empty
+
+
+# -- the consumer's configuration ------------------------------------------------------------------
+
+
+def _parsed(argv: list[str]) -> ModelConfig:
+    """What ``banditloop consume`` builds from ``argv``."""
+    args = build_parser(environ={}).parse_args(argv)
+    return cli_model_config(args, feature_spec(args))
+
+
+def _argv(config: ModelConfig, tmp_path: Path) -> list[str]:
+    return consume_argv(config, model="m", bootstrap="127.0.0.1:9092", group="m-learners", db="sqlite://",
+                        checkpoint_interval=1.0, ready_file=str(tmp_path / "ready.json"))
+
+
+@pytest.mark.parametrize("learner", list(LEARNERS))
+def test_consume_argv_parses_to_the_config_the_demo_built(learner: str, tmp_path: Path) -> None:
+    options = DemoOptions(learner=learner)
+    world = WorldConfig(arms=options.arms, dim=options.dim, seed=options.seed, **DEMO_WORLD)
+    config = model_config(options, world)
+    assert _parsed(_argv(config, tmp_path)) == config
+    argv = _argv(config, tmp_path)
+    assert argv[argv.index("--ready-file") + 1] == str(tmp_path / "ready.json")
+
+
+def test_consume_argv_carries_params_windows_reward_and_features(tmp_path: Path) -> None:
+    options = DemoOptions(learner="linucb", params={"alpha": 0.125, "ridge": 2}, dim=3)
+    world = WorldConfig(arms=4, dim=3, seed=1, **{**DEMO_WORLD, "click_delay_mean": 7.3})
+    config = model_config(options, world)
+    assert config.learner_params == {"alpha": 0.125, "ridge": 2}  # the user's alpha over the demo's
+    assert config.join.click_window == 110.0 and config.features.numeric == ("x0", "x1", "x2")
+    assert _parsed(_argv(config, tmp_path)) == config
+    other = dataclasses.replace(
+        config, learner="hybrid-linucb", shared_features=FeatureSpec(dim=16),
+        features=FeatureSpec(dim=12, numeric=("a", "b"), interactions=(("a", "c"),)),
+        reward=RewardSpec(kind="click+value", weight=0.25),
+        join=JoinConfig(click_window=12.5, conversion_window=99.0, allowed_lateness=0.1))
+    assert _parsed(_argv(other, tmp_path)) == other
+
+
+def test_model_flags_refuse_what_the_command_line_cannot_set() -> None:
+    config = ModelConfig(learner="linucb", join=JoinConfig(clock_skew=1.0))
+    with pytest.raises(ValueError, match="clock_skew"):
+        model_flags(config)
+    with pytest.raises(ValueError, match="bias"):
+        model_flags(ModelConfig(learner="linucb", features=FeatureSpec(bias=False)))
+
+
+def test_bad_param_is_a_demo_error() -> None:
+    world = WorldConfig(arms=3, dim=2, seed=1, **DEMO_WORLD)
+    with pytest.raises(DemoError, match="bad --param for linucb"):
+        model_config(DemoOptions(learner="linucb", params={"nope": 1}), world)
+
+
+# -- readiness ---------------------------------------------------------------------------------------
+
+
+class _FakeChild:
+    """What :func:`wait_assigned` looks at of a child."""
+
+    def __init__(self, pid: int, log_path: Path) -> None:
+        self.pid, self.log_path = pid, log_path
+        self.proc = subprocess.CompletedProcess([], returncode=3)
+        self.dead = False
+
+    def alive(self) -> bool:
+        return not self.dead
+
+    def log_tail(self) -> str:
+        return "boom"
+
+
+def test_wait_assigned_reads_the_ready_file_of_its_own_child(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    child = _FakeChild(4242, tmp_path / "consume.log")
+    stop = threading.Event()
+    write_status(ready, {"pid": 1, "group": "g", "partitions": [0, 1], "restored": 2, "assignments": 1})
+    assert wait_assigned(child, ready, 0.3, stop) is None  # an earlier run's file does not count
+    write_status(ready, {"pid": 4242, "group": "g", "partitions": [], "restored": 0, "assignments": 1})
+    assert wait_assigned(child, ready, 0.3, stop) is None  # nothing assigned yet
+    status = {"pid": 4242, "group": "g", "partitions": [0, 1], "restored": 2, "assignments": 2}
+    write_status(ready, status)
+    assert wait_assigned(child, ready, 5.0, stop) == status
+    child.dead = True
+    ready.unlink()
+    with pytest.raises(DemoError, match="consumer exited with code 3"):
+        wait_assigned(child, ready, 5.0, stop)
+
+
+# -- the package's shape -----------------------------------------------------------------------------
+
+
+def _demo_imports() -> dict[str, set[str]]:
+    """First-party modules each demo module imports (function-local and TYPE_CHECKING ones too)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(DEMO_DIR.glob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        graph[path.stem] = {n for n in names if n.startswith("banditloop")}
+    return graph
+
+
+def test_demo_parts_are_small_import_downwards_and_form_no_circle() -> None:
+    graph = _demo_imports()
+    for name, imports in graph.items():
+        assert len((DEMO_DIR / f"{name}.py").read_text().splitlines()) < 300, name
+        assert not any(m == "banditloop.cli" or m.startswith(("banditloop.commands", "banditloop.cli."))
+                       for m in imports), (name, imports)
+    edges = {name: {m.rsplit(".", 1)[1] for m in imports if m.startswith("banditloop.demo.")}
+             for name, imports in graph.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import circle: {' -> '.join((*path, name))}"
+        if name in done:
+            return
+        for nxt in edges.get(name, ()):
+            visit(nxt, (*path, name))
+        done.add(name)
+
+    for name in edges:
+        visit(name, ())

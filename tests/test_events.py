@@ -38,7 +38,7 @@ def test_round_trip_encoding():
     (imp(ts="2026-01-01T00:00:00"), "timezone"),
     (imp(context={"a": [1, 2]}), "schema"),
     (imp(context={"a": 1e300}), "finite"),
-    ('{"type":"click","event_id":"e","ts":1e999,"impression_id":"i"}', "schema"),
+    ('{"type":"click","event_id":"e","ts":1e999,"impression_id":"i"}', "ts: not an epoch time"),
     (imp(propensity=0.0), "propensity"),
     (imp(propensity=1.5), "propensity"),
     (imp(candidates=["b", "c"]), "not among the candidates"),

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from banditloop.core.events import Click, Conversion, Impression
+from banditloop.core.events import Click, Conversion, Impression, decode_event
 from banditloop.core.reward import RewardSpec
 from banditloop.pipeline.join import EventJoin, JoinConfig
 
@@ -39,7 +39,7 @@ def make(reward=None, **cfg):
     sink = Recorder()
     dead = []
     join = EventJoin(sink=sink, reward=reward or RewardSpec(), config=JoinConfig(**cfg),
-                     dead_letter=lambda ev, reason: dead.append((ev.event_id, reason)))
+                     dead_letter=lambda raw, reason, source: dead.append((decode_event(raw).event_id, reason)))
     return join, sink, dead
 
 

@@ -214,7 +214,7 @@ def test_healthz_and_metrics(server):
 
 
 def test_no_model_yet_is_503_not_500(start_server, tmp_path):
-    srv = start_server(f"sqlite:///{tmp_path / 'empty.db'}", "absent")
+    srv = start_server(f"sqlite:///{tmp_path / 'empty.db'}", "absent", "--wait-for-model")
     health = srv.client.get("/healthz")
     assert health.status_code == 503 and health.json()["status"] == "no model"
     r = srv.score(context=CONTEXT, candidates=ARMS)
@@ -431,15 +431,15 @@ def test_hot_reload_serves_new_versions_whole_and_refuses_bad_ones(start_server,
 
 def _save_garbage(db: str) -> None:
     """A checkpoint whose state bytes are garbage, written atomically (a reader never sees it valid)."""
-    import banditloop.pipeline.checkpoints as checkpoints
+    import banditloop.core.state_codec as codec  # the store imports encode_state from here when it writes
 
     store = CheckpointStore(db)
-    original = checkpoints.encode_state
-    checkpoints.encode_state = lambda state: (b"garbage", original(state)[1])
+    original = codec.encode_state
+    codec.encode_state = lambda state: (b"garbage", original(state)[1])
     try:
         store.save(store.latest("m"))
     finally:
-        checkpoints.encode_state = original
+        codec.encode_state = original
         store.close()
 
 

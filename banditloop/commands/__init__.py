@@ -4,6 +4,7 @@
 COMMAND_MODULES = (
     "banditloop.commands.simulate",
     "banditloop.commands.replay",
+    "banditloop.commands.evaluate",
     "banditloop.commands.models",
     "banditloop.commands.learners",
     "banditloop.commands.broker",

@@ -1,4 +1,8 @@
-"""Options and output shared by the sub-commands."""
+"""Options and output shared by the sub-commands.
+
+Imported by every command module when the parser is built, so it imports nothing heavy at module
+level: ``banditloop --help`` and ``banditloop models`` must start in a fraction of a second.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,52 @@ import math
 import os
 import shlex
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from banditloop.core.features import FeatureSpec
-from banditloop.core.reward import REWARD_KINDS, RewardSpec
-from banditloop.pipeline.checkpoints import default_db_url
-from banditloop.pipeline.join import JoinConfig
-from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.database import default_db_url
+
+if TYPE_CHECKING:
+    from banditloop.core.features import FeatureSpec
+    from banditloop.pipeline.model import ModelConfig
 
 
 class CommandError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+def warn(args: argparse.Namespace, message: str) -> None:
+    """One ``banditloop COMMAND: warning: ...`` line on stderr."""
+    print(f"banditloop {getattr(args, 'command', None) or ''}: warning: {message}".replace(" :", ":"),
+          file=sys.stderr, flush=True)
+
+
+# -- argument types: bad values are usage errors (one line, exit 2), caught before any work -----------
+def _bounded(kind: Callable[[str], Any], lower: float, *, strict: bool) -> Callable[[str], Any]:
+    relation = ">" if strict else ">="
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or value < lower or (strict and value == lower):
+            raise argparse.ArgumentTypeError(f"must be {relation} {lower:g}, got {text}")
+        return value
+
+    convert.__name__ = f"{kind.__name__} {relation} {lower:g}"  # argparse names the type in errors
+    return convert
+
+
+#: integer >= 1
+positive_int = _bounded(int, 0, strict=True)
+#: integer >= 0
+non_negative_int = _bounded(int, 0, strict=False)
+#: number > 0
+positive_float = _bounded(float, 0.0, strict=True)
+#: number >= 0
+non_negative_float = _bounded(float, 0.0, strict=False)
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -30,38 +68,63 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 def add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, metavar="URL",
                         help="SQLAlchemy database URL for checkpoints (default: $BANDITLOOP_DB or "
-                             "sqlite:///banditloop.db in the current directory)")
+                             "sqlite:///banditloop.db in the current directory); PostgreSQL: "
+                             "postgresql+psycopg://USER@HOST/DB with pip install 'banditloop[postgres]'")
 
 
 def db_url(args: argparse.Namespace) -> str:
     return args.db or default_db_url()
 
 
+def add_retention_option(parser: argparse.ArgumentParser) -> None:
+    from banditloop.pipeline.database import DEFAULT_KEEP
+
+    parser.add_argument("--keep", type=non_negative_int, default=DEFAULT_KEEP, metavar="N",
+                        help="keep the newest N versions of each shard, pruned in the same transaction as each "
+                             "write (0: keep all)")
+
+
+def add_overwrite_options(parser: argparse.ArgumentParser, *, resume: str | None) -> None:
+    """``--force`` (and ``--resume`` with its help text, when the command can resume)."""
+    if resume is not None:
+        parser.add_argument("--resume", action="store_true", help=resume)
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --model written from another source or with another learner or "
+                             "configuration (its old versions are deleted with the first new one)")
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, learner_required: bool = True) -> None:
+    from banditloop.core.reward import REWARD_KINDS
     from banditloop.operators.registry import LEARNERS
+    from banditloop.pipeline.join import JoinConfig
 
     group = parser.add_argument_group("model")
     group.add_argument("--learner", "--policy", dest="learner", required=learner_required, choices=list(LEARNERS),
                        help="learner (see `banditloop learners`)")
     group.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                        help="learner hyper-parameter, e.g. --param alpha=0.5 (repeatable; values are JSON)")
-    group.add_argument("--model", default=None, help="model name in the checkpoint database (default: the learner)")
+    group.add_argument("--model", default=None,
+                       help="model name in the checkpoint database (default: the learner's name)")
     group.add_argument("--reward", choices=REWARD_KINDS, default="click", help="what counts as reward")
-    group.add_argument("--conversion-weight", type=float, default=1.0,
+    group.add_argument("--conversion-weight", type=non_negative_float, default=1.0,
                        help="w in click + w·conversion value (--reward click+value)")
-    group.add_argument("--click-window", type=float, default=JoinConfig.click_window, metavar="SECONDS")
-    group.add_argument("--conversion-window", type=float, default=JoinConfig.conversion_window, metavar="SECONDS")
-    group.add_argument("--allowed-lateness", type=float, default=JoinConfig.allowed_lateness, metavar="SECONDS")
+    group.add_argument("--click-window", type=positive_float, default=JoinConfig.click_window, metavar="SECONDS",
+                       help="a click counts within this long of its impression")
+    group.add_argument("--conversion-window", type=positive_float, default=JoinConfig.conversion_window,
+                       metavar="SECONDS", help="a conversion counts within this long of its impression")
+    group.add_argument("--allowed-lateness", type=non_negative_float, default=JoinConfig.allowed_lateness,
+                       metavar="SECONDS", help="how far behind the newest event time an event may arrive")
 
 
 def add_feature_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
-    group.add_argument("--dim", type=int, default=32, help="feature vector length (hashing dimension)")
+    group.add_argument("--dim", type=positive_int, default=32, help="feature vector length (hashing dimension)")
     group.add_argument("--numeric", default="", metavar="A,B,...",
                        help="numeric context fields given their own slots (no hashing collisions)")
     group.add_argument("--interaction", action="append", default=[], metavar="A:B",
                        help="add the product of two context fields (repeatable)")
-    group.add_argument("--shared-dim", type=int, default=64, help="shared (context × arm) features, hybrid-linucb")
+    group.add_argument("--shared-dim", type=positive_int, default=64,
+                       help="shared (context × arm) features, hybrid-linucb")
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -79,11 +142,15 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def model_config(args: argparse.Namespace, features: FeatureSpec) -> ModelConfig:
+    from banditloop.core.features import FeatureSpec
+    from banditloop.core.reward import RewardSpec
     from banditloop.operators.registry import learner_class
+    from banditloop.pipeline.join import JoinConfig
+    from banditloop.pipeline.model import ModelConfig
 
     params = parse_params(args.param)
     try:
-        shared = FeatureSpec(dim=args.shared_dim) if args.learner == "hybrid-linucb" else None
+        shared = FeatureSpec(dim=args.shared_dim) if learner_class(args.learner).shared_features else None
         config = ModelConfig(
             learner=args.learner, learner_params=params, features=features, shared_features=shared,
             reward=RewardSpec(kind=args.reward, weight=args.conversion_weight),
@@ -99,6 +166,8 @@ def model_config(args: argparse.Namespace, features: FeatureSpec) -> ModelConfig
 
 
 def feature_spec(args: argparse.Namespace) -> FeatureSpec:
+    from banditloop.core.features import FeatureSpec
+
     numeric = tuple(n for n in args.numeric.split(",") if n)
     pairs = []
     for item in args.interaction:
@@ -113,14 +182,14 @@ def feature_spec(args: argparse.Namespace) -> FeatureSpec:
 
 
 def emit(summary: dict[str, Any], args: argparse.Namespace, *, hide: tuple[str, ...] = ("curve",)) -> None:
-    """The summary: one JSON object with --json, else aligned ``key: value`` lines."""
+    """The summary: one JSON object with --json, else aligned ``key  value`` lines (``None`` values,
+    such as the version of a run that wrote no checkpoint, are left out of the lines)."""
     if args.json:
         print(json.dumps(summary, default=_json_default))
         return
-    width = max((len(k) for k in summary if k not in hide), default=0)
-    for key, value in summary.items():
-        if key in hide:
-            continue
+    shown = {k: v for k, v in summary.items() if k not in hide and v is not None}
+    width = max((len(k) for k in shown), default=0)
+    for key, value in shown.items():
         if isinstance(value, float):
             value = f"{value:.6g}" if math.isfinite(value) else str(value)
         elif isinstance(value, list | dict):
@@ -206,7 +275,7 @@ def _report_env_errors(parser: argparse.ArgumentParser, errors: dict[str, str]) 
                 parser.error(message)
         return parsed, extras
 
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
 def _env_value(parser: argparse.ArgumentParser, action: argparse.Action, raw: str) -> Any:

@@ -11,11 +11,17 @@ from banditloop.commands.common import (
     add_feature_options,
     add_model_options,
     add_output_options,
+    add_retention_option,
     db_url,
     emit,
     feature_spec,
     model_config,
+    non_negative_float,
+    positive_float,
+    positive_int,
 )
+
+HELP = "learn from Kafka topics (consumer group; exactly-once checkpoints)"
 
 
 def add_topic_options(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +33,7 @@ def add_topic_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clicks-topic", default=defaults.clicks)
     group.add_argument("--conversions-topic", default=defaults.conversions)
     group.add_argument("--dead-letter-topic", default=defaults.dead_letters)
-    group.add_argument("--partitions", type=int, default=None,
+    group.add_argument("--partitions", type=positive_int, default=None,
                        help="create missing topics with this many partitions (equal for the three)")
 
 
@@ -40,35 +46,47 @@ def topic_names(args: argparse.Namespace):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "consume", help="learn from Kafka topics (consumer group; exactly-once checkpoints)",
+        "consume", help=HELP,
         description="Joins impressions with clicks and conversions in event time, learns, and checkpoints "
                     "parameters + join state + offsets in one database transaction. Several processes with "
                     "the same --group split the partitions; the served model is the merge of their shards. "
-                    "Stops on SIGTERM/SIGINT (after a final checkpoint), --max-events or --idle-timeout.")
+                    "Stops on SIGTERM/SIGINT (after a final checkpoint), --max-events or --idle-timeout. A restarted "
+                    "worker continues the model from its checkpoints; a --model written by replay or simulate, or "
+                    "with another learner or configuration, is refused.")
     p.add_argument("--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap servers")
     p.add_argument("--group", required=True, help="consumer group id")
     add_model_options(p)
     add_feature_options(p)
     add_topic_options(p)
-    p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS")
-    p.add_argument("--max-events", type=int, default=None, help="stop after this many messages")
-    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--checkpoint-interval", type=positive_float, default=5.0, metavar="SECONDS",
+                   help="checkpoint this often (and at the end)")
+    p.add_argument("--max-events", type=positive_int, default=None, help="stop after this many messages")
+    p.add_argument("--idle-timeout", type=positive_float, default=None, metavar="SECONDS",
                    help="stop after this long without a message (after a crash, make it longer than the "
                         "6 s session timeout: partitions of a killed member arrive only after it)")
-    p.add_argument("--input-idleness", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--input-idleness", type=non_negative_float, default=30.0, metavar="SECONDS",
                    help="a topic caught up and silent this long stops holding the event-time watermark back")
-    p.add_argument("--log-interval", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--log-interval", type=positive_float, default=10.0, metavar="SECONDS",
                    help="log lag, events/s, join hits/misses and dead letters this often")
+    p.add_argument("--max-future-skew", type=positive_float, default=300.0, metavar="SECONDS",
+                   help="dead-letter events dated more than this far ahead of this machine's clock (they "
+                        "would drag the event-time watermark into the future)")
+    p.add_argument("--checkpoint-budget", type=positive_float, default=120.0, metavar="SECONDS",
+                   help="give the partitions back to the group when no checkpoint becomes durable for this long")
+    p.add_argument("--ready-file", default=None, metavar="PATH",
+                   help="after every partition assignment write a JSON status here (pid, partitions, "
+                        "restored shards), replaced atomically, for supervisors to poll")
     add_db_option(p)
+    add_retention_option(p)
     add_output_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from banditloop.commands.protect import same_config
     from banditloop.pipeline.checkpoints import CheckpointStore
     from banditloop.pipeline.consumer import ConsumeOptions, ConsumerWorker
     from banditloop.pipeline.producer import EventProducer
-    from banditloop.pipeline.runner import IncompatibleCheckpoint
     from banditloop.pipeline.topics import ensure_topics
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -78,16 +96,41 @@ def run(args: argparse.Namespace) -> int:
     config = model_config(args, feature_spec(args))
     model = args.model or args.learner
     topics = topic_names(args)
-    if args.partitions:
-        ensure_topics(args.bootstrap, topics, args.partitions)
-    store = CheckpointStore(db_url(args))
-    if any(cp.source.get("kind") != "kafka" for cp in store.latest_per_shard(model)):
+    store = CheckpointStore(db_url(args), keep=args.keep)
+    heads = store.heads(model)
+    if any(head.source.get("kind") != "kafka" for head in heads):
+        store.close()
         raise CommandError(f"model {model!r} holds checkpoints not written by consume; use another --model")
-    producer = EventProducer(args.bootstrap, topics)
+    if heads and not all(same_config(head.config, config) for head in heads):
+        store.close()
+        raise CommandError(f"model {model!r} was checkpointed with another learner or configuration (learner "
+                           f"{heads[0].learner}); give the options it was started with, or another --model")
+    if args.partitions:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        try:
+            ensure_topics(args.bootstrap, topics, args.partitions)
+        except BaseException:
+            store.close()
+            raise
+        finally:
+            logging.getLogger("kafka").setLevel(logging.WARNING)
+    # kafka-python logs every refused connection at ERROR level: while connecting, an unreachable
+    # broker is reported once, by the error boundary (banditloop.commands.errors), not line by line
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        producer = EventProducer(args.bootstrap, topics)
+    except BaseException:
+        store.close()
+        raise
+    finally:
+        kafka_log.setLevel(logging.WARNING)
     worker = ConsumerWorker(config, ConsumeOptions(
         bootstrap=args.bootstrap, group=args.group, model=model, topics=topics,
         checkpoint_interval=args.checkpoint_interval, max_events=args.max_events,
-        idle_timeout=args.idle_timeout, log_interval=args.log_interval, input_idleness=args.input_idleness), store,
+        idle_timeout=args.idle_timeout, log_interval=args.log_interval, input_idleness=args.input_idleness,
+        ready_file=args.ready_file, max_future_skew=args.max_future_skew,
+        checkpoint_budget=args.checkpoint_budget), store,
         dead_letter=producer.send_dead_letter)
     worker.install_signal_handlers()
     # everything allocated so far (modules, the restored model) lives for the whole process: keep it
@@ -97,8 +140,6 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     try:
         summary = worker.run()
-    except IncompatibleCheckpoint as exc:
-        raise CommandError(str(exc)) from None
     finally:
         producer.close()
         store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "subprocesses, then a simulated population of users that ask the scorer for ads at --rate "
                     "requests/s; the simulated world decides clicks and conversions with known probabilities and "
                     "they reach the topics through POST /feedback after their delays. Shows the served policy's "
-                    "CTR against the oracle and uniform random, the model version and the consumer's lag; at the "
+                    "CTR against the oracle and uniform random, the model version and the checkpoint backlog; at the "
                     "end writes OUT/demo-regret.png and OUT/demo-summary.json and stops everything (Ctrl-C stops "
                     "early and still writes them; a second Ctrl-C aborts).")
     p.add_argument("--learner", "--policy", dest="learner", default="linucb", choices=list(LEARNERS),
@@ -65,27 +66,14 @@ def run_command(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise CommandError(f"--world: {exc}") from None
     options = DemoOptions(
-        learner=args.learner, params=list(args.param), arms=args.arms, dim=args.dim,
+        learner=args.learner, params=parse_params(args.param), arms=args.arms, dim=args.dim,
         seconds=None if args.requests else args.seconds, requests=args.requests, rate=args.rate, db=db_url(args),
         out=Path(args.out), checkpoint_interval=args.checkpoint_interval, reload_interval=args.reload_interval,
         partitions=args.partitions, seed=args.seed, model=args.model, world=world,
         workers=args.workers, view=not (args.quiet or args.json))
     try:
-        summary = run_demo(options, stream=sys.stderr if not args.quiet else _Silent())
+        summary = run_demo(options, stream=sys.stderr if not args.quiet else io.StringIO())
     except (DemoError, BrokerError) as exc:
         raise CommandError(str(exc)) from None
     emit(summary, args, hide=("consumer", "logs", "exit_codes", "learned", "request_errors", "feedback_errors"))
     return 0
-
-
-class _Silent:
-    """A stream that swallows everything (``--quiet``)."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False

@@ -1,39 +1,67 @@
-"""``banditloop models``: the models in a checkpoint database."""
+"""``banditloop models``: the models in a checkpoint database, and pruning their old versions."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from banditloop.commands.common import add_db_option, db_url
+from banditloop.commands.common import add_db_option, db_url, non_negative_int
+
+HELP = "list models with versions, learner, counters and times; --prune applies the retention policy"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("models", help="list models with versions, learner, counters and times")
+    p = subparsers.add_parser(
+        "models", help=HELP,
+        description="Lists every model in the checkpoint database: newest version, number of versions kept, "
+                    "shards, learner, counters of the newest version and when it was written. Every write keeps "
+                    "the newest --keep versions of each shard (20 unless the writing command was given --keep) "
+                    "and the join state only on the newest one; --prune applies that policy now, e.g. after "
+                    "lowering --keep, and gives the space back (SQLite VACUUM).")
     add_db_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--prune", action="store_true",
+                   help="delete all but the newest --keep versions of each shard (of --model, or of every model)")
+    p.add_argument("--keep", type=non_negative_int, default=None, metavar="N",
+                   help="with --prune: versions to keep per shard (default 20; 0 keeps all and only drops the "
+                        "join state of old versions)")
+    p.add_argument("--model", default=None, help="with --prune: only this model")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from banditloop.commands.common import CommandError
     from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.database import DEFAULT_KEEP
 
+    if not args.prune and (args.keep is not None or args.model is not None):
+        raise CommandError("--keep and --model go with --prune")
     store = CheckpointStore(db_url(args))
     try:
+        pruned: dict[str, int] | None = None
+        if args.prune:
+            if args.model is not None and args.model not in store.model_names():
+                raise CommandError(f"no model {args.model!r} in {db_url(args)} (banditloop models lists them)")
+            pruned = store.prune(args.model, keep=DEFAULT_KEEP if args.keep is None else args.keep)
+            store.compact()
         models = store.models()
     finally:
         store.close()
-    rows = [{"model": m.model, "learner": m.learner, "latest_version": m.latest_version, "versions": m.versions,
-             "shards": list(m.shards), "created_at": m.created_at.isoformat(timespec="seconds"),
-             "counters": m.counters} for m in models]
+    rows: list[dict[str, Any]] = [
+        {"model": m.model, "learner": m.learner, "latest_version": m.latest_version, "versions": m.versions,
+         "shards": list(m.shards), "created_at": m.created_at.isoformat(timespec="seconds"), "counters": m.counters}
+        for m in models]
     if args.json:
-        print(json.dumps({"db": db_url(args), "models": rows}))
+        print(json.dumps({"db": db_url(args), "models": rows, **({} if pruned is None else {"pruned": pruned})}))
         return 0
+    if pruned is not None:
+        print(f"pruned {sum(pruned.values())} old version(s) of {len(pruned)} model(s)")
     if not rows:
         print(f"no models in {db_url(args)}")
         return 0
-    header = ("model", "learner", "version", "kept", "shards", "impressions", "clicks", "created_at")
+    header = ("model", "learner", "version", "versions", "shards", "impressions", "clicks", "created_at")
     table = [header] + [(r["model"], r["learner"], str(r["latest_version"]), str(r["versions"]),
                          ",".join(r["shards"]), str(int(r["counters"].get("impressions", 0))),
                          str(int(r["counters"].get("clicks", 0))), r["created_at"]) for r in rows]

@@ -13,6 +13,8 @@ import signal
 
 from banditloop.commands.common import CommandError, add_db_option, db_url
 
+HELP = "serve a model over HTTP: POST /score, POST /feedback, GET /healthz, GET /metrics"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from banditloop.commands.consume import add_topic_options
@@ -20,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     limits = Limits()
     p = subparsers.add_parser(
-        "serve", help="serve a model over HTTP: POST /score, POST /feedback, GET /healthz, GET /metrics",
+        "serve", help=HELP,
         description="Scores candidates with the newest checkpoint of --model (the merge of its shards), picks up "
                     "new versions within --reload-interval, and refuses corrupt or incompatible ones while the "
                     "old version keeps serving. With --bootstrap every shown arm is published as an impression "
@@ -30,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cold-start", action="store_true",
                    help="while the model has no checkpoint, choose uniformly at random (version 0, propensity "
                         "1/K; logged as impressions, so that the learners can start) instead of answering 503")
+    p.add_argument("--wait-for-model", action="store_true",
+                   help="start although --model has no checkpoint yet, answering 503 until its first one (without "
+                        "this or --cold-start, a model that does not exist is an error: a typo, or the wrong --db)")
     add_db_option(p)
     p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000, help="listen port (0: any free port)")
@@ -75,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     if args.reload_interval < 0:
         raise CommandError("--reload-interval must be >= 0")
+    if not (args.cold_start or args.wait_for_model):
+        _check_model_exists(db_url(args), args.model)
     metrics = ServiceMetrics()
     publisher = None
     if args.bootstrap:
@@ -88,10 +95,7 @@ def run(args: argparse.Namespace) -> int:
         from banditloop.pipeline.model import ModelConfig
 
         cold_start = ModelConfig(learner="random")
-    try:
-        scorer = Scorer(db_url(args), args.model, max_new_arms=args.max_new_arms, cold_start=cold_start)
-    except Exception as exc:  # a malformed URL or a missing driver
-        raise CommandError(f"checkpoint database {db_url(args)!r}: {exc}") from None
+    scorer = Scorer(db_url(args), args.model, max_new_arms=args.max_new_arms, cold_start=cold_start)
     service = ScoringService(scorer, publisher=publisher, limits=limits, metrics=metrics,
                              reload_interval=args.reload_interval or None, feedback_timeout=args.feedback_timeout)
     config = uvicorn.Config(create_app(service), host=args.host, port=args.port, log_config=None,
@@ -117,3 +121,19 @@ def run(args: argparse.Namespace) -> int:
     if not server.started:
         raise CommandError(f"could not serve on {args.host}:{args.port} (see the log above)")
     return 0
+
+
+def _check_model_exists(db: str, model: str) -> None:
+    from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.database import masked_url
+
+    store = CheckpointStore(db)
+    try:
+        if store.latest_version(model) is not None:
+            return
+        names = store.model_names()
+    finally:
+        store.close()
+    known = f"models there: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}" if names else "it has none"
+    raise CommandError(f"no model {model!r} in {masked_url(db)} ({known}); check --model and --db, or pass "
+                       "--wait-for-model (or --cold-start) to start before its first checkpoint")

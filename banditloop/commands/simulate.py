@@ -8,12 +8,13 @@ from banditloop.commands.common import (
     add_db_option,
     add_model_options,
     add_output_options,
+    add_overwrite_options,
+    add_retention_option,
     db_url,
     emit,
     model_config,
     parse_params,
 )
-from banditloop.core.features import FeatureSpec, dense_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,22 +50,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="LOG.jsonl", help="write the event log (.gz compresses)")
     p.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
                    help="also publish the world's events to the Kafka topics as they happen")
-    p.add_argument("--partitions", type=int, default=None, help="with --bootstrap: create missing topics")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="with --bootstrap: create missing topics with this many partitions (default: as the "
+                        "existing event topics, else the broker's default)")
     p.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--no-checkpoint", action="store_true", help="do not write checkpoints")
+    add_overwrite_options(p, resume=None)
     add_db_option(p)
+    add_retention_option(p)
     add_output_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from banditloop.commands.common import CommandError
+    from banditloop.core.features import FeatureSpec, dense_names
     from banditloop.core.reward import RewardSpec
     from banditloop.pipeline.checkpoints import CheckpointStore
     from banditloop.pipeline.simulate import SimulationOptions, simulate
     from banditloop.simulators.world import WorldConfig
 
     args.param = args.param or []
+    for option in ("arms", "dim", "steps"):
+        if getattr(args, option) < 1:
+            raise CommandError(f"--{option} must be >= 1, got {getattr(args, option)}")
+    if args.partitions is not None and args.partitions < 1:
+        raise CommandError(f"--partitions must be >= 1, got {args.partitions}")
+    if args.out is not None:
+        _check_out(args.out)
     features = FeatureSpec(dim=args.dim + 1, numeric=dense_names("x", args.dim))
     config = model_config(args, features)
     try:
@@ -82,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
                             **{**literature, **parse_params(args.world)})
     except (TypeError, ValueError) as exc:
         raise CommandError(f"world: {exc}") from None
+    model = args.model or args.learner
+    store = None if args.no_checkpoint else CheckpointStore(db_url(args), keep=args.keep)
     if world.feedback_batch:
         import dataclasses
 
@@ -91,16 +106,24 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, join=JoinConfig(click_window=window, conversion_window=window,
                                                              allowed_lateness=0.0, clock_skew=0.0))
     producer = None
-    if args.bootstrap:
-        from banditloop.pipeline.producer import EventProducer
-        from banditloop.pipeline.topics import TopicNames, ensure_topics
-
-        if args.partitions:
-            ensure_topics(args.bootstrap, TopicNames(), args.partitions)
-        producer = EventProducer(args.bootstrap, TopicNames())
-    store = None if args.no_checkpoint else CheckpointStore(db_url(args))
     try:
-        summary = simulate(world, config, args.model or args.learner, store,
+        if store is not None:
+            from banditloop.commands.protect import check_target
+
+            check_target(store, model, config, {"kind": "simulation", "seed": args.seed}, force=args.force,
+                         resume_flag=False)
+        if args.bootstrap:
+            from banditloop.pipeline.producer import EventProducer
+            from banditloop.pipeline.topics import TopicNames, ensure_topics
+
+            ensure_topics(args.bootstrap, TopicNames(), args.partitions, timeout=10.0)  # creates missing ones
+            producer = EventProducer(args.bootstrap, TopicNames())
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    try:
+        summary = simulate(world, config, model, store,
                            SimulationOptions(steps=args.steps, out=args.out, quiet=args.quiet or args.json,
                                              checkpoint_interval=args.checkpoint_interval,
                                              on_event=None if producer is None else producer.send))
@@ -112,5 +135,20 @@ def run(args: argparse.Namespace) -> int:
             producer.close()
     if store is not None:
         summary["db"] = db_url(args)
+    else:
+        summary.pop("version", None)  # nothing was written (--no-checkpoint)
     emit(summary, args)
     return 0
+
+
+def _check_out(out: str) -> None:
+    """``--out`` names a file in an existing directory (no directories are created)."""
+    from pathlib import Path
+
+    from banditloop.commands.common import CommandError
+
+    path = Path(out)
+    if path.is_dir():
+        raise CommandError(f"--out {out} is a directory; give a file name, e.g. {path / 'events.jsonl.gz'}")
+    if not path.parent.is_dir():
+        raise CommandError(f"--out {out}: directory {path.parent} does not exist; create it first")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from banditloop.demo import DemoStats
+    from banditloop.demo.stats import DemoStats
 
 #: seconds of the rolling window of the CTR curves
 CTR_WINDOW = 5
@@ -33,8 +33,8 @@ def plot_demo(stats: DemoStats, path: str | Path, *, title: str = "banditloop de
     2. CTR (expected click probability of the shown arm, rolling ``CTR_WINDOW`` s) of the served
        policy, the oracle and uniform random, with the served policy's realised click rate faintly
        behind and a tick on the time axis for each new model version served;
-    3. the model version served and the consumer's lag (impressions served but not yet in a
-       checkpoint).
+    3. the model version served and the checkpoint backlog (impressions served but not yet in a
+       checkpoint; not the consumer's Kafka lag).
     """
     import matplotlib
 
@@ -93,11 +93,11 @@ def plot_demo(stats: DemoStats, path: str | Path, *, title: str = "banditloop de
     ax_model.set_xlabel("seconds since the first request")
     ax_model.grid(alpha=0.3)
     if monitor:
-        ax_lag = ax_model.twinx()
-        ax_lag.plot([m[0] for m in monitor], [m[2] for m in monitor], color="tab:purple", linewidth=1.5,
-                    label="consumer lag")
-        ax_lag.set_ylabel("consumer lag\n(impressions not yet checkpointed)", color="tab:purple")
-        ax_lag.set_ylim(bottom=0)
+        ax_backlog = ax_model.twinx()
+        ax_backlog.plot([m.t for m in monitor], [m.backlog for m in monitor], color="tab:purple", linewidth=1.5,
+                        label="checkpoint backlog")
+        ax_backlog.set_ylabel("checkpoint backlog\n(impressions not yet checkpointed)", color="tab:purple")
+        ax_backlog.set_ylim(bottom=0)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -102,7 +102,7 @@ class ScoringService:
         self.metrics = metrics or ServiceMetrics()
         self.reload_interval = reload_interval
         self.feedback_timeout = feedback_timeout
-        self.metrics.watch(scorer, publisher)
+        self.metrics.watch(scorer, None if publisher is None else publisher.queue_size)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @asynccontextmanager
@@ -203,7 +203,7 @@ class ScoringService:
 def _finite(scores: dict[str, float]) -> dict[str, float | None]:
     """Scores for JSON: a non-finite score (not expected, but never a 500) becomes null."""
     if all(math.isfinite(v) for v in scores.values()):
-        return scores  # type: ignore[return-value]
+        return dict(scores)
     return {k: (v if math.isfinite(v) else None) for k, v in scores.items()}
 
 

@@ -21,7 +21,7 @@ Series:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,7 +29,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from banditloop.serving.http.publisher import EventPublisher
     from banditloop.serving.scorer import Scorer
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -65,13 +64,14 @@ class ServiceMetrics:
         child.inc()
         self._latency_children[endpoint].observe(seconds)
 
-    def watch(self, scorer: Scorer, publisher: EventPublisher | None) -> None:
-        """Expose the scorer's model figures and the publisher's queue at scrape time."""
+    def watch(self, scorer: Scorer, queue_size: Callable[[], int] | None = None) -> None:
+        """Expose the scorer's model figures and (when publishing) the length of the publisher's
+        queue, ``queue_size()``, at scrape time."""
         self.registry.register(_ModelCollector(scorer))
-        if publisher is not None:
-            queue_size = Gauge("banditloop_publish_queue_size", "Events waiting to be handed to the Kafka producer",
-                               registry=self.registry)
-            queue_size.set_function(publisher.queue_size)
+        if queue_size is not None:
+            gauge = Gauge("banditloop_publish_queue_size", "Events waiting to be handed to the Kafka producer",
+                          registry=self.registry)
+            gauge.set_function(queue_size)
 
 
 class _ModelCollector(Collector):
@@ -83,7 +83,7 @@ class _ModelCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         scorer = self.scorer
-        served = scorer._served
+        served = scorer.current
         labels = ["model"]
         loaded = GaugeMetricFamily("banditloop_model_loaded", "1 when a model version is being served", labels=labels)
         loaded.add_metric([scorer.model], 0.0 if served is None else 1.0)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from banditloop.core.backoff import Backoff
 from banditloop.core.events import MAX_EVENT_BYTES, Event, Impression, encode_event
 from banditloop.pipeline.topics import TopicNames
 from banditloop.serving.http.metrics import ServiceMetrics
@@ -132,15 +133,15 @@ class EventPublisher:
             self._drain("closed")
 
     def _connect(self) -> Producer | None:
-        delay = 0.5
+        backoff = Backoff(initial=0.5, maximum=10.0)
         while not self._closed.is_set():
             try:
                 producer = self._make_producer()
             except Exception as exc:  # NoBrokersAvailable and friends: keep scoring, retry
+                delay = backoff.next()
                 log.warning("Kafka producer not available (%s); retrying in %.1fs", exc, delay)
                 if self._closed.wait(delay):
                     return None
-                delay = min(delay * 2, 10.0)
                 continue
             self.connected.set()
             log.info("Kafka producer connected")
@@ -148,17 +149,17 @@ class EventPublisher:
         return None
 
     def _send(self, producer: Producer, event: Event, future: concurrent.futures.Future | None) -> None:
-        event = self._fit(event)
-        if event is None:
+        fitted = self._fit(event)
+        if fitted is None:
             self._error("oversized", future, ValueError(f"event larger than {MAX_EVENT_BYTES} bytes"))
             return
         try:
-            kafka_future = producer.send(event)
+            kafka_future = producer.send(fitted)
         except Exception as exc:
-            log.error("publishing %s %s failed: %s", event.__struct_config__.tag, event.impression_id, exc)
+            log.error("publishing %s %s failed: %s", fitted.__struct_config__.tag, fitted.impression_id, exc)
             self._error("send", future, exc)
             return
-        kind = event.__struct_config__.tag
+        kind = fitted.__struct_config__.tag
         published = self.metrics.published.labels(kind)
 
         def on_ack(metadata: Any) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
@@ -26,7 +26,10 @@ _INT64 = 2**63
 
 _Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
-_Arm = _Id | Annotated[int, msgspec.Meta(ge=-_INT64, le=_INT64 - 1)]
+if TYPE_CHECKING:
+    _Arm = str  # after decode_score_request: integer ids are normalised to their decimal string
+else:
+    _Arm = _Id | Annotated[int, msgspec.Meta(ge=-_INT64, le=_INT64 - 1)]
 _Value = float | Annotated[str, msgspec.Meta(max_length=MAX_STRING_VALUE)]
 FeatureMap = dict[_Key, _Value]
 
@@ -92,7 +95,8 @@ class ScoreResponse(msgspec.Struct, omit_defaults=True):
     version: int
     policy: str
     slate: list[SlateItem]
-    scores: dict[str, float]
+    #: null for a non-finite score (never expected; never a 500 either)
+    scores: dict[str, float | None]
     request_id: str | None = None
 
 
@@ -119,10 +123,10 @@ def decode_score_request(body: bytes, limits: Limits) -> ScoreRequest:
     if n > limits.max_candidates:
         raise RequestError(422, f"candidates: {n} given, at most {limits.max_candidates} allowed")
     # integer ids are taken as their decimal string, as in the event model
-    candidates = [c if isinstance(c, str) else str(c) for c in req.candidates]
+    candidates: list[str] = [c if isinstance(c, str) else str(c) for c in req.candidates]
     if len(set(candidates)) != n:
         raise RequestError(422, "candidates: duplicate ids")
-    req.candidates = candidates  # type: ignore[assignment]
+    req.candidates = candidates
     if req.k > limits.max_k:
         raise RequestError(422, f"k: {req.k} requested, at most {limits.max_k} allowed")
     if req.k > n:

@@ -1,0 +1,119 @@
+"""``banditloop evaluate``: off-policy estimates of a policy's value on a logged stream."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+from banditloop.commands.common import (
+    add_db_option,
+    add_feature_options,
+    add_model_options,
+    add_output_options,
+    db_url,
+    emit,
+    feature_spec,
+    model_config,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="estimate what a policy would have earned on a logged stream (off-policy evaluation)",
+        description="Joins the log as replay does and estimates the target policy's value (mean reward per "
+                    "impression) with replay, IPS, SNIPS, cross-fitted DR, clipped IPS and switch-DR, each "
+                    "with a 95% normal confidence interval and effective sample size, beside the logging "
+                    "policy's own value. The target is a learner (--learner, fresh, with --param) or a "
+                    "checkpointed model (--model, merged over its shards as the scorer serves it); "
+                    "--progressive lets it learn as it goes through the log. Impressions without a "
+                    "propensity or candidates, and slate positions > 0, are counted and excluded.")
+    p.add_argument("log", help="event log path (.jsonl / .jsonl.gz) whose impressions carry propensities")
+    add_model_options(p, learner_required=False)
+    add_feature_options(p)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--progressive", action="store_true",
+                   help="the learner learns every impression after giving its probabilities for it")
+    g.add_argument("--folds", type=int, default=2, help="cross-fitting folds of DR's reward model (default 2)")
+    g.add_argument("--clip", type=float, default=20.0,
+                   help="weight cap of clipped IPS and switch threshold of switch-DR (default 20)")
+    g.add_argument("--draws", type=int, default=None,
+                   help="Monte Carlo draws for Thompson-sampling targets (default: the learner's, or 256)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the replay matching and the DR folds")
+    g.add_argument("--plot", default=None, metavar="FILE.png", help="write the estimates with their intervals")
+    p.add_argument("--strict", action="store_true", help="stop at the first invalid line")
+    add_db_option(p)
+    add_output_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from banditloop.commands.common import CommandError
+    from banditloop.evaluation.policy import TargetPolicy
+    from banditloop.evaluation.run import EvaluationOptions, evaluate_log
+    from banditloop.pipeline.logs import StrictModeError
+
+    if (args.learner is None) == (args.model is None):
+        raise CommandError("give the target policy as --learner NAME or --model NAME (a checkpoint), one of them")
+    if args.folds < 2:
+        raise CommandError("--folds must be >= 2")
+    if not args.clip > 0:
+        raise CommandError("--clip must be > 0")
+    if args.draws is not None and args.draws < 1:
+        raise CommandError("--draws must be >= 1")
+    if args.model is not None:
+        from banditloop.pipeline.checkpoints import CheckpointStore
+
+        store = CheckpointStore(db_url(args))
+        try:
+            target = TargetPolicy.from_store(store, args.model, draws=args.draws)
+        except LookupError as exc:
+            raise CommandError(f"{exc} in {db_url(args)}") from None
+        finally:
+            store.close()
+    else:
+        target = TargetPolicy.fresh(model_config(args, feature_spec(args)), draws=args.draws)
+    options = EvaluationOptions(progressive=args.progressive, folds=args.folds, clip=args.clip, seed=args.seed,
+                                draws=args.draws, strict=args.strict, quiet=args.quiet or args.json)
+    try:
+        summary = evaluate_log(args.log, target, options)
+    except FileNotFoundError as exc:
+        raise CommandError(f"no such log: {exc.filename}") from None
+    except (StrictModeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    if args.plot:
+        from banditloop.evaluation.plot import plot_estimates
+
+        summary["plot"] = str(plot_estimates([summary], args.plot))
+    if args.json:
+        emit(summary, args)
+    else:
+        _print(summary)
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.5g}"
+
+
+def _print(summary: dict[str, Any]) -> None:
+    from banditloop.evaluation.run import ESTIMATORS
+
+    out = sys.stdout
+    out.write(f"policy {summary['policy']} ({summary['mode']}) on {summary['log']}: {summary['used']} of "
+              f"{summary['impressions']} impressions used; reward = {summary['reward']}\n")
+    out.write(f"{'estimator':<12} {'value':>10} {'95% CI':>23} {'ESS':>10} {'lift':>9}\n")
+    for name in ("logging", *ESTIMATORS):
+        e = summary[name]
+        ci = f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}]"
+        lift = e.get("lift")
+        lift_s = "-" if lift is None else f"{100 * lift:+.1f}%"
+        out.write(f"{name:<12} {_fmt(e['value']):>10} {ci:>23} {_fmt(e['ess']):>10} {lift_s:>9}\n")
+    out.write(f"excluded: {summary['excluded']}; logged arm not playable by the target: "
+              f"{summary['logged_arm_ineligible']}; uniformly random log: {summary['uniform_logging']}\n")
+    if "note" in summary["replay"]:
+        out.write(f"note: {summary['replay']['note']}\n")
+    if "plot" in summary:
+        out.write(f"plot: {summary['plot']}\n")
+    out.flush()

@@ -1,0 +1,242 @@
+"""Off-policy value estimators on arrays, in the style of Open Bandit Pipeline (``obp.ope``).
+
+Every estimator is a small frozen dataclass whose :meth:`estimate` takes per-impression arrays and
+returns an :class:`Estimate`: the value (mean reward per impression under the target policy), a 95%
+confidence interval, the standard error, the number of impressions used and the effective sample size.
+
+Array shapes (``n`` impressions, one logged action each):
+
+* ``reward``: ``(n,)`` the logged action's observed reward;
+* ``pscore``: ``(n,)`` the logging policy's probability of the logged action, in (0, 1];
+* ``target_pscore``: ``(n,)`` the target policy's probability of the logged action, in [0, 1];
+* ``q_logged``: ``(n,)`` a reward model's prediction for the logged action (DR, switch-DR);
+* ``q_target``: ``(n,)`` the reward model's expectation under the target, ``Σ_a π(a|x) q̂(x, a)``;
+* ``matched``: ``(n,)`` bool, the target's (sampled) choice equals the logged action (replay).
+
+Candidate sets may differ per impression, so the per-action quantities obp keeps as
+``(n, n_actions, len_list)`` tensors are reduced to the two columns above: obp's DR estimate is
+``mean(q_target + w (r − q_logged))`` with ``q_target = average(q̂, weights=π)`` over the actions, the
+same numbers.
+
+**Confidence intervals are normal (CLT) intervals**, ``value ± 1.96·se``: for the estimators that
+are means of per-impression terms (IPS, clipped IPS, DR, switch-DR, replay, the logging policy's own
+value) ``se`` is the sample standard deviation of the terms over ``√n``; for SNIPS, a ratio, the
+delta method (terms ``w (r − V̂) / mean(w)``). **Effective sample size** is Kish's ``(Σw)²/Σw²`` of the
+importance weights ``w = target_pscore / pscore`` (``n`` for an on-policy log, smaller the more the
+target departs from the logger); for replay it is the number of matched impressions.
+
+Invalid input is refused, never divided by or dropped: a propensity ≤ 0, > 1 or NaN raises
+``ValueError`` naming how many rows are bad. Rows the log could not supply (no propensity, slate
+positions > 0) are counted by :mod:`banditloop.evaluation.run` before arrays are built.
+
+>>> import numpy as np
+>>> r = np.array([1.0, 0.0, 1.0, 0.0]); p = np.full(4, 0.5)
+>>> IPS().estimate(r, p, target_pscore=np.array([1.0, 0.0, 0.0, 1.0])).value
+0.5
+>>> SNIPS().estimate(r, p, target_pscore=np.array([1.0, 1.0, 1.0, 0.0])).value  # doctest: +ELLIPSIS
+0.666...
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: two-sided 95% normal quantile
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimator's answer. ``ci_low``/``ci_high``: the 95% normal interval (see the module docstring)."""
+
+    name: str
+    value: float
+    ci_low: float
+    ci_high: float
+    std_error: float
+    n: int
+    ess: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "std_error": self.std_error, "n": self.n, "ess": self.ess}
+
+    def covers(self, truth: float) -> bool:
+        return self.ci_low <= truth <= self.ci_high
+
+
+def _array(name: str, values: Any, n: int | None = None) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if n is not None and arr.size != n:
+        raise ValueError(f"{name} has {arr.size} rows, expected {n}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: {int(np.count_nonzero(~np.isfinite(arr)))} rows are NaN or infinite")
+    return arr
+
+
+def _probabilities(name: str, values: Any, n: int, *, positive: bool) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
+    low = arr <= 0.0 if positive else arr < 0.0
+    bad = np.count_nonzero(low | (arr > 1.0) | np.isnan(arr))
+    if bad:
+        bound = "(0, 1]" if positive else "[0, 1]"
+        raise ValueError(f"{name}: {bad} of {n} rows are outside {bound}")
+    return arr
+
+
+def _inputs(reward: Any, pscore: Any, target_pscore: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r = _array("reward", reward)
+    if r.size == 0:
+        raise ValueError("no impressions to estimate from")
+    p = _probabilities("pscore", pscore, r.size, positive=True)
+    t = _probabilities("target_pscore", target_pscore, r.size, positive=False)
+    return r, p, t
+
+
+def kish_ess(weights: np.ndarray) -> float:
+    """Kish's effective sample size ``(Σw)²/Σw²`` (0 when every weight is 0)."""
+    s2 = float(np.dot(weights, weights))
+    return float(weights.sum()) ** 2 / s2 if s2 > 0 else 0.0
+
+
+def mean_estimate(name: str, terms: np.ndarray, ess: float) -> Estimate:
+    """The mean of per-impression terms with its normal 95% interval."""
+    n = terms.size
+    value = float(terms.mean())
+    se = float(terms.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+    return Estimate(name, value, value - Z95 * se, value + Z95 * se, se, n, ess)
+
+
+@dataclass(frozen=True)
+class OnPolicy:
+    """The logging policy's own value: the mean logged reward."""
+
+    name: str = "logging"
+
+    def estimate(self, reward: Any) -> Estimate:
+        r = _array("reward", reward)
+        if r.size == 0:
+            raise ValueError("no impressions to estimate from")
+        return mean_estimate(self.name, r, float(r.size))
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Replay (Li et al. 2011, "Unbiased offline evaluation of contextual-bandit-based news article
+    recommendation algorithms", WSDM): the mean reward of the impressions where the target's choice
+    equals the logged action. Unbiased only for **uniformly random** logs; the interval is that of a
+    mean over the matched impressions. Equals obp's ``ReplayMethod`` for a deterministic target."""
+
+    name: str = "replay"
+
+    def estimate(self, reward: Any, matched: Any) -> Estimate:
+        r = _array("reward", reward)
+        m = np.asarray(matched, dtype=bool)
+        if m.shape != r.shape:
+            raise ValueError(f"matched has shape {m.shape}, expected {r.shape}")
+        k = int(m.sum())
+        if k == 0:
+            return Estimate(self.name, math.nan, math.nan, math.nan, math.nan, 0, 0.0)
+        return mean_estimate(self.name, r[m], float(k))
+
+
+@dataclass(frozen=True)
+class IPS:
+    """Inverse propensity scoring: ``mean(w r)`` with ``w = target_pscore / pscore``."""
+
+    name: str = "ips"
+
+    def estimate(self, reward: Any, pscore: Any, target_pscore: Any) -> Estimate:
+        r, p, t = _inputs(reward, pscore, target_pscore)
+        w = t / p
+        return mean_estimate(self.name, w * r, kish_ess(w))
+
+
+@dataclass(frozen=True)
+class ClippedIPS:
+    """IPS with weights clipped at ``max_weight`` (``min(w, M) r``): biased toward 0 for a positive
+    reward, lower variance. ``max_weight = inf`` is IPS."""
+
+    max_weight: float = 20.0
+    name: str = "clipped_ips"
+
+    def __post_init__(self) -> None:
+        if not self.max_weight > 0:
+            raise ValueError("max_weight must be > 0")
+
+    def estimate(self, reward: Any, pscore: Any, target_pscore: Any) -> Estimate:
+        r, p, t = _inputs(reward, pscore, target_pscore)
+        w = np.minimum(t / p, self.max_weight)
+        return mean_estimate(self.name, w * r, kish_ess(w))
+
+
+@dataclass(frozen=True)
+class SNIPS:
+    """Self-normalised IPS: ``Σ w r / Σ w`` (its weights ``w / Σw`` sum to one). Delta-method interval."""
+
+    name: str = "snips"
+
+    def estimate(self, reward: Any, pscore: Any, target_pscore: Any) -> Estimate:
+        r, p, t = _inputs(reward, pscore, target_pscore)
+        w = t / p
+        total = float(w.sum())
+        n = r.size
+        if total <= 0:
+            return Estimate(self.name, math.nan, math.nan, math.nan, math.nan, n, 0.0)
+        value = float(np.dot(w, r) / total)
+        influence = w * (r - value) / (total / n)
+        se = float(influence.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+        return Estimate(self.name, value, value - Z95 * se, value + Z95 * se, se, n, kish_ess(w))
+
+    @staticmethod
+    def weights(pscore: Any, target_pscore: Any) -> np.ndarray:
+        """The normalised weights ``w / Σw`` (sum to one)."""
+        p = np.asarray(pscore, dtype=float)
+        w = np.asarray(target_pscore, dtype=float) / p
+        return w / w.sum()
+
+
+@dataclass(frozen=True)
+class DR:
+    """Doubly robust (Dudík, Langford & Li 2011): ``mean(q_target + w (r − q_logged))``. Unbiased when
+    either the propensities or the reward model are right; with ``q̂ = 0`` it is IPS. The reward model
+    must not be fitted on the rows it predicts (see :mod:`banditloop.evaluation.reward_model`: cross-fitting)."""
+
+    name: str = "dr"
+
+    def estimate(self, reward: Any, pscore: Any, target_pscore: Any, q_logged: Any, q_target: Any) -> Estimate:
+        r, p, t = _inputs(reward, pscore, target_pscore)
+        ql = _array("q_logged", q_logged, r.size)
+        qt = _array("q_target", q_target, r.size)
+        w = t / p
+        return mean_estimate(self.name, qt + w * (r - ql), kish_ess(w))
+
+
+@dataclass(frozen=True)
+class SwitchDR:
+    """Switch doubly robust as obp implements it (Wang, Agarwal & Dudík 2017): the DR correction is
+    kept only for impressions whose weight is at most ``tau`` (``q_target`` alone for the others),
+    trading a bias for bounded weights. ``tau = inf`` is DR."""
+
+    tau: float = 20.0
+    name: str = "switch_dr"
+
+    def __post_init__(self) -> None:
+        if not self.tau >= 0:
+            raise ValueError("tau must be >= 0")
+
+    def estimate(self, reward: Any, pscore: Any, target_pscore: Any, q_logged: Any, q_target: Any) -> Estimate:
+        r, p, t = _inputs(reward, pscore, target_pscore)
+        ql = _array("q_logged", q_logged, r.size)
+        qt = _array("q_target", q_target, r.size)
+        w = t / p
+        keep = w <= self.tau
+        return mean_estimate(self.name, qt + keep * w * (r - ql), kish_ess(w * keep))

@@ -1,0 +1,62 @@
+"""Choice rules shared by learners: Thompson-sampling propensities by Monte Carlo, softmax and
+ε-greedy probabilities, and drawing an index from probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class SampledPolicy:
+    """Mixin for Thompson-sampling policies: play the argmax of one posterior draw (``score``), and
+    estimate the propensity by Monte Carlo over ``propensity_draws`` further joint draws from
+    ``_draws`` (the draw actually played counts as one more sample of the same distribution).
+    ``propensity_draws = 0`` skips the estimate and reports NaN."""
+
+    propensity_draws: int
+
+    def _draws(self, x: np.ndarray, candidates: Sequence[str], n: int) -> np.ndarray:
+        """``n`` joint posterior draws of every candidate's score, shape ``(n, len(candidates))``."""
+        raise NotImplementedError
+
+    def _pick(self, x, candidates, scores, shared):
+        pick = int(np.argmax(scores))
+        if self.propensity_draws <= 0:
+            return pick, float("nan"), None
+        probs = self.propensities(x, candidates, scores, shared)
+        return pick, float(probs[pick]), probs
+
+    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
+        return self.sampled_probabilities(x, candidates, scores, max(self.propensity_draws, 0))
+
+    def sampled_probabilities(self, x: np.ndarray, candidates: Sequence[str], scores: np.ndarray,
+                              n: int) -> np.ndarray:
+        """Each candidate's share of wins over ``n`` joint draws plus the draw that gave ``scores``."""
+        if n < 0:
+            raise ValueError("draws must be >= 0")
+        draws = self._draws(x, candidates, n)
+        wins = np.bincount(np.argmax(draws, axis=1), minlength=len(candidates)).astype(float)
+        wins[int(np.argmax(scores))] += 1.0
+        return wins / (draws.shape[0] + 1)
+
+
+def softmax(values: np.ndarray, temperature: float) -> np.ndarray:
+    z = (values - values.max()) / temperature
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def epsilon_greedy_probabilities(values: np.ndarray, epsilon: float) -> np.ndarray:
+    """Exact ε-greedy choice probabilities: ``(1-ε)/ties + ε/K`` for the best value(s), ``ε/K`` otherwise
+    (the greedy share is split uniformly over ties)."""
+    best = values == values.max()
+    return (1.0 - epsilon) * best / best.sum() + epsilon / values.size
+
+
+def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn from ``probabilities`` with one uniform variate (inverse CDF). An entry of
+    probability 0 is never drawn."""
+    cdf = np.cumsum(probabilities)
+    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    return min(i, cdf.size - 1)

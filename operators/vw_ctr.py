@@ -1,0 +1,98 @@
+"""Online CTR model on Vowpal Wabbit: logistic regression with feature hashing, ε-greedy or softmax.
+
+One example per (context, arm): namespace ``x`` (the context vector) and ``a`` (``arm=<id>``) with
+the interaction ``-q xa``, so the logit of arm ``a`` is ``b + w·x + w_a + w_a'·x`` over a hashed
+weight table of ``2**bits`` entries (VW's adaptive, normalised SGD; ``--loss_function logistic
+--link logistic``, so predictions are probabilities).
+
+**Delayed feedback: fake negatives**, as :mod:`banditloop.operators.ctr_lr`: ``learn_impression``
+learns the example as a negative at once and a reward ``r > 0`` learns it again as a positive with
+importance weight ``r``; the model then estimates ``q = p/(1+p)``, :meth:`VWLogisticCTR.ctr` returns
+the calibrated ``q/(1−q)``, and scores are the raw ``q``. Exploration: ``"egreedy"`` (greedy on the
+score with probability ``1−ε``, ties split) or ``"softmax"`` over ``score / temperature``; both
+propensities are exact. State, merge (refused) and features: :mod:`banditloop.operators.vw_base`.
+
+>>> import numpy as np
+>>> lrn = VWLogisticCTR(dim=2, epsilon=0.2)
+>>> for _ in range(20):
+...     lrn.learn_one("a", np.array([1.0, 0.0]), 1.0)
+...     lrn.learn_one("b", np.array([1.0, 0.0]), 0.0)
+>>> lrn.ctr("a", np.array([1.0, 0.0])) > lrn.ctr("b", np.array([1.0, 0.0]))
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from banditloop.operators.base import Shared
+from banditloop.operators.policies import epsilon_greedy_probabilities, sample_index, softmax
+from banditloop.operators.vw_base import VWModel, context_features
+
+EXPLORATIONS = ("egreedy", "softmax")
+
+
+class VWLogisticCTR(VWModel):
+    kind = "vw-ctr"
+    binary_reward = True
+
+    def __init__(self, dim: int, exploration: str = "egreedy", epsilon: float = 0.1, temperature: float = 0.05,
+                 bits: int = 18, learning_rate: float = 0.5, l2: float = 0.0, seed: int = 0) -> None:
+        if exploration not in EXPLORATIONS:
+            raise ValueError(f"exploration must be one of {EXPLORATIONS}, not {exploration!r}")
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError("epsilon must be in [0, 1]")
+        if not temperature > 0 or not learning_rate > 0 or not l2 >= 0:
+            raise ValueError("temperature and learning_rate must be > 0, l2 >= 0")
+        if not 1 <= int(bits) <= 30:
+            raise ValueError("bits must be in [1, 30]")
+        self.exploration = exploration
+        self.epsilon = epsilon
+        self.temperature = temperature
+        self.bits = bits
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        super().__init__(dim, seed)
+
+    def vw_args(self) -> str:
+        return (f"--loss_function logistic --link logistic -q xa -b {int(self.bits)} -l {self.learning_rate!r} "
+                f"--l2 {self.l2!r}")
+
+    def _example(self, arm: str, x: np.ndarray, label: str = "") -> str:
+        return f"{label}|x {context_features(x)} {self._arm_feature(arm)}"
+
+    # -- decisions ------------------------------------------------------------------------------
+    def predict(self, arm: str, x: np.ndarray) -> float:
+        """The model's probability of a positive label (under fake negatives: ``p/(1+p)``)."""
+        return float(self.vw.predict(self._example(arm, x)))
+
+    def ctr(self, arm: str, x: np.ndarray) -> float:
+        """Calibrated click probability ``q/(1−q)`` (fake-negative calibration), capped at 1."""
+        q = self.predict(arm, x)
+        return min(q / (1.0 - q), 1.0) if q < 1.0 else 1.0
+
+    def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
+        self._rows(candidates)
+        return np.array([self.predict(arm, x) for arm in candidates])
+
+    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
+        if self.exploration == "softmax":
+            return softmax(scores, self.temperature)
+        return epsilon_greedy_probabilities(scores, self.epsilon)
+
+    def _pick(self, x, candidates, scores, shared):
+        probs = self.propensities(x, candidates, scores, shared)
+        pick = sample_index(probs, self.rng)
+        return pick, float(probs[pick]), probs
+
+    # -- learning -------------------------------------------------------------------------------
+    def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
+        self.vw.learn(self._example(arm, x, "-1 1.0 "))
+        self._count_impression(arm)
+
+    def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
+        if reward > 0:
+            self.vw.learn(self._example(arm, x, f"1 {float(reward)!r} "))
+        self._count_reward(arm, reward)
