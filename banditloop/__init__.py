@@ -43,6 +43,13 @@ _EXPORTS: dict[str, str] = {
     "DiagLinUCB": "banditloop.operators.diag_linucb",
     "LinearTS": "banditloop.operators.lin_ts",
     "CTRLogisticRegression": "banditloop.operators.ctr_lr",
+    "KLUCB": "banditloop.operators.kl_ucb",
+    "LogisticTS": "banditloop.operators.logistic_ts",
+    "DiscountedBetaTS": "banditloop.operators.beta_ts",
+    "DiscountedUCB": "banditloop.operators.ucb1",
+    "DiscountedLinUCB": "banditloop.operators.discounted_linucb",
+    "VWContextualBandit": "banditloop.operators.vw_cb",
+    "VWLogisticCTR": "banditloop.operators.vw_ctr",
     "LEARNERS": "banditloop.operators.registry",
     "make_learner": "banditloop.operators.registry",
     "learner_from_state": "banditloop.operators.registry",
@@ -96,17 +103,22 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from banditloop.core.reward import RewardSpec
     from banditloop.core.state_codec import LearnerState
     from banditloop.operators.base import Learner
-    from banditloop.operators.beta_ts import BetaTS
+    from banditloop.operators.beta_ts import BetaTS, DiscountedBetaTS
     from banditloop.operators.ctr_lr import CTRLogisticRegression
     from banditloop.operators.decision import Decision
     from banditloop.operators.diag_linucb import DiagLinUCB
+    from banditloop.operators.discounted_linucb import DiscountedLinUCB
     from banditloop.operators.epsilon_greedy import EpsilonGreedy
     from banditloop.operators.hybrid_linucb import HybridLinUCB
+    from banditloop.operators.kl_ucb import KLUCB
     from banditloop.operators.lin_ts import LinearTS
     from banditloop.operators.linucb import LinUCB
+    from banditloop.operators.logistic_ts import LogisticTS
     from banditloop.operators.registry import LEARNERS, learner_from_state, make_learner
-    from banditloop.operators.ucb1 import UCB1
+    from banditloop.operators.ucb1 import UCB1, DiscountedUCB
     from banditloop.operators.uniform_random import UniformRandom
+    from banditloop.operators.vw_cb import VWContextualBandit
+    from banditloop.operators.vw_ctr import VWLogisticCTR
     from banditloop.pipeline.checkpoints import CheckpointStore
     from banditloop.pipeline.join import EventJoin, JoinConfig
     from banditloop.pipeline.model import ModelConfig

@@ -47,7 +47,17 @@ _CACHE_MAX_CANDIDATES = 512
 
 
 class Learner(ABC):
-    """Base class: arm table, growable per-arm arrays, counters, state export and merge."""
+    """Base class: arm table, growable per-arm arrays, counters, state export and merge.
+
+    States travel as plain arrays and merge across shards:
+
+    >>> from banditloop.operators.ucb1 import UCB1
+    >>> left, right = UCB1(), UCB1()
+    >>> left.learn_one("a", None, 1.0); right.learn_one("b", None, 0.0)
+    >>> both = left.merge(right)
+    >>> sorted(both.arms), UCB1.from_state(both.export_state()).counters["impressions"]
+    (['a', 'b'], 2.0)
+    """
 
     kind: ClassVar[str]
     #: rewards are clipped to [0, 1] by the pipeline before reaching Bernoulli learners
@@ -348,8 +358,7 @@ class Learner(ABC):
             else:
                 self._arrays[name][rows] += theirs[name]
 
-    # -- off-policy evaluation: the probability of every candidate --------------------------------
-    DEFAULT_PROBABILITY_DRAWS: ClassVar[int] = 256
+    DEFAULT_PROBABILITY_DRAWS: ClassVar[int] = 256  # for action_probabilities of sampled policies
 
     def action_probabilities(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None,
                              draws: int | None = None) -> np.ndarray:

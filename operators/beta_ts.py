@@ -57,7 +57,15 @@ PENDING_MODES = ("wait", "failure")
 
 
 class BetaTS(SampledPolicy, Learner):
-    """Beta-Bernoulli Thompson sampling; see the module docstring for the pending-feedback modes."""
+    """Beta-Bernoulli Thompson sampling; see the module docstring for the pending-feedback modes.
+
+    >>> ts = BetaTS(seed=1)
+    >>> for _ in range(30):
+    ...     ts.learn_one("a", None, 1.0)
+    ...     ts.learn_one("b", None, 0.0)
+    >>> ts.choose(None, ["a", "b"]).arm
+    'a'
+    """
 
     kind = "ts"
     binary_reward = True

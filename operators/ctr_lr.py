@@ -45,6 +45,18 @@ EXPLORATIONS = ("egreedy", "softmax")
 
 
 class CTRLogisticRegression(Learner):
+    """Online logistic regression on context × arm features with fake negatives, ε-greedy or softmax (module docstring).
+
+    >>> import numpy as np
+    >>> ctr = CTRLogisticRegression(dim=2, epsilon=0.0, learning_rate=0.1)
+    >>> x = np.array([1.0, 0.5])
+    >>> for _ in range(30):
+    ...     ctr.learn_one("a", x, 1.0)
+    ...     ctr.learn_one("b", x, 0.0)
+    >>> ctr.choose(x, ["a", "b"]).arm
+    'a'
+    """
+
     kind = "ctr-lr"
     binary_reward = True
     exact_merge = False

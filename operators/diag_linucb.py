@@ -15,6 +15,18 @@ from banditloop.operators.base import Learner, Shared
 
 
 class DiagLinUCB(Learner):
+    """LinUCB with a diagonal design matrix per arm: O(d) per event (module docstring).
+
+    >>> import numpy as np
+    >>> lin = DiagLinUCB(dim=2, alpha=0.2)
+    >>> x = np.array([1.0, 0.5])
+    >>> for _ in range(30):
+    ...     lin.learn_one("a", x, 1.0)
+    ...     lin.learn_one("b", x, 0.0)
+    >>> lin.choose(x, ["a", "b"]).arm
+    'a'
+    """
+
     kind = "diag-linucb"
     weighted_updates = True
     additive_arrays = ("d", "b", "n")

@@ -33,7 +33,17 @@ from banditloop.operators.base import Learner, Shared
 
 
 class DiscountedLinUCB(Learner):
-    """Discounted LinUCB for drifting click models (Russac, Vernade & Cappé 2019); see the module docstring."""
+    """Discounted LinUCB for drifting click models (Russac, Vernade & Cappé 2019); see the module docstring.
+
+    >>> import numpy as np
+    >>> lin = DiscountedLinUCB(dim=2, discount=0.99)
+    >>> x = np.array([1.0, 0.5])
+    >>> for _ in range(30):
+    ...     lin.learn_one("a", x, 1.0)
+    ...     lin.learn_one("b", x, 0.0)
+    >>> lin.choose(x, ["a", "b"]).arm
+    'a'
+    """
 
     kind = "discounted-linucb"
     exact_merge = False

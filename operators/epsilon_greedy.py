@@ -18,6 +18,16 @@ from banditloop.operators.policies import epsilon_greedy_probabilities, sample_i
 
 
 class EpsilonGreedy(ArmCounts):
+    """ε-greedy on mean rewards (over closed feedback windows), exact propensities.
+
+    >>> eg = EpsilonGreedy(epsilon=0.1, seed=1)
+    >>> for _ in range(30):
+    ...     eg.learn_one("a", None, 1.0)
+    ...     eg.learn_one("b", None, 0.0)
+    >>> eg.choose(None, ["a", "b"]).arm
+    'a'
+    """
+
     kind = "egreedy"
 
     def __init__(self, dim: int = 1, epsilon: float = 0.1, initial_value: float = 0.0, seed: int = 0) -> None:

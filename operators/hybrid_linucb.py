@@ -44,6 +44,18 @@ from banditloop.operators.base import Learner, Shared
 
 
 class HybridLinUCB(Learner):
+    """Hybrid LinUCB (Li et al. 2010, Alg. 2): per-arm ``θ_a`` plus a shared ``β`` on context × arm features.
+
+    >>> import numpy as np
+    >>> lin = HybridLinUCB(dim=2, shared_dim=2, alpha=0.2)
+    >>> x, z = np.array([1.0, 0.5]), {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}
+    >>> for _ in range(30):
+    ...     lin.learn_one("a", x, 1.0, z["a"])
+    ...     lin.learn_one("b", x, 0.0, z["b"])
+    >>> lin.choose(x, ["a", "b"], z).arm
+    'a'
+    """
+
     kind = "hybrid-linucb"
     weighted_updates = True
     shared_features = True

@@ -76,7 +76,15 @@ def kl_ucb_index(p: np.ndarray, budget: np.ndarray, iterations: int = 30) -> np.
 
 
 class KLUCB(Learner):
-    """KL-UCB for Bernoulli rewards (Garivier & Cappé 2011); see the module docstring."""
+    """KL-UCB for Bernoulli rewards (Garivier & Cappé 2011); see the module docstring.
+
+    >>> kl = KLUCB()
+    >>> for _ in range(30):
+    ...     kl.learn_one("a", None, 1.0)
+    ...     kl.learn_one("b", None, 0.0)
+    >>> kl.choose(None, ["a", "b"]).arm
+    'a'
+    """
 
     kind = "kl-ucb"
     binary_reward = True

@@ -28,6 +28,18 @@ from banditloop.operators.policies import SampledPolicy
 
 
 class LinearTS(SampledPolicy, RidgeArms):
+    """Linear Thompson sampling (Agrawal & Goyal 2013): one draw of ``θ_a ~ N(μ_a, v²A_a⁻¹)`` per arm.
+
+    >>> import numpy as np
+    >>> lts = LinearTS(dim=2, v=0.05, seed=1)
+    >>> x = np.array([1.0, 0.5])
+    >>> for _ in range(30):
+    ...     lts.learn_one("a", x, 1.0)
+    ...     lts.learn_one("b", x, 0.0)
+    >>> lts.choose(x, ["a", "b"]).arm
+    'a'
+    """
+
     kind = "lints"
 
     def __init__(self, dim: int, v: float = 0.2, ridge: float = 1.0, propensity_draws: int = 256,

@@ -129,6 +129,18 @@ class RidgeArms(Learner):
 
 
 class LinUCB(RidgeArms):
+    """Disjoint LinUCB (Li et al. 2010, Alg. 1): ``θ_a·x + α·sqrt(xᵀA_a⁻¹x)``.
+
+    >>> import numpy as np
+    >>> lin = LinUCB(dim=2, alpha=0.2)
+    >>> x = np.array([1.0, 0.5])
+    >>> for _ in range(30):
+    ...     lin.learn_one("a", x, 1.0)
+    ...     lin.learn_one("b", x, 0.0)
+    >>> lin.choose(x, ["a", "b"]).arm
+    'a'
+    """
+
     kind = "linucb"
 
     def __init__(self, dim: int, alpha: float = 0.2, ridge: float = 1.0, refresh_every: int = 1000,

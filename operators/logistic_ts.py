@@ -75,7 +75,17 @@ def laplace_update(m: np.ndarray, q: np.ndarray, X: np.ndarray, y: np.ndarray,
 
 
 class LogisticTS(SampledPolicy, Learner):
-    """Logistic Thompson sampling, Laplace diagonal posterior per arm; see the module docstring."""
+    """Logistic Thompson sampling, Laplace diagonal posterior per arm; see the module docstring.
+
+    >>> import numpy as np
+    >>> lts = LogisticTS(dim=2, seed=1)
+    >>> x = np.array([1.0, 0.5])
+    >>> for _ in range(30):
+    ...     lts.learn_one("a", x, 1.0)
+    ...     lts.learn_one("b", x, 0.0)
+    >>> lts.choose(x, ["a", "b"]).arm
+    'a'
+    """
 
     kind = "logistic-ts"
     binary_reward = True

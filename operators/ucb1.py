@@ -27,6 +27,16 @@ UNPLAYED_SCORE = 1e300
 
 
 class UCB1(ArmCounts):
+    """UCB1 (Auer et al. 2002): mean + ``c·sqrt(2 ln n / n_a)``; for Bernoulli rewards prefer ``kl-ucb``.
+
+    >>> ucb = UCB1()
+    >>> for _ in range(30):
+    ...     ucb.learn_one("a", None, 1.0)
+    ...     ucb.learn_one("b", None, 0.0)
+    >>> ucb.choose(None, ["a", "b"]).arm
+    'a'
+    """
+
     kind = "ucb1"
 
     def __init__(self, dim: int = 1, c: float = 1.0, seed: int = 0) -> None:

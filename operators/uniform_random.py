@@ -17,6 +17,12 @@ from banditloop.operators.counts import ArmCounts
 
 
 class UniformRandom(ArmCounts):
+    """Uniform choice among the candidates, propensity exactly 1/K: the ideal logging policy.
+
+    >>> UniformRandom(seed=0).choose(None, ["a", "b", "c", "d"]).propensity
+    0.25
+    """
+
     kind = "random"
 
     def __init__(self, dim: int = 1, seed: int = 0) -> None:

@@ -51,6 +51,18 @@ CB_TYPES = ("mtr", "ips", "dr")
 
 
 class VWContextualBandit(VWModel):
+    """A contextual bandit on Vowpal Wabbit (``--cb_explore_adf``); see the module docstring.
+
+    >>> import numpy as np
+    >>> vw = VWContextualBandit(dim=2, exploration="epsilon", epsilon=0.0, bits=12, seed=1)
+    >>> x = np.array([1.0, 0.5])
+    >>> for _ in range(30):
+    ...     vw.learn_one("a", x, 1.0)
+    ...     vw.learn_one("b", x, 0.0)
+    >>> vw.choose(x, ["a", "b"]).arm
+    'a'
+    """
+
     kind = "vw-cb"
 
     def __init__(self, dim: int, exploration: str = "squarecb", cb_type: str = "mtr", epsilon: float = 0.05,

@@ -35,6 +35,18 @@ EXPLORATIONS = ("egreedy", "softmax")
 
 
 class VWLogisticCTR(VWModel):
+    """Vowpal Wabbit's hashed logistic regression as an online CTR model; see the module docstring.
+
+    >>> import numpy as np
+    >>> vw = VWLogisticCTR(dim=2, epsilon=0.0, bits=12, seed=1)
+    >>> x = np.array([1.0, 0.5])
+    >>> for _ in range(30):
+    ...     vw.learn_one("a", x, 1.0)
+    ...     vw.learn_one("b", x, 0.0)
+    >>> vw.choose(x, ["a", "b"]).arm
+    'a'
+    """
+
     kind = "vw-ctr"
     binary_reward = True
 

@@ -38,7 +38,13 @@ class NoModel(LookupError):
 class ScoreResult:
     """The answer to one request: the model version that gave it, the chosen arm (the first of
     ``ranking`` for slates), every candidate's score, the chosen arm's propensity and, for
-    randomised policies, every candidate's probability (see :class:`Scorer` for an example)."""
+    randomised policies, every candidate's probability (see :class:`Scorer` for a whole example).
+
+    >>> r = ScoreResult(model="ads", version=3, arm="a", ranking=("a",), scores={"a": 0.4, "b": 0.1},
+    ...                 propensity=0.9)
+    >>> f"{r.model}:{r.version}", r.arm          # the policy tag to log with the impression
+    ('ads:3', 'a')
+    """
 
     model: str
     version: int

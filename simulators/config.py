@@ -42,6 +42,9 @@ class WorldConfig:
     * ``change_points``: abrupt changes ``(step, arm slot, p)``: from ``step`` on, the arm in that
       slot has base click probability ``p`` (its logit bias becomes ``logit(p)``; a context-free
       arm's click probability is then exactly ``p``).
+
+    >>> WorldConfig(arms=4, dim=3, seed=7).arms
+    4
     """
 
     arms: int = 10

@@ -123,7 +123,14 @@ class Outcome:
 
 
 class World:
-    """K arms with logistic click models; see :class:`WorldConfig` for the generative model."""
+    """K arms with logistic click models; see :class:`WorldConfig` for the generative model.
+
+    >>> world = World(WorldConfig(arms=3, dim=2, seed=0))
+    >>> req = world.next_request()
+    >>> outcome = world.respond(req, req.candidates[0], propensity=1 / 3)
+    >>> len(req.candidates), outcome.impression.arm == req.candidates[0], outcome.regret >= 0
+    (3, True, True)
+    """
 
     def __init__(self, config: WorldConfig | None = None) -> None:
         self.config = c = config or WorldConfig()

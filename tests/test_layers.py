@@ -138,5 +138,13 @@ def test_docstring_examples_run(module: str) -> None:
     assert result.failed == 0, f"{module}: {result.failed} of {result.attempted} examples failed"
 
 
+def test_every_public_class_carries_a_runnable_example() -> None:
+    import inspect
+
+    bare = [name for name in banditloop.__all__
+            if inspect.isclass(cls := getattr(banditloop, name)) and ">>>" not in (cls.__doc__ or "")]
+    assert not bare, f"public classes without an example in their docstring: {bare}"
+
+
 def test_the_facade_has_a_runnable_example() -> None:
     assert doctest.testmod(importlib.import_module("banditloop")).attempted >= 5
