@@ -205,3 +205,20 @@ def test_learners_source_reader_handles_every_registered_module():
     for target in LEARNERS.values():
         module, cls = target.split(":")
         assert _from_source(module, cls) is not None, target  # no silent fall-back to importing
+
+
+def test_models_json_shows_each_shards_event_time_and_a_poisoned_one(tmp_path):
+    import time
+
+    store = CheckpointStore(f"sqlite:///{tmp_path / 'models.db'}")
+    now = time.time()
+    for shard, newest in (("p0", now - 60.0), ("p1", now + 86_400.0)):  # p1 learned an event dated tomorrow
+        store.save(Checkpoint(model="live", shard=shard, config={}, state=trained_state(),
+                              source={"kind": "kafka", "offsets": {"clicks": 3},
+                                      "max_ts": {"impressions": now - 120.0, "clicks": newest}}))
+    store.close()
+    (row,) = run_json("models", "--db", f"sqlite:///{tmp_path / 'models.db'}", cwd=tmp_path)["models"]
+    shards = {s["shard"]: s for s in row["event_time"]}
+    assert shards["p0"]["ahead_seconds"] == 0 and shards["p0"]["newest"] == pytest.approx(now - 60.0)
+    assert 86_000 < shards["p1"]["ahead_seconds"] < 86_500
+    assert set(shards["p1"]["max_ts"]) == {"impressions", "clicks"}

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Lists every model in the checkpoint database: newest version, number of versions kept, "
                     "shards, learner, counters of the newest version and when it was written. Every write keeps "
                     "the newest --keep versions of each shard (20 unless the writing command was given --keep) "
-                    "and the join state only on the newest one; --prune applies that policy now, e.g. after "
+                    "and the join state only on the newest two; --prune applies that policy now, e.g. after "
                     "lowering --keep, and gives the space back (SQLite VACUUM).")
     add_db_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -47,12 +47,19 @@ def run(args: argparse.Namespace) -> int:
             pruned = store.prune(args.model, keep=DEFAULT_KEEP if args.keep is None else args.keep)
             store.compact()
         models = store.models()
+        heads = {m.model: store.heads(m.model) for m in models} if args.json else {}
     finally:
         store.close()
     rows: list[dict[str, Any]] = [
         {"model": m.model, "learner": m.learner, "latest_version": m.latest_version, "versions": m.versions,
          "shards": list(m.shards), "created_at": m.created_at.isoformat(timespec="seconds"), "counters": m.counters}
         for m in models]
+    if args.json:  # event time per shard: a newest event time far ahead of now is a poisoned watermark
+        import time
+
+        now = time.time()
+        for row in rows:
+            row["event_time"] = [_event_time(h.shard, h.version, h.source, now) for h in heads[row["model"]]]
     if args.json:
         print(json.dumps({"db": db_url(args), "models": rows, **({} if pruned is None else {"pruned": pruned})}))
         return 0
@@ -69,3 +76,13 @@ def run(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _event_time(shard: str, version: int, source: dict[str, Any], now: float) -> dict[str, Any]:
+    """A shard's newest event time per input (live topics) or overall, and how far it runs ahead of
+    this machine's clock (``ahead_seconds`` > 0 means events dated in the future were learned)."""
+    max_ts = {str(k): float(v) for k, v in (source.get("max_ts") or {}).items() if isinstance(v, int | float)}
+    newest = max(max_ts.values(), default=None)
+    return {"shard": shard, "version": version, "max_ts": max_ts, "newest": newest,
+            "ahead_seconds": None if newest is None else round(max(0.0, newest - now), 3)}
+
