@@ -33,18 +33,18 @@ one side has no impressions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 from river import linear_model, optim, utils
 
-from banditloop.operators.base import Learner, Shared
-from banditloop.operators.policies import epsilon_greedy_probabilities, sample_index, softmax
+from banditloop.operators.base import Learner
+from banditloop.operators.policies import FakeNegativeCTR
 
 EXPLORATIONS = ("egreedy", "softmax")
 
 
-class CTRLogisticRegression(Learner):
+class CTRLogisticRegression(FakeNegativeCTR, Learner):
     """Online logistic regression on context × arm features with fake negatives, ε-greedy or softmax (module docstring).
 
     >>> import numpy as np
@@ -113,25 +113,6 @@ class CTRLogisticRegression(Learner):
     def predict(self, arm: str, x: np.ndarray) -> float:
         """The model's probability of a positive label (under fake negatives: ``p/(1+p)``)."""
         return self.model.predict_proba_one(self.features(arm, x))[True]
-
-    def ctr(self, arm: str, x: np.ndarray) -> float:
-        """Calibrated click probability ``q/(1−q)`` (Ktena et al. 2019, fake-negative calibration)."""
-        q = self.predict(arm, x)
-        return min(q / (1.0 - q), 1.0) if q < 1.0 else 1.0
-
-    def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
-        self._rows(candidates)
-        return np.array([self.predict(arm, x) for arm in candidates])
-
-    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
-        if self.exploration == "softmax":
-            return softmax(scores, self.temperature)
-        return epsilon_greedy_probabilities(scores, self.epsilon)
-
-    def _pick(self, x, candidates, scores, shared):
-        probs = self.propensities(x, candidates, scores, shared)
-        pick = sample_index(probs, self.rng)
-        return pick, float(probs[pick]), probs
 
     # -- learning -------------------------------------------------------------------------------
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:

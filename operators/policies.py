@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -60,3 +61,41 @@ def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
     cdf = np.cumsum(probabilities)
     i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
     return min(i, cdf.size - 1)
+
+
+class FakeNegativeCTR:
+    """Mixin for online CTR models trained with fake negatives (Ktena et al. 2019): the model's
+    ``predict(arm, x)`` estimates ``q = p/(1+p)``; :meth:`ctr` calibrates it to ``p = q/(1−q)``.
+    Scores are the raw ``q`` (ranking and ε-greedy are unchanged by the monotone calibration; the
+    softmax temperature is on the ``q`` scale), chosen ε-greedy or by softmax with exact propensities.
+    Needs ``exploration``, ``epsilon``, ``temperature``, ``rng`` and the learner's ``_rows``."""
+
+    exploration: str
+    epsilon: float
+    temperature: float
+    rng: np.random.Generator
+
+    if TYPE_CHECKING:  # provided by the learner this is mixed into
+        def predict(self, arm: str, x: np.ndarray) -> float: ...
+
+        def _rows(self, candidates: Sequence[str]) -> np.ndarray: ...
+
+    def ctr(self, arm: str, x: np.ndarray) -> float:
+        """Calibrated click probability ``q/(1−q)``, capped at 1."""
+        q = self.predict(arm, x)
+        return min(q / (1.0 - q), 1.0) if q < 1.0 else 1.0
+
+    def score(self, x: np.ndarray, candidates: Sequence[str], shared: object = None) -> np.ndarray:
+        self._rows(candidates)
+        return np.array([self.predict(arm, x) for arm in candidates])
+
+    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
+        if self.exploration == "softmax":
+            return softmax(scores, self.temperature)
+        return epsilon_greedy_probabilities(scores, self.epsilon)
+
+    def _pick(self, x, candidates, scores, shared):
+        probs = self.propensities(x, candidates, scores, shared)
+        pick = sample_index(probs, self.rng)
+        return pick, float(probs[pick]), probs
+

@@ -23,18 +23,15 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from banditloop.operators.base import Shared
-from banditloop.operators.policies import epsilon_greedy_probabilities, sample_index, softmax
+from banditloop.operators.policies import FakeNegativeCTR
 from banditloop.operators.vw_base import VWModel, context_features
 
 EXPLORATIONS = ("egreedy", "softmax")
 
 
-class VWLogisticCTR(VWModel):
+class VWLogisticCTR(FakeNegativeCTR, VWModel):
     """Vowpal Wabbit's hashed logistic regression as an online CTR model; see the module docstring.
 
     >>> import numpy as np
@@ -79,25 +76,6 @@ class VWLogisticCTR(VWModel):
     def predict(self, arm: str, x: np.ndarray) -> float:
         """The model's probability of a positive label (under fake negatives: ``p/(1+p)``)."""
         return float(self.vw.predict(self._example(arm, x)))
-
-    def ctr(self, arm: str, x: np.ndarray) -> float:
-        """Calibrated click probability ``q/(1−q)`` (fake-negative calibration), capped at 1."""
-        q = self.predict(arm, x)
-        return min(q / (1.0 - q), 1.0) if q < 1.0 else 1.0
-
-    def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
-        self._rows(candidates)
-        return np.array([self.predict(arm, x) for arm in candidates])
-
-    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
-        if self.exploration == "softmax":
-            return softmax(scores, self.temperature)
-        return epsilon_greedy_probabilities(scores, self.epsilon)
-
-    def _pick(self, x, candidates, scores, shared):
-        probs = self.propensities(x, candidates, scores, shared)
-        pick = sample_index(probs, self.rng)
-        return pick, float(probs[pick]), probs
 
     # -- learning -------------------------------------------------------------------------------
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
