@@ -3,8 +3,13 @@
 A model may be stored as several shards (one per Kafka partition group); the scorer serves the
 merge of every shard's newest state. Reloading builds a complete new :class:`ServedModel` off to
 the side and swaps one reference, so a request sees either the old version or the new one, never a
-mix. A checkpoint that cannot be decoded, holds NaN/inf, or does not match the served configuration
-is refused with a log line and the previous model keeps serving.
+mix. A checkpoint that cannot be decoded, holds NaN/inf or values beyond what a learner can compute
+with (:func:`~banditloop.serving.guards.check_usable`), or does not match the served configuration is
+refused with a log line and the previous model keeps serving.
+
+Requests cannot grow the served model without bound: arms first seen in requests (never
+checkpointed) are limited per request and per second (:class:`~banditloop.serving.guards.NewArmsRefused`),
+and once ``max_new_arms`` of them are in the learner's tables it is reset to the checkpointed arms.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_from_state
 from banditloop.pipeline.checkpoints import Checkpoint, CheckpointStore
 from banditloop.pipeline.model import ModelConfig, Vectorizer
+from banditloop.serving.guards import NewArmsRefused, TokenBucket, check_usable
 
 log = logging.getLogger("banditloop.scorer")
 
@@ -115,16 +121,41 @@ class Scorer:
     ('ad-9', 1.0, 1)
     """
 
-    def __init__(self, store: CheckpointStore | str, model: str, *, max_new_arms: int = 10_000,
-                 cold_start: ModelConfig | None = None) -> None:
+    def __init__(self, store: CheckpointStore | str, model: str, *, max_new_arms: int = 1000,
+                 max_new_arms_per_request: int | None = None, max_new_arms_per_second: float | None = None,
+                 feature_cache_bytes: int | None = None, cold_start: ModelConfig | None = None) -> None:
         """``cold_start``: while the model has no checkpoint at all, serve an untrained learner of
         this configuration as version 0 instead of raising :class:`NoModel`, so that impressions
         (which the learners start from) can be logged at all; the first checkpoint replaces it
         whatever its configuration. ``banditloop serve --cold-start`` uses ``random`` (uniform, exact
-        1/K propensities): an untrained argmax learner's equal scores tie only up to rounding."""
+        1/K propensities): an untrained argmax learner's equal scores tie only up to rounding.
+
+        New arms (ids the served learner has not seen yet): each one adds rows to the learner's
+        tables (for LinUCB two d×d matrices, 16 KiB at d = 32). At most ``max_new_arms`` are kept
+        beyond the checkpointed ones before the learner is reset to its checkpointed state (they carry
+        no statistics: the scorer does not learn); a request bringing more than
+        ``max_new_arms_per_request`` (default and at most ``max_new_arms``) is refused, and so is one
+        that would take more than ``max_new_arms_per_second`` on average (a token bucket holding up to
+        one request's worth; None: no rate limit). ``feature_cache_bytes``: the budget of each
+        featurizer's hashing cache (default :data:`banditloop.core.features.DEFAULT_CACHE_BYTES`)."""
+        if max_new_arms < 1:
+            raise ValueError("max_new_arms must be >= 1")
+        per_request = max_new_arms if max_new_arms_per_request is None else max_new_arms_per_request
+        if not 1 <= per_request <= max_new_arms:
+            raise ValueError("max_new_arms_per_request must be in [1, max_new_arms]")
+        if max_new_arms_per_second is not None and max_new_arms_per_second <= 0:
+            raise ValueError("max_new_arms_per_second must be > 0")
+        if feature_cache_bytes is not None and feature_cache_bytes < 0:
+            raise ValueError("feature_cache_bytes must be >= 0")
         self.store = store if isinstance(store, CheckpointStore) else CheckpointStore(store)
         self.model = model
         self.max_new_arms = max_new_arms
+        self.max_new_arms_per_request = per_request
+        self.new_arm_budget = None if max_new_arms_per_second is None else TokenBucket(
+            max_new_arms_per_second, max(max_new_arms_per_second, per_request))
+        self.feature_cache_bytes = feature_cache_bytes
+        self.new_arms_refused = 0  # requests refused by either new-arm limit
+        self.arm_resets = 0
         self.cold_start = cold_start
         self._served: ServedModel | None = None
         self._reload_lock = threading.Lock()
@@ -159,7 +190,7 @@ class Scorer:
             if newest is None and self._served is None and self.cold_start is not None:
                 config = self.cold_start
                 self._served = ServedModel(name=self.model, version=0, config=config, learner=config.new_learner(),
-                                           vectorizer=Vectorizer(config), shards=(), created_at=None)
+                                           vectorizer=self._vectorizer(config), shards=(), created_at=None)
                 log.warning("model %r has no checkpoint yet: serving an untrained %s as version 0 until the "
                             "first one", self.model, config.learner)
                 return True
@@ -192,10 +223,20 @@ class Scorer:
                 old.config.learner != config.learner or old.config.features != config.features):
             raise ValueError(f"incompatible with the served model ({old.config.learner} → {config.learner})")
         version = max(cp.version or 0 for cp in checkpoints)
+        vectorizer = self._vectorizer(config)
+        check_usable(learner, vectorizer)
         return ServedModel(name=self.model, version=version, config=config, learner=learner,
-                           vectorizer=Vectorizer(config), shards=tuple(cp.shard for cp in checkpoints),
+                           vectorizer=vectorizer, shards=tuple(cp.shard for cp in checkpoints),
                            created_at=max(cp.created_at for cp in checkpoints if cp.created_at),
                            known_arms=len(learner.arms))
+
+    def _vectorizer(self, config: ModelConfig) -> Vectorizer:
+        vec = Vectorizer(config)
+        if self.feature_cache_bytes is not None:
+            for featurizer in (vec.context, vec.shared):
+                if featurizer is not None:
+                    featurizer.set_cache_bytes(self.feature_cache_bytes)
+        return vec
 
     def start_auto_reload(self, interval: float) -> None:
         """Poll for new versions every ``interval`` seconds in a daemon thread."""
@@ -222,12 +263,13 @@ class Scorer:
     def choose(self, context: Features, candidates: Sequence[str] | None = None,
                arm_features: Mapping[str, Features] | None = None, k: int = 1) -> ScoreResult:
         served = self.served
-        learner, vec = served.learner, served.vectorizer
-        x = vec.x(context)
-        with served.lock:  # learners keep an RNG and a candidate cache: one request at a time
-            if len(learner.arms) > served.known_arms + self.max_new_arms:
-                self._forget_unknown_arms(served)
-                learner = served.learner
+        vec = served.vectorizer
+        # learners keep an RNG and a candidate cache, featurizers an LRU cache: one request at a time
+        with served.lock:
+            x = vec.x(context)
+            learner = served.learner
+            if candidates is not None and not all(map(learner.arm_index.__contains__, candidates)):
+                learner = self._admit_new_arms(served, candidates)
             if candidates is None or learner.retired or not candidates:
                 eligible = learner.eligible(candidates)
             else:  # nothing to filter out (the common case): skip the per-candidate membership tests
@@ -242,16 +284,42 @@ class Scorer:
             ranking=ranking, scores=decision.scores, propensity=decision.propensity,
             probabilities=None if probs is None else dict(zip(eligible, np.asarray(probs).tolist(), strict=True)))
 
+    def _admit_new_arms(self, served: ServedModel, candidates: Sequence[str]) -> Learner:
+        """Check the request's never-seen arms against the limits (raising :class:`NewArmsRefused`),
+        resetting the learner first when they would take it past ``max_new_arms``; called with
+        ``served.lock`` held. Returns the learner to score with."""
+        learner = served.learner
+        index = learner.arm_index
+        new = sum(1 for c in candidates if c not in index)
+        if new > self.max_new_arms_per_request:
+            self.new_arms_refused += 1
+            raise NewArmsRefused(f"candidates: {new} arms the model has never seen, at most "
+                                 f"{self.max_new_arms_per_request} per request", rate_limited=False)
+        if self.new_arm_budget is not None and not self.new_arm_budget.take(new):
+            self.new_arms_refused += 1
+            wait = self.new_arm_budget.wait_for(new)
+            raise NewArmsRefused(f"candidates: {new} arms the model has never seen; this service takes "
+                                 f"{self.new_arm_budget.rate:g} new arms per second (retry in {wait:.1f} s)",
+                                 rate_limited=True, retry_after=wait)
+        if len(learner.arms) + new > served.known_arms + self.max_new_arms:
+            self._forget_unknown_arms(served)
+            learner = served.learner
+        return learner
+
     def _forget_unknown_arms(self, served: ServedModel) -> None:
         """Arms first seen in requests grow the learner's tables; bound that growth by starting
-        again from the checkpointed state (request-only arms carry no statistics anyway)."""
-        fresh = learner_from_state(served.learner.export_state())
-        keep = served.known_arms
-        state = fresh.export_state()
+        again from the checkpointed arms (request-only arms carry no statistics anyway). The
+        learner's state is exported once and cut to the checkpointed arms before it is rebuilt, so
+        the cost is that of loading the checkpointed model, whatever the requests added."""
+        state = served.learner.export_state()  # with the current random state: no replayed draws
+        total, keep = len(state.arms), served.known_arms
         state.arms = state.arms[:keep]
-        state.arrays = {name: arr[:keep] if arr.ndim and arr.shape[0] == len(fresh.arms) else arr
+        kept = set(state.arms)
+        state.retired = [arm for arm in state.retired if arm in kept]
+        state.arrays = {name: arr[:keep] if arr.ndim and arr.shape[0] == total else arr
                         for name, arr in state.arrays.items()}
         served.learner = learner_from_state(state)
+        self.arm_resets += 1
 
     def info(self) -> dict[str, Any]:
         served = self._served
@@ -261,4 +329,5 @@ class Scorer:
                 "shards": list(served.shards), "arms": len(served.learner.arms),
                 "created_at": None if served.created_at is None else served.created_at.isoformat(),
                 "loaded_at": served.loaded_at, "reloads": self.reloads, "refused": self.refused,
-                "last_error": self.last_error}
+                "last_error": self.last_error, "new_arms_refused": self.new_arms_refused,
+                "arm_resets": self.arm_resets}
