@@ -76,8 +76,9 @@ def add_hardening_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--max-pending", type=int, default=256,
                        help="requests waiting for a scoring thread before new ones get 503")
     group.add_argument("--max-connections", type=int, default=None,
-                       help="open connections; more are answered 503 and closed (default: 1000, or the "
-                            "open-file limit minus 128 when lower)")
+                       help="open connections; a new one beyond takes the place of the oldest connection still "
+                            "waiting for its headers, or is answered 503 (default: 1000, or the open-file limit "
+                            "minus 128 when lower)")
     group.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
                        help="a request's line and headers must arrive within this time, or the connection is closed")
     group.add_argument("--body-timeout", type=float, default=10.0, metavar="SECONDS",
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(create_app(service), host=args.host, port=args.port, log_config=None,
                             log_level=args.log_level, access_log=args.access_log, lifespan="on",
                             timeout_graceful_shutdown=5, server_header=False, http=protocol, loop=args.loop,
-                            timeout_keep_alive=args.keep_alive_timeout, limit_concurrency=max_connections + 1,
+                            timeout_keep_alive=args.keep_alive_timeout,
                             h11_max_incomplete_event_size=args.max_header_bytes)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with our own

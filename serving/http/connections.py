@@ -5,8 +5,11 @@ then sends its request headers slowly, or never finishes them, is held forever, 
 trickles bytes after its answer; a thousand of them exhaust the process's file descriptors. The
 protocol classes built by :func:`guarded_protocol` (one for each of uvicorn's HTTP parsers) add:
 
-* a **connection limit**: a connection beyond ``max_connections`` open ones is answered with a
-  short ``503`` and closed at once (before it can hold anything);
+* a **connection limit** of ``max_connections`` open connections. A new connection beyond it
+  takes the place of the connection that has waited longest for its request headers (the oldest
+  half-open one), which is closed: a slow-header attack can then only displace itself, while new
+  clients still get in. When no connection is waiting for headers (every one is in a request or an
+  idle keep-alive), the new connection is answered with a short ``503`` and closed at once;
 * a **header timeout**: the request line and headers must arrive within ``header_timeout`` seconds
   of the connection being made, or of the first byte of a next request on a kept-alive connection,
   else the connection is closed;
@@ -34,6 +37,7 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\
 @dataclass
 class ConnectionStats:
     refused: int = 0
+    evicted: int = 0
     header_timeouts: int = 0
     oversized_headers: int = 0
 
@@ -56,6 +60,9 @@ def guarded_protocol(base: type, *, max_connections: int, header_timeout: float,
     if max_connections < 1 or header_timeout <= 0 or max_header_bytes < 1024:
         raise ValueError("max_connections >= 1, header_timeout > 0 and max_header_bytes >= 1024 required")
 
+    #: connections waiting for their request headers, the longest-waiting first (dicts keep order)
+    waiting: dict[Any, None] = {}
+
     class GuardedProtocol(base):
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes = 0
@@ -63,23 +70,31 @@ def guarded_protocol(base: type, *, max_connections: int, header_timeout: float,
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             if len(self.connections) > max_connections:  # self included
-                stats.refused += 1
-                transport.write(_BUSY)
-                transport.close()
-                return
+                victim = next(iter(waiting), None)
+                if victim is None:
+                    stats.refused += 1
+                    transport.write(_BUSY)
+                    transport.close()
+                    return
+                stats.evicted += 1
+                victim._disarm_header_timer()
+                victim.transport.close()
             self._arm_header_timer()
 
         def _arm_header_timer(self) -> None:
             self._header_bytes = 0
             self._header_timer = self.loop.call_later(header_timeout, self._header_timed_out)
+            waiting[self] = None
 
         def _disarm_header_timer(self) -> None:
+            waiting.pop(self, None)
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
 
         def _header_timed_out(self) -> None:
             self._header_timer = None
+            waiting.pop(self, None)
             if not self.transport.is_closing():
                 stats.header_timeouts += 1
                 self.transport.close()

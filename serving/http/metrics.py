@@ -18,7 +18,8 @@ Series:
   ``banditloop_publish_queue_size``;
 * ``banditloop_new_arms_refused_total``, ``banditloop_arm_table_resets_total``,
   ``banditloop_feature_cache_bytes`` (the scorer's bounded resources) and
-  ``banditloop_connections_closed_total{reason}`` (``too_many``, ``header_timeout``, ``oversized_headers``).
+  ``banditloop_connections_closed_total{reason}`` (``too_many``, ``evicted_half_open``,
+  ``header_timeout``, ``oversized_headers``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ class _ConnectionCollector(Collector):
         closed = CounterMetricFamily("banditloop_connections_closed",
                                      "Connections closed by the server's limits, by reason", labels=["reason"])
         closed.add_metric(["too_many"], float(self.stats.refused))
+        closed.add_metric(["evicted_half_open"], float(self.stats.evicted))
         closed.add_metric(["header_timeout"], float(self.stats.header_timeouts))
         closed.add_metric(["oversized_headers"], float(self.stats.oversized_headers))
         yield closed
