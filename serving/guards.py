@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from banditloop.core.state_codec import LearnerState
     from banditloop.operators.base import Learner
     from banditloop.pipeline.model import Vectorizer
 
@@ -88,8 +89,9 @@ class TokenBucket:
             return max(0.0, (min(n, self.burst) - self._tokens) / self.rate)
 
 
-def check_usable(learner: Learner, vectorizer: Vectorizer) -> None:
-    """Raise ``ValueError`` unless ``learner`` (a merged candidate version) is safe to serve.
+def check_usable(learner: Learner, vectorizer: Vectorizer) -> LearnerState:
+    """Raise ``ValueError`` unless ``learner`` (a merged candidate version) is safe to serve; returns
+    its exported state (which the check reads anyway).
 
     Two checks, both independent of the learner kind:
 
@@ -110,7 +112,7 @@ def check_usable(learner: Learner, vectorizer: Vectorizer) -> None:
             raise ValueError(f"counter {key!r} is {value!r}, beyond the usable ±{MAX_STATE_MAGNITUDE:g}")
     arms = list(learner.arms)
     if not arms:
-        return
+        return state
     x = vectorizer.x({})
     shared = vectorizer.shared_for({}, arms, None)
     with np.errstate(all="ignore"):
@@ -118,3 +120,4 @@ def check_usable(learner: Learner, vectorizer: Vectorizer) -> None:
     bad = [arm for arm, s in zip(arms, scores.tolist(), strict=True) if not math.isfinite(s)]
     if bad:
         raise ValueError(f"{len(bad)} arm(s) score non-finite for the empty context (e.g. {bad[0]!r})")
+    return state

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
+from banditloop.core.state_codec import LearnerState
 from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_from_state
 from banditloop.pipeline.checkpoints import Checkpoint, CheckpointStore
@@ -70,6 +71,11 @@ class ServedModel:
     loaded_at: float = field(default_factory=time.time)
     known_arms: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the learner's state as loaded (checkpointed arms only), to start again from (see ``Scorer``)
+    base_state: LearnerState | None = None
+    #: a learner rebuilt from ``base_state`` ahead of time, swapped in when ``learner`` has taken in
+    #: ``max_new_arms`` arms from requests (prepared by the reload thread, off the request path)
+    spare: Learner | None = None
 
 
 def merge_checkpoints(checkpoints: Sequence[Checkpoint]) -> tuple[ModelConfig, Learner]:
@@ -157,6 +163,7 @@ class Scorer:
         self.new_arms_refused = 0  # requests refused by either new-arm limit
         self.arm_resets = 0
         self.cold_start = cold_start
+        self._wake = threading.Event()  # asks the reload thread for a spare learner now
         self._served: ServedModel | None = None
         self._reload_lock = threading.Lock()
         self.reloads = 0
@@ -189,8 +196,10 @@ class Scorer:
             newest = self.store.latest_version(self.model)
             if newest is None and self._served is None and self.cold_start is not None:
                 config = self.cold_start
-                self._served = ServedModel(name=self.model, version=0, config=config, learner=config.new_learner(),
-                                           vectorizer=self._vectorizer(config), shards=(), created_at=None)
+                learner = config.new_learner()
+                self._served = ServedModel(name=self.model, version=0, config=config, learner=learner,
+                                           vectorizer=self._vectorizer(config), shards=(), created_at=None,
+                                           base_state=learner.export_state())
                 log.warning("model %r has no checkpoint yet: serving an untrained %s as version 0 until the "
                             "first one", self.model, config.learner)
                 return True
@@ -224,11 +233,33 @@ class Scorer:
             raise ValueError(f"incompatible with the served model ({old.config.learner} → {config.learner})")
         version = max(cp.version or 0 for cp in checkpoints)
         vectorizer = self._vectorizer(config)
-        check_usable(learner, vectorizer)
+        base = check_usable(learner, vectorizer)
+        self._reserve(learner)
+        spare = self._reserve(learner_from_state(base))
         return ServedModel(name=self.model, version=version, config=config, learner=learner,
                            vectorizer=vectorizer, shards=tuple(cp.shard for cp in checkpoints),
                            created_at=max(cp.created_at for cp in checkpoints if cp.created_at),
-                           known_arms=len(learner.arms))
+                           known_arms=len(learner.arms), base_state=base, spare=spare)
+
+    def _reserve(self, learner: Learner) -> Learner:
+        """Grow the learner's tables once to hold ``max_new_arms`` more arms, so that arms first seen
+        in requests are added without reallocating (the doubling growth of ``add_arm`` copies and
+        re-initialises every table, tens of milliseconds for thousands of LinUCB arms)."""
+        # Learner has no public "reserve"; _allocate is the base class's own growth step
+        capacity = len(learner.arms) + self.max_new_arms
+        if capacity > getattr(learner, "_capacity", capacity):
+            learner._allocate(capacity)
+        return learner
+
+    def _prepare_spare(self) -> None:
+        """Build the next spare learner of the served model, if it has none (reload thread)."""
+        served = self._served
+        if served is None or served.spare is not None or served.base_state is None:
+            return
+        spare = self._reserve(learner_from_state(served.base_state))
+        with served.lock:
+            if served.spare is None:
+                served.spare = spare
 
     def _vectorizer(self, config: ModelConfig) -> Vectorizer:
         vec = Vectorizer(config)
@@ -244,17 +275,26 @@ class Scorer:
             return
 
         def loop() -> None:
-            while not self._stop.wait(interval):
+            while not self._stop.is_set():
+                self._wake.wait(interval)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
                 try:
                     self.reload()
                 except Exception:  # the database may be down: keep serving, try again later
                     log.exception("reload of model %r failed", self.model)
+                try:
+                    self._prepare_spare()
+                except Exception:
+                    log.exception("preparing a spare learner of model %r failed", self.model)
 
         self._thread = threading.Thread(target=loop, name=f"reload-{self.model}", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -308,18 +348,19 @@ class Scorer:
 
     def _forget_unknown_arms(self, served: ServedModel) -> None:
         """Arms first seen in requests grow the learner's tables; bound that growth by starting
-        again from the checkpointed arms (request-only arms carry no statistics anyway). The
-        learner's state is exported once and cut to the checkpointed arms before it is rebuilt, so
-        the cost is that of loading the checkpointed model, whatever the requests added."""
-        state = served.learner.export_state()  # with the current random state: no replayed draws
-        total, keep = len(state.arms), served.known_arms
-        state.arms = state.arms[:keep]
-        kept = set(state.arms)
-        state.retired = [arm for arm in state.retired if arm in kept]
-        state.arrays = {name: arr[:keep] if arr.ndim and arr.shape[0] == total else arr
-                        for name, arr in state.arrays.items()}
-        served.learner = learner_from_state(state)
+        again from the checkpointed arms (request-only arms carry no statistics anyway). Called with
+        ``served.lock`` held. The spare learner prepared by the reload thread makes this a swap; without
+        one (no auto-reload, or two resets within one reload interval) it is rebuilt here, at the cost of
+        loading the checkpointed model. The random state carries over, so no draws are replayed."""
+        fresh = served.spare
+        served.spare = None
+        if fresh is None:
+            assert served.base_state is not None
+            fresh = self._reserve(learner_from_state(served.base_state))
+        fresh.rng.bit_generator.state = served.learner.rng.bit_generator.state
+        served.learner = fresh
         self.arm_resets += 1
+        self._wake.set()  # the reload thread prepares the next spare
 
     def info(self) -> dict[str, Any]:
         served = self._served

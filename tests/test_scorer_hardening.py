@@ -140,3 +140,32 @@ def test_token_bucket_never_exceeds_its_rate_over_time():
         taken += bucket.take(1)
     assert taken == pytest.approx(10 + 10 * 9.99, abs=1)
     assert np.isfinite(bucket.available())
+
+
+def test_a_spare_learner_is_swapped_in_and_prepared_again_off_the_request_path(store):
+    import time
+
+    from banditloop.operators.registry import learner_from_state
+
+    train(store, learner="ts")  # a randomised learner: its draws must go on, not restart, after a reset
+    scorer = Scorer(store, "m", max_new_arms=10)
+    scorer.reload()
+    served = scorer.served
+    assert served.spare is not None and served.spare is not served.learner
+    scorer.start_auto_reload(0.05)
+    try:
+        scorer.choose(CONTEXT, [f"n{i}" for i in range(10)])
+        spare = served.spare
+        new = [f"m{i}" for i in range(10)]
+        scorer.choose(CONTEXT, new)  # past the allowance: the spare comes in
+        assert served.learner is spare and scorer.arm_resets == 1
+        # a learner restarted from the checkpoint's random state would have drawn exactly this
+        replay = learner_from_state(served.base_state)
+        replay.choose(served.vectorizer.x(CONTEXT), new)
+        assert served.learner.rng.bit_generator.state != replay.rng.bit_generator.state
+        deadline = time.monotonic() + 30
+        while served.spare is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert served.spare is not None and served.spare is not served.learner
+    finally:
+        scorer.close()
