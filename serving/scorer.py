@@ -41,6 +41,11 @@ class NoModel(LookupError):
     """The model has no (usable) checkpoint yet."""
 
 
+class WouldBlock(Exception):
+    """``choose(..., blocking=False)`` could not answer at once: another request holds the model, or
+    this one names never-seen arms (whose admission may cost milliseconds)."""
+
+
 @dataclass(frozen=True)
 class ScoreResult:
     """The answer to one request: the model version that gave it, the chosen arm (the first of
@@ -301,21 +306,30 @@ class Scorer:
 
     # -- answering ------------------------------------------------------------------------------
     def choose(self, context: Features, candidates: Sequence[str] | None = None,
-               arm_features: Mapping[str, Features] | None = None, k: int = 1) -> ScoreResult:
+               arm_features: Mapping[str, Features] | None = None, k: int = 1, *,
+               blocking: bool = True) -> ScoreResult:
+        """The decision for one request. With ``blocking=False``, raise :class:`WouldBlock` (having
+        changed nothing) instead of waiting for another request or admitting never-seen arms."""
         served = self.served
         vec = served.vectorizer
         # learners keep an RNG and a candidate cache, featurizers an LRU cache: one request at a time
-        with served.lock:
-            x = vec.x(context)
+        if not served.lock.acquire(blocking):
+            raise WouldBlock("another request holds the model")
+        try:
             learner = served.learner
             if candidates is not None and not all(map(learner.arm_index.__contains__, candidates)):
+                if not blocking:
+                    raise WouldBlock("never-seen arms")
                 learner = self._admit_new_arms(served, candidates)
+            x = vec.x(context)
             if candidates is None or learner.retired or not candidates:
                 eligible = learner.eligible(candidates)
             else:  # nothing to filter out (the common case): skip the per-candidate membership tests
                 eligible = list(candidates)
             shared = vec.shared_for(context, eligible, arm_features)
             decision = learner.choose(x, eligible, shared)
+        finally:
+            served.lock.release()
         probs = decision.probabilities
         # the ranking sorts every score: only worth it for slates (it always starts with the arm)
         ranking = (decision.arm,) if k <= 1 else decision.ranking[:k]

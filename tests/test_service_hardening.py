@@ -320,33 +320,51 @@ def test_a_request_stuck_in_scoring_does_not_block_the_event_loop(tmp_path):
     release, entered = threading.Event(), threading.Event()
     real_choose = scorer.choose
 
-    def slow_choose(*args, **kwargs):  # the first request stands for an expensive one
-        if not entered.is_set():
+    def slow_choose(*args, blocking=True, **kwargs):  # the first scoring thread call stands for an expensive one
+        if blocking and not entered.is_set():
             entered.set()
             release.wait(60)
-        return real_choose(*args, **kwargs)
+        return real_choose(*args, blocking=blocking, **kwargs)
 
     scorer.choose = slow_choose  # type: ignore[method-assign]
     service = ScoringService(scorer, limits=Limits(), reload_interval=None, scoring_threads=1, max_pending=2)
     app = create_app(service)
+    # never-seen arms: admitting them may be costly, so these go to the scoring thread
+    expensive = json.dumps({"context": CONTEXT, "candidates": [f"new-{i}" for i in range(300)]}).encode()
 
-    async def scenario() -> tuple[list[int], int, int]:
+    async def scenario() -> tuple[list[int], int, int, dict]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=JSON_HEADERS) as client:
-            first = asyncio.create_task(client.post("/score", content=SCORE))
+            first = asyncio.create_task(client.post("/score", content=expensive))
             while not entered.is_set():
                 await asyncio.sleep(0.01)
             health = (await client.get("/healthz")).status_code  # answered while scoring is stuck
-            second = asyncio.create_task(client.post("/score", content=SCORE))
+            cheap = (await client.post("/score", content=SCORE)).json()  # small, known arms: on the loop
+            second = asyncio.create_task(client.post("/score", content=expensive))
             while service._pending < 2:
                 await asyncio.sleep(0.01)
-            third = (await client.post("/score", content=SCORE)).status_code  # over max_pending: 503
+            third = (await client.post("/score", content=expensive)).status_code  # over max_pending: 503
             release.set()
-            return [(await first).status_code, (await second).status_code], health, third
+            return [(await first).status_code, (await second).status_code], health, third, cheap
 
     try:
-        scored, health, third = asyncio.run(scenario())
+        scored, health, third, cheap = asyncio.run(scenario())
     finally:
         release.set()
         service._executor.shutdown(wait=True)
-    assert health == 200 and third == 503 and scored == [200, 200]
+    assert health == 200 and cheap["version"] == 1 and third == 503 and scored == [200, 200]
+
+
+def test_scoring_without_blocking_declines_busy_models_and_new_arms(tmp_path):
+    from banditloop.serving.scorer import WouldBlock
+
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    train(db)
+    scorer = Scorer(db, "m")
+    scorer.reload()
+    assert scorer.choose(CONTEXT, ARMS, blocking=False).version == 1
+    with pytest.raises(WouldBlock):
+        scorer.choose(CONTEXT, ARMS + ["never-seen"], blocking=False)
+    assert "never-seen" not in scorer.served.learner.arm_index
+    with scorer.served.lock, pytest.raises(WouldBlock):
+        scorer.choose(CONTEXT, ARMS, blocking=False)
