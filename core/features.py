@@ -16,13 +16,26 @@ in every process and on every machine; Python's ``hash`` is salted per process a
 
 from __future__ import annotations
 
+import sys
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 _SIGN_SEED = 0x5BD1E995
+
+#: Default memory budget of one featurizer's bucket cache (see :class:`Featurizer`). A typical entry
+#: (a 20-character key) costs about 160 bytes, so 16 MiB remembers about 100,000 distinct keys.
+DEFAULT_CACHE_BYTES = 16 * 1024 * 1024
+#: Keys longer than this (in characters) are hashed every time and never cached: one 64 KiB string
+#: would otherwise take the room of hundreds of ordinary keys, and hashing it costs little next to
+#: reading it.
+MAX_CACHED_KEY_CHARS = 256
+#: Estimated bytes per cache entry besides the key string itself: the ordered dict's slot and link
+#: node (the cached (index, sign) pairs are shared, one per slot and sign, so they cost nothing per entry).
+CACHE_ENTRY_OVERHEAD = 104
 
 
 @dataclass(frozen=True)
@@ -74,29 +87,70 @@ class Featurizer:
     ((8,), [1.0, 0.5])
     >>> bool((x == featurizer.transform({"country": "fr", "age": 0.5})).all())
     True
+
+    Hashing a key (two CRC-32s) is cached: a bounded LRU of at most ``cache_bytes`` bytes (estimated as
+    the key's ``sys.getsizeof`` plus :data:`CACHE_ENTRY_OVERHEAD`), least recently used keys evicted
+    first, keys over :data:`MAX_CACHED_KEY_CHARS` never cached; ``cache_bytes=0`` disables it. Feature
+    strings come from requests and events, so without a budget every distinct value would be kept.
+
+    >>> small = Featurizer(FeatureSpec(dim=8), cache_bytes=2000)
+    >>> _ = small.transform({f"k{i}": "v" for i in range(100)})
+    >>> small.cache_info()["bytes"] <= 2000
+    True
     """
 
     spec: FeatureSpec = field(default_factory=FeatureSpec)
+    cache_bytes: int = field(default=DEFAULT_CACHE_BYTES, compare=False)
 
     def __post_init__(self) -> None:
         self._offset = int(self.spec.bias) + len(self.spec.numeric)
         self._slots = {name: int(self.spec.bias) + i for i, name in enumerate(self.spec.numeric)}
         self._hash_dim = self.spec.dim - self._offset
-        self._cache: dict[str, tuple[int, float]] = {}
+        self._cache: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._cache_used = 0
+        self._evictions = 0
+        # one shared (index, sign) tuple per slot and sign: cache entries hold references, not copies
+        self._pairs = {(i, s): (i, s) for i in range(self._offset, self.spec.dim) for s in (1.0, -1.0)}
+        self.set_cache_bytes(self.cache_bytes)
 
     @property
     def dim(self) -> int:
         return self.spec.dim
 
+    def set_cache_bytes(self, budget: int) -> None:
+        """Change the cache's budget (bytes, ``>= 0``), evicting least recently used keys to fit."""
+        if budget < 0:
+            raise ValueError("cache_bytes must be >= 0")
+        self.cache_bytes = int(budget)
+        self._evict()
+
+    def cache_info(self) -> dict[str, int]:
+        """Entries, estimated bytes, budget and evictions so far of the bucket cache."""
+        return {"entries": len(self._cache), "bytes": self._cache_used, "budget": self.cache_bytes,
+                "evictions": self._evictions}
+
+    def _evict(self) -> None:
+        cache = self._cache
+        while self._cache_used > self.cache_bytes and cache:
+            key, _ = cache.popitem(last=False)
+            self._cache_used -= sys.getsizeof(key) + CACHE_ENTRY_OVERHEAD
+            self._evictions += 1
+
     def _bucket(self, key: str) -> tuple[int, float]:
-        hit = self._cache.get(key)
-        if hit is None:
-            raw = key.encode()
-            index = self._offset + zlib.crc32(raw) % self._hash_dim
-            sign = 1.0 if zlib.crc32(raw, _SIGN_SEED) & 1 else -1.0
-            hit = (index, sign)
-            if len(self._cache) < 1_000_000:
-                self._cache[key] = hit
+        cache = self._cache
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+            return hit
+        raw = key.encode()
+        index = self._offset + zlib.crc32(raw) % self._hash_dim
+        sign = 1.0 if zlib.crc32(raw, _SIGN_SEED) & 1 else -1.0
+        hit = self._pairs[(index, sign)]
+        if len(key) <= MAX_CACHED_KEY_CHARS and self.cache_bytes:
+            cache[key] = hit
+            self._cache_used += sys.getsizeof(key) + CACHE_ENTRY_OVERHEAD
+            if self._cache_used > self.cache_bytes:
+                self._evict()
         return hit
 
     def _add(self, out: np.ndarray, key: str, value: float) -> None:
@@ -120,17 +174,31 @@ class Featurizer:
         slots = self._slots
         hashed = self._hash_dim > 0  # every slot reserved: unknown features are dropped by construction
         bucket = self._bucket
+        # cache hits inlined (a method call per feature would cost more than the lookup itself)
+        cached = self._cache.get
+        touch = self._cache.move_to_end
         for name, value in features.items():
             if isinstance(value, str):
                 if hashed:
-                    index, sign = bucket(f"{name}={value}")
+                    key = f"{name}={value}"
+                    hit = cached(key)
+                    if hit is None:
+                        index, sign = bucket(key)
+                    else:
+                        touch(key)
+                        index, sign = hit
                     x[index] += sign * 1.0
             elif name in slots:
                 x[slots[name]] = value if type(value) is float else _as_double(value)
             else:
                 number = float(value)
                 if hashed:
-                    index, sign = bucket(name)
+                    hit = cached(name)
+                    if hit is None:
+                        index, sign = bucket(name)
+                    else:
+                        touch(name)
+                        index, sign = hit
                     x[index] += sign * number
         for a, b in self.spec.interactions:
             if a in features and b in features:

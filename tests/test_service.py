@@ -77,7 +77,8 @@ class Server:
              "--reload-interval", RELOAD, *extra],
             cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
-        self.client = httpx.Client(base_url=self.url, timeout=30.0)
+        # every POST body of these tests is JSON (the server refuses other content types with 415)
+        self.client = httpx.Client(base_url=self.url, timeout=30.0, headers={"content-type": "application/json"})
         wait_for(self._answers, START_TIMEOUT, 0.1, f"the server to listen ({self.log()[-2000:]})")
 
     def _answers(self) -> bool:

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="features in the context and in each arm's features")
     group.add_argument("--max-k", type=int, default=limits.max_k, help="largest slate")
     group.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
-    group.add_argument("--max-new-arms", type=int, default=10_000,
+    group.add_argument("--max-new-arms", type=int, default=1000,
                        help="arms first seen in requests kept before the model is reset to its checkpoint")
     p.add_argument("--feedback-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long POST /feedback waits for Kafka's acknowledgement")
@@ -59,7 +59,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                    help="event loop (auto: uvloop when installed, else asyncio)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_hardening_options(p)
     p.set_defaults(func=run)
+
+
+def add_hardening_options(p: argparse.ArgumentParser) -> None:
+    """Resource limits, slow-client timeouts and authentication (docs/serving.md, "Hardening")."""
+    from banditloop.core.events import DEFAULT_MAX_FUTURE_SKEW
+    from banditloop.core.features import DEFAULT_CACHE_BYTES
+    from banditloop.serving.http.connections import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
+
+    group = p.add_argument_group("resource limits and slow clients")
+    group.add_argument("--max-new-arms-per-request", type=int, default=None,
+                       help="never-seen arms one request may bring (more: 422; default and at most --max-new-arms)")
+    group.add_argument("--max-new-arms-per-second", type=float, default=100.0,
+                       help="never-seen arms taken per second on average (more: 429 with Retry-After); 0: no limit")
+    group.add_argument("--feature-cache-bytes", type=int, default=DEFAULT_CACHE_BYTES,
+                       help="memory budget of each featurizer's hashing cache (LRU)")
+    group.add_argument("--scoring-threads", type=int, default=1,
+                       help="threads that score requests, off the event loop (0: score on the event loop)")
+    group.add_argument("--max-pending", type=int, default=256,
+                       help="requests waiting for a scoring thread before new ones get 503")
+    group.add_argument("--max-connections", type=int, default=None,
+                       help="open connections; a new one beyond takes the place of the oldest connection still "
+                            "waiting for its headers, or is answered 503 (default: 1000, or the open-file limit "
+                            "minus 128 when lower)")
+    group.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
+                       help="a request's line and headers must arrive within this time, or the connection is closed")
+    group.add_argument("--body-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="a request body must arrive within this time (else 408)")
+    group.add_argument("--keep-alive-timeout", type=int, default=5, metavar="SECONDS",
+                       help="idle keep-alive connections are closed after this time")
+    group.add_argument("--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES,
+                       help="request line and headers larger than this close the connection")
+    group.add_argument("--max-future-skew", type=float, default=DEFAULT_MAX_FUTURE_SKEW, metavar="SECONDS",
+                       help="POST /feedback refuses events dated more than this ahead of the server's clock (422)")
+    group = p.add_argument_group("authentication (off unless a token is configured)")
+    group.add_argument("--api-token-file", default=None, metavar="FILE",
+                       help="bearer tokens, one per line, for POST /score and POST /feedback (also: the token "
+                            "in $BANDITLOOP_API_TOKEN); never pass a token itself on the command line")
+    group.add_argument("--auth-all", action="store_true",
+                       help="require the token for GET /healthz and GET /metrics too (default: open)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,17 +107,36 @@ def run(args: argparse.Namespace) -> int:
 
     from banditloop.commands.consume import topic_names
     from banditloop.serving.http import Limits, ScoringService, create_app
+    from banditloop.serving.http.connections import (
+        ConnectionStats,
+        default_max_connections,
+        guarded_protocol,
+        protocol_class,
+    )
     from banditloop.serving.http.metrics import ServiceMetrics
     from banditloop.serving.http.publisher import EventPublisher
+    from banditloop.serving.http.security import BearerAuth
     from banditloop.serving.scorer import Scorer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         limits = Limits(max_body_bytes=args.max_body_bytes, max_candidates=args.max_candidates,
-                        max_features=args.max_features, max_k=args.max_k)
+                        max_features=args.max_features, max_k=args.max_k, body_timeout=args.body_timeout)
+        auth = BearerAuth.configured(args.api_token_file)
+        stats = ConnectionStats()
+        max_connections = args.max_connections or default_max_connections()
+        protocol = guarded_protocol(protocol_class(args.http), max_connections=max_connections,
+                                    header_timeout=args.header_timeout, max_header_bytes=args.max_header_bytes,
+                                    stats=stats)
+        if args.keep_alive_timeout < 1 or args.scoring_threads < 0 or args.max_pending < 1:
+            raise ValueError("--keep-alive-timeout and --max-pending must be >= 1, --scoring-threads >= 0")
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    if auth is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("banditloop.serve").warning(
+            "serving on %s without authentication: anyone who reaches it can score and send clicks "
+            "(set $BANDITLOOP_API_TOKEN or --api-token-file)", args.host)
     if args.reload_interval < 0:
         raise CommandError("--reload-interval must be >= 0")
     if not (args.cold_start or args.wait_for_model):
@@ -95,12 +154,23 @@ def run(args: argparse.Namespace) -> int:
         from banditloop.pipeline.model import ModelConfig
 
         cold_start = ModelConfig(learner="random")
-    scorer = Scorer(db_url(args), args.model, max_new_arms=args.max_new_arms, cold_start=cold_start)
+    try:
+        scorer = Scorer(db_url(args), args.model, max_new_arms=args.max_new_arms, cold_start=cold_start,
+                        max_new_arms_per_request=args.max_new_arms_per_request,
+                        max_new_arms_per_second=args.max_new_arms_per_second or None,
+                        feature_cache_bytes=args.feature_cache_bytes)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     service = ScoringService(scorer, publisher=publisher, limits=limits, metrics=metrics,
-                             reload_interval=args.reload_interval or None, feedback_timeout=args.feedback_timeout)
+                             reload_interval=args.reload_interval or None, feedback_timeout=args.feedback_timeout,
+                             auth=auth, auth_all=args.auth_all, scoring_threads=args.scoring_threads,
+                             max_pending=args.max_pending, max_future_skew=args.max_future_skew)
+    metrics.watch_connections(stats)
     config = uvicorn.Config(create_app(service), host=args.host, port=args.port, log_config=None,
                             log_level=args.log_level, access_log=args.access_log, lifespan="on",
-                            timeout_graceful_shutdown=5, server_header=False, http=args.http, loop=args.loop)
+                            timeout_graceful_shutdown=5, server_header=False, http=protocol, loop=args.loop,
+                            timeout_keep_alive=args.keep_alive_timeout,
+                            h11_max_incomplete_event_size=args.max_header_bytes)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with our own
     # handler in place that is a normal return (exit status 0) instead of death by signal.

@@ -15,7 +15,11 @@ Series:
   creation time), ``banditloop_model_loaded``, ``banditloop_model_reloads_total``,
   ``banditloop_model_refused_reloads_total``;
 * ``banditloop_events_published_total{type}``, ``banditloop_publish_errors_total{reason}``,
-  ``banditloop_publish_queue_size``.
+  ``banditloop_publish_queue_size``;
+* ``banditloop_new_arms_refused_total``, ``banditloop_arm_table_resets_total``,
+  ``banditloop_feature_cache_bytes`` (the scorer's bounded resources) and
+  ``banditloop_connections_closed_total{reason}`` (``too_many``, ``evicted_half_open``,
+  ``header_timeout``, ``oversized_headers``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from banditloop.serving.http.connections import ConnectionStats
     from banditloop.serving.scorer import Scorer
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -63,6 +68,10 @@ class ServiceMetrics:
             child = self._request_children[(endpoint, status)] = self.requests.labels(endpoint, str(status))
         child.inc()
         self._latency_children[endpoint].observe(seconds)
+
+    def watch_connections(self, stats: ConnectionStats) -> None:
+        """Expose the connection limits' counts (:mod:`banditloop.serving.http.connections`)."""
+        self.registry.register(_ConnectionCollector(stats))
 
     def watch(self, scorer: Scorer, queue_size: Callable[[], int] | None = None) -> None:
         """Expose the scorer's model figures and (when publishing) the length of the publisher's
@@ -106,6 +115,40 @@ class _ModelCollector(Collector):
                                       labels=labels)
         refused.add_metric([scorer.model], float(scorer.refused))
         yield refused
+        new_arms = CounterMetricFamily("banditloop_new_arms_refused",
+                                       "Requests refused for bringing too many never-seen arms (per request "
+                                       "or per second)", labels=labels)
+        new_arms.add_metric([scorer.model], float(scorer.new_arms_refused))
+        yield new_arms
+        resets = CounterMetricFamily("banditloop_arm_table_resets",
+                                     "Times the served learner was reset to its checkpointed arms after "
+                                     "requests added --max-new-arms never-seen ones", labels=labels)
+        resets.add_metric([scorer.model], float(scorer.arm_resets))
+        yield resets
+        cache = GaugeMetricFamily("banditloop_feature_cache_bytes",
+                                  "Estimated bytes held by the featurizers' hashing caches", labels=labels)
+        if served is not None:
+            vec = served.vectorizer
+            used = sum(f.cache_info()["bytes"] for f in (vec.context, vec.shared) if f is not None)
+            cache.add_metric([scorer.model], float(used))
+        yield cache
+
+
+class _ConnectionCollector(Collector):
+    def __init__(self, stats: ConnectionStats) -> None:
+        self.stats = stats
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        closed = CounterMetricFamily("banditloop_connections_closed",
+                                     "Connections closed by the server's limits, by reason", labels=["reason"])
+        closed.add_metric(["too_many"], float(self.stats.refused))
+        closed.add_metric(["evicted_half_open"], float(self.stats.evicted))
+        closed.add_metric(["header_timeout"], float(self.stats.header_timeouts))
+        closed.add_metric(["oversized_headers"], float(self.stats.oversized_headers))
+        yield closed
 
 
 class MetricsMiddleware:

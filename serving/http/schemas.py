@@ -53,8 +53,12 @@ class Limits:
     max_candidates: int = 1000
     max_features: int = 256
     max_k: int = 100
+    #: seconds a request body may take to arrive in full (408 after that); None: no limit
+    body_timeout: float | None = 10.0
 
     def __post_init__(self) -> None:
+        if self.body_timeout is not None and not self.body_timeout > 0:
+            raise ValueError("body_timeout must be > 0")
         if not 1 <= self.max_candidates <= MAX_CANDIDATES:
             raise ValueError(f"max_candidates must be in [1, {MAX_CANDIDATES}]")
         if not 1 <= self.max_features <= MAX_FEATURES:
