@@ -192,3 +192,28 @@ def test_bad_hyper_parameters_are_refused():
                 {"temperature": 0.0}):
         with pytest.raises(ValueError):
             make_learner("ctr-ftrl", 2, **bad)
+
+
+# -- simulate --json: calibration on the served impressions ------------------------------------------
+def test_simulate_reports_the_calibration_of_probability_models():
+    from banditloop.core.features import FeatureSpec, dense_names
+    from banditloop.core.reward import RewardSpec
+    from banditloop.pipeline.model import ModelConfig
+    from banditloop.pipeline.simulate import SimulationOptions, simulate
+    from banditloop.simulators.config import WorldConfig
+
+    world = WorldConfig(arms=4, dim=3, seed=2, base_ctr=0.1, click_delay_mean=5.0)
+    features = FeatureSpec(dim=4, numeric=dense_names("x", 3))
+    opts = SimulationOptions(steps=6000, checkpoint_interval=None, quiet=True)
+
+    def calibration(learner: str, **params) -> float | None:
+        return simulate(world, ModelConfig(learner, params, features=features), "m", None, opts)["calibration"]
+
+    ftrl = calibration("ctr-ftrl")
+    assert ftrl is not None and 0.9 < ftrl < 1.15
+    raw = calibration("ctr-ftrl", alpha=5.0)  # a far too large step: over-confident, miscalibrated
+    assert raw is not None and abs(raw - 1.0) > abs(ftrl - 1.0)
+    assert calibration("linucb") is None  # predicts no probability
+    value = WorldConfig(arms=4, dim=3, seed=2, reward=RewardSpec("click+value", weight=0.1))
+    config = ModelConfig("ctr-ftrl", features=features, reward=RewardSpec("click+value", weight=0.1))
+    assert simulate(value, config, "m", None, opts)["calibration"] is None  # not a probability
