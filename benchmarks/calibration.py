@@ -213,10 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", type=int, default=5000, help="fresh requests (x every arm) for the final model")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES), help="mean click delays (s)")
     ap.add_argument("--only", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS))
+    ap.add_argument("--ftrl-prior", type=float, default=None,
+                    help="ctr-ftrl's prior (its prediction before any data; default: its own, 0.5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate", type=float, default=10.0, help="requests per second of event time")
     args = ap.parse_args(argv)
     steps, fresh = (20_000, 2000) if args.quick else (args.steps, args.fresh)
+    if args.ftrl_prior is not None:
+        for name, (learner, params) in CONTENDERS.items():
+            if learner == "ctr-ftrl":
+                params["prior"] = args.ftrl_prior
+                print(f"{name}: prior={args.ftrl_prior}")
     print(f"calibration: {steps} impressions per run, 10 arms, dim 8, base CTR 0.04, "
           f"{args.rate:g} requests/s, seed {args.seed}", flush=True)
     results: list[Result] = []

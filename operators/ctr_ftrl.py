@@ -1,9 +1,11 @@
 """Calibrated online CTR model: per-coordinate FTRL-Proximal logistic regression on context × arm
 features, with a selectable treatment of delayed clicks and ε-greedy or softmax exploration.
 
-**Model.** For context ``x`` and arm ``a`` the click probability is ``p = σ(b + (w + w_a)·x)``: an
-intercept ``b``, weights ``w`` shared by all arms and arm-specific weights ``w_a`` (the featurization
-of ``ctr-lr``; with the featurizer's bias in slot 0, ``w_a[0]`` is the arm's own bias).
+**Model.** For context ``x`` and arm ``a`` the click probability is ``p = σ(logit(prior) + b + (w +
+w_a)·x)``: a fixed offset (``prior`` is the prediction before any data, 0.5 by default; set it to the
+expected CTR to skip the warm-up from 0.5), a learned intercept ``b``, weights ``w`` shared by all
+arms and arm-specific weights ``w_a`` (the featurization of ``ctr-lr``; with the featurizer's bias in
+slot 0, ``w_a[0]`` is the arm's own bias).
 
 **Optimizer: FTRL-Proximal** (McMahan et al. 2013, "Ad Click Prediction: a View from the Trenches",
 Algorithm 1), per coordinate ``i`` with statistics ``z_i`` and ``n_i`` (both 0 at first). For an example
@@ -54,6 +56,7 @@ coordinate (e.g. an empty shard).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -108,14 +111,16 @@ class CTRFTRL(Learner):
     derived_arrays = ("w", "w_shared", "w_bias")
 
     def __init__(self, dim: int, delay: str = "fnw", alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0,
-                 l2: float = 0.0, exploration: str = "egreedy", epsilon: float = 0.1, temperature: float = 0.05,
-                 seed: int = 0) -> None:
+                 l2: float = 0.0, prior: float = 0.5, exploration: str = "egreedy", epsilon: float = 0.1,
+                 temperature: float = 0.05, seed: int = 0) -> None:
         if delay not in DELAYS:
             raise ValueError(f"delay must be one of {DELAYS}, not {delay!r}")
         if exploration not in EXPLORATIONS:
             raise ValueError(f"exploration must be one of {EXPLORATIONS}, not {exploration!r}")
         if not alpha > 0 or not beta >= 0 or not l1 >= 0 or not l2 >= 0:
             raise ValueError("alpha must be > 0, beta, l1 and l2 >= 0")
+        if not 0.0 < prior < 1.0:
+            raise ValueError("prior must be in (0, 1)")
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError("epsilon must be in [0, 1]")
         if not temperature > 0:
@@ -125,6 +130,8 @@ class CTRFTRL(Learner):
         self.beta = float(beta)
         self.l1 = float(l1)
         self.l2 = float(l2)
+        self.prior = float(prior)
+        self._offset = math.log(self.prior / (1.0 - self.prior))
         self.exploration = exploration
         self.epsilon = float(epsilon)
         self.temperature = float(temperature)
@@ -146,7 +153,7 @@ class CTRFTRL(Learner):
     # -- predictions ----------------------------------------------------------------------------
     def _logit(self, row: int, x: np.ndarray) -> float:
         g = self._globals
-        return float(g["w_bias"][0] + (g["w_shared"] + self._arrays["w"][row]) @ x)
+        return float(self._offset + g["w_bias"][0] + (g["w_shared"] + self._arrays["w"][row]) @ x)
 
     def ctr(self, arm: str, x: np.ndarray) -> float:
         """The predicted click probability of ``arm`` in context ``x``."""
@@ -158,7 +165,7 @@ class CTRFTRL(Learner):
         rows = self._rows(candidates)
         g = self._globals
         x = np.asarray(x, dtype=float)
-        return _sigmoid(g["w_bias"][0] + g["w_shared"] @ x + self._arrays["w"][rows] @ x)
+        return _sigmoid(self._offset + g["w_bias"][0] + g["w_shared"] @ x + self._arrays["w"][rows] @ x)
 
     def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
         if self.exploration == "softmax":

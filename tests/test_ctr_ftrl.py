@@ -187,8 +187,20 @@ def test_merge_with_an_empty_shard_is_exact_and_halves_stay_calibrated():
             assert both.ctr(arm, x) == pytest.approx(whole.ctr(arm, x), rel=0.15)
 
 
+def test_prior_is_the_prediction_before_any_data_and_an_offset_after():
+    model = CTRFTRL(dim=1, delay="wait", alpha=0.1, beta=1.0, prior=0.2)
+    assert model.ctr("a", ONE) == pytest.approx(0.2, rel=1e-14)
+    model.learn_one("a", ONE, 1.0)  # gradient p - y = 0.2 - 1 on the three coordinates
+    g = -0.8
+    w = -g / ((1.0 + 0.8) / 0.1)
+    for z, n, w_i in coords(model):
+        assert (z, n) == (pytest.approx(g), pytest.approx(0.64)) and w_i == pytest.approx(w, rel=1e-14)
+    assert model.ctr("a", ONE) == pytest.approx(sigmoid(math.log(0.25) + 3 * w), rel=1e-14)
+
+
 def test_bad_hyper_parameters_are_refused():
-    for bad in ({"delay": "later"}, {"exploration": "ucb"}, {"alpha": 0.0}, {"l1": -1.0}, {"epsilon": 1.5},
+    for bad in ({"delay": "later"}, {"prior": 0.0}, {"prior": 1.0},
+                 {"exploration": "ucb"}, {"alpha": 0.0}, {"l1": -1.0}, {"epsilon": 1.5},
                 {"temperature": 0.0}):
         with pytest.raises(ValueError):
             make_learner("ctr-ftrl", 2, **bad)
