@@ -200,7 +200,7 @@ def test_prior_is_the_prediction_before_any_data_and_an_offset_after():
 
 def test_bad_hyper_parameters_are_refused():
     for bad in ({"delay": "later"}, {"prior": 0.0}, {"prior": 1.0},
-                 {"exploration": "ucb"}, {"alpha": 0.0}, {"l1": -1.0}, {"epsilon": 1.5},
+                {"exploration": "ucb"}, {"alpha": 0.0}, {"l1": -1.0}, {"epsilon": 1.5},
                 {"temperature": 0.0}):
         with pytest.raises(ValueError):
             make_learner("ctr-ftrl", 2, **bad)
