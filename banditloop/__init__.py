@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "DiagLinUCB": "banditloop.operators.diag_linucb",
     "LinearTS": "banditloop.operators.lin_ts",
     "CTRLogisticRegression": "banditloop.operators.ctr_lr",
+    "CTRFTRL": "banditloop.operators.ctr_ftrl",
     "LEARNERS": "banditloop.operators.registry",
     "make_learner": "banditloop.operators.registry",
     "learner_from_state": "banditloop.operators.registry",
@@ -97,6 +98,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from banditloop.core.state_codec import LearnerState
     from banditloop.operators.base import Learner
     from banditloop.operators.beta_ts import BetaTS
+    from banditloop.operators.ctr_ftrl import CTRFTRL
     from banditloop.operators.ctr_lr import CTRLogisticRegression
     from banditloop.operators.decision import Decision
     from banditloop.operators.diag_linucb import DiagLinUCB
