@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "DiscountedLinUCB": "banditloop.operators.discounted_linucb",
     "VWContextualBandit": "banditloop.operators.vw_cb",
     "VWLogisticCTR": "banditloop.operators.vw_ctr",
+    "CTRFTRL": "banditloop.operators.ctr_ftrl",
     "LEARNERS": "banditloop.operators.registry",
     "make_learner": "banditloop.operators.registry",
     "learner_from_state": "banditloop.operators.registry",
@@ -104,6 +105,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from banditloop.core.state_codec import LearnerState
     from banditloop.operators.base import Learner
     from banditloop.operators.beta_ts import BetaTS, DiscountedBetaTS
+    from banditloop.operators.ctr_ftrl import CTRFTRL
     from banditloop.operators.ctr_lr import CTRLogisticRegression
     from banditloop.operators.decision import Decision
     from banditloop.operators.diag_linucb import DiagLinUCB

@@ -23,6 +23,7 @@ LEARNERS: dict[str, str] = {
     "lints": "banditloop.operators.lin_ts:LinearTS",
     "logistic-ts": "banditloop.operators.logistic_ts:LogisticTS",
     "ctr-lr": "banditloop.operators.ctr_lr:CTRLogisticRegression",
+    "ctr-ftrl": "banditloop.operators.ctr_ftrl:CTRFTRL",
     "vw-cb": "banditloop.operators.vw_cb:VWContextualBandit",
     "vw-ctr": "banditloop.operators.vw_ctr:VWLogisticCTR",
 }

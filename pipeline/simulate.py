@@ -8,6 +8,11 @@ same parameters.
 
 Regret is exact because the world knows its probabilities: per step the expected reward of the
 chosen arm, of the best candidate (oracle) and the mean over candidates (uniform random policy).
+
+``calibration``: for a learner that predicts the probability of a binary reward (a ``ctr(arm, x)``
+method: ``ctr-lr``, ``ctr-ftrl``, ``vw-ctr``) and a click or conversion reward, Σ the served model's
+predicted probability of the arm it chose ÷ Σ the world's true probability of that arm's reward,
+over every impression of the run (1 = calibrated on what it served); ``None`` otherwise.
 """
 
 from __future__ import annotations
@@ -94,6 +99,11 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
     policy = f"{config.learner}:{model}"
     started = time.perf_counter()
     checkpoints = 0
+    # calibration of a model that predicts the probability of a binary reward (``ctr``), on what it served
+    predict: Callable[[str, Any], float] | None = getattr(learner, "ctr", None)
+    if config.reward.kind not in ("click", "conversion") or world_config.reward.kind != config.reward.kind:
+        predict = None
+    predicted_sum = true_sum = 0.0
 
     def emit(event: Event) -> None:
         run.process(event)
@@ -121,6 +131,9 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
                 shared = vectorizer.shared_for(req.context, req.candidates, req.arm_features)
                 decision = learner.choose(x, req.candidates, shared)
                 outcome = world.respond(req, decision.arm, propensity=decision.propensity, policy=policy)
+                if predict is not None:
+                    predicted_sum += predict(decision.arm, x)
+                    true_sum += outcome.expected_reward
                 emit(outcome.impression)
                 for fb in (outcome.click, outcome.conversion):
                     if fb is not None:
@@ -157,6 +170,7 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
         "arms": world_config.arms,
         "dim": world_config.dim,
         **tracker.summary(),
+        "calibration": round(predicted_sum / true_sum, 6) if predict is not None and true_sum > 0 else None,
         **{k: counters[k] for k in ("impressions", "clicks", "conversions", "rewarded")},
         "log": None if opts.out is None else str(opts.out),
         "checkpoints": checkpoints,

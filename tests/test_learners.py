@@ -42,6 +42,7 @@ PARAMS: dict[str, dict] = {
     "lints": {"v": 0.5, "ridge": 0.7, "refresh_every": 7, "propensity_draws": 128},
     "logistic-ts": {"prior_precision": 0.5, "update_every": 3, "propensity_draws": 128},
     "ctr-lr": {"epsilon": 0.3, "learning_rate": 0.1},
+    "ctr-ftrl": {"delay": "wait", "alpha": 0.2, "beta": 0.5, "l1": 0.01, "l2": 0.1, "prior": 0.2, "epsilon": 0.3},
     "vw-cb": {"exploration": "epsilon", "epsilon": 0.3, "bits": 16},
     "vw-ctr": {"epsilon": 0.3, "bits": 16},
 }
@@ -363,6 +364,7 @@ def test_retired_arms_are_never_chosen(kind):
 # -- decisions --------------------------------------------------------------------------------------
 RANDOMISED = [("random", {}), ("egreedy", {}), ("ts", {}), ("discounted-ts", {}), ("lints", {}),
               ("logistic-ts", {}), ("ctr-lr", {}), ("ctr-lr", {"exploration": "softmax", "temperature": 0.1}),
+              ("ctr-ftrl", {}), ("ctr-ftrl", {"delay": "fnw", "exploration": "softmax", "temperature": 0.1}),
               ("vw-cb", {}), ("vw-cb", {"exploration": "squarecb"}), ("vw-ctr", {})]
 
 
