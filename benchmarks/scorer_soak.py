@@ -17,8 +17,8 @@ slots for string features):
 Printed: the server's RSS every ``--sample`` seconds in both runs, normal traffic's latency (from
 the scheduled send, so a stalled server cannot hide behind a slow generator) and its error count in
 both runs, the ratio hostile/clean of the p50 and p99 (same machine, same minutes), and what the
-attacker's requests got back. Targets (issue 13): RSS flat, p99 within 2x of the clean run. Figures
-are printed; nothing is asserted.
+attacker's requests got back, then one ``JSON`` line. Targets (issue 13): RSS flat, p99 within 2x of
+the clean run. Figures are printed; nothing is asserted.
 
     python benchmarks/scorer_soak.py [--seconds 300] [--rate 100] [--quick]
 """
@@ -58,6 +58,21 @@ def rss_mb(pid: int) -> float:
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return float("nan")
+
+
+async def cache_mb(port: int) -> float:
+    """The server's own estimate of its featurizer cache (``banditloop_feature_cache_bytes``), MB."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        text = (await asyncio.wait_for(reader.read(), 10)).decode(errors="replace")
+        writer.close()
+    except (OSError, TimeoutError):
+        return float("nan")
+    for line in text.splitlines():
+        if line.startswith("banditloop_feature_cache_bytes{"):
+            return float(line.rsplit(" ", 1)[1]) / 2**20
     return float("nan")
 
 
@@ -116,7 +131,7 @@ async def normal_load(port: int, bodies: list[bytes], rate: float, seconds: floa
     raw = [raw_request("127.0.0.1", port, b) for b in bodies]
     queue: asyncio.Queue = asyncio.Queue()
     results: list[tuple[float, float, int]] = []
-    rss: list[tuple[float, float]] = []
+    rss: list[tuple[float, float, float]] = []
     total = int((warmup + seconds) * rate)
     t0 = time.perf_counter() + 0.2
 
@@ -138,7 +153,7 @@ async def normal_load(port: int, bodies: list[bytes], rate: float, seconds: floa
 
     async def sampler() -> None:
         while True:
-            rss.append((time.perf_counter() - t0, rss_mb(pid)))
+            rss.append((time.perf_counter() - t0, rss_mb(pid), await cache_mb(port)))
             await asyncio.sleep(sample)
 
     workers = [asyncio.create_task(worker()) for _ in range(connections)]
@@ -153,7 +168,7 @@ async def normal_load(port: int, bodies: list[bytes], rate: float, seconds: floa
         queue.put_nowait(None)
     await asyncio.gather(*workers)
     sampling.cancel()
-    rss.append((time.perf_counter() - t0, rss_mb(pid)))
+    rss.append((time.perf_counter() - t0, rss_mb(pid), await cache_mb(port)))
     measured = [r for r in results if r[0] >= t0 + warmup]
     latencies = np.array([(done - sched) * 1000 for sched, done, status in measured if status == 200])
     return {"latencies": latencies, "statuses": Counter(status for _, _, status in measured), "rss": rss}
@@ -299,14 +314,16 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
     runs.setdefault("clean", {"rss": [], "latencies": np.array([]), "statuses": Counter()})
-    print("\nserver RSS, MB (time from the start of each run, s)")
+    print("\nserver RSS, MB, and (in brackets) its featurizer cache's estimated size, MB; time from the start "
+          "of each run, s")
     clean_rss, hostile_rss = runs["clean"]["rss"], runs["hostile"]["rss"]
+    nan = (float("nan"),) * 3
     for i in range(max(len(clean_rss), len(hostile_rss))):
-        c = clean_rss[i] if i < len(clean_rss) else (float("nan"), float("nan"))
-        h = hostile_rss[i] if i < len(hostile_rss) else (float("nan"), float("nan"))
-        print(f"  t={max(c[0], h[0]):6.0f}   clean {c[1]:7.1f}   hostile {h[1]:7.1f}")
+        c = clean_rss[i] if i < len(clean_rss) else nan
+        h = hostile_rss[i] if i < len(hostile_rss) else nan
+        print(f"  t={max(c[0], h[0]):6.0f}   clean {c[1]:7.1f} [{c[2]:5.1f}]   hostile {h[1]:7.1f} [{h[2]:5.1f}]")
     for name, run in runs.items():
-        values = [v for _, v in run["rss"]]
+        values = [v for _, v, _ in run["rss"]]
         if not values:
             continue
         half = values[len(values) // 2:]
@@ -326,6 +343,11 @@ def main() -> None:
     print("\nattacker's requests and connections, by outcome (status, or what the server did)")
     for key, count in runs["hostile"]["attack"].items():
         print(f"  {key:32s} {count:8d}")
+    summary = {name: {"p50_ms": pct(run["latencies"], 50), "p99_ms": pct(run["latencies"], 99),
+                      "errors": sum(n for status, n in run["statuses"].items() if status != 200),
+                      "rss_mb": [round(v, 1) for _, v, _ in run["rss"]]} for name, run in runs.items()}
+    print("JSON " + json.dumps({"benchmark": "scorer_soak", "seconds": args.seconds, "rate": args.rate,
+                                "runs": summary, "attack": runs["hostile"]["attack"]}))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ class Featurizer:
     the key's ``sys.getsizeof`` plus :data:`CACHE_ENTRY_OVERHEAD`), least recently used keys evicted
     first, keys over :data:`MAX_CACHED_KEY_CHARS` never cached; ``cache_bytes=0`` disables it. Feature
     strings come from requests and events, so without a budget every distinct value would be kept.
+    The cache makes a featurizer unsafe to share between threads without a lock (the scorer holds
+    its model's lock while featurizing).
 
     >>> small = Featurizer(FeatureSpec(dim=8), cache_bytes=2000)
     >>> _ = small.transform({f"k{i}": "v" for i in range(100)})

@@ -1,8 +1,9 @@
 """``banditloop serve``: the scoring service over HTTP (Starlette on uvicorn).
 
-One process, one event loop: scoring is sub-millisecond CPU work done on the loop itself, and on a
-small machine more workers would mostly compete for the same cores. Run several instances behind a
-load balancer to scale out; each polls the checkpoint database on its own.
+One process, one event loop, and scoring in a small thread pool beside it (``--scoring-threads``) so
+that an expensive request cannot stall connection handling; on a small machine more worker processes
+would mostly compete for the same cores. Run several instances behind a load balancer to scale out;
+each polls the checkpoint database on its own. Limits, timeouts and authentication: docs/serving.md.
 """
 
 from __future__ import annotations
