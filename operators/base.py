@@ -1,24 +1,19 @@
 """The interface every learner implements, and the per-arm bookkeeping they share.
 
-Learners work on featurized vectors (see :mod:`banditloop.core.features`): a context vector ``x`` of length
-``dim`` and, for hybrid models, a shared vector per arm. The conventions follow river
-(``learn_one``) and scikit-learn (hyper-parameters are constructor arguments, state is separate):
+Learners work on featurized vectors (:mod:`banditloop.core.features`), ``x`` and for hybrid models a
+shared vector per arm; hyper-parameters are constructor arguments, as in river and scikit-learn:
 
 * ``choose(x, candidates)`` returns a :class:`Decision`: the chosen arm, a score per candidate and
   the probability (propensity) with which this policy picks that arm for this input.
-* ``learn_impression(arm, x)`` counts an impression when it is seen; ``learn_reward(arm, x, r)`` adds a
-  reward (or a reward *increment*) when feedback arrives, possibly hours later. ``learn_one`` is both
-  at once and ``learn_batch`` is ``learn_one`` over rows, vectorised.
+* ``learn_impression`` when an impression is seen, ``learn_reward`` (an increment) when feedback
+  arrives, ``learn_close`` when its window closes; ``learn_one`` is all three, ``learn_batch`` over rows.
 * ``export_state()`` / ``from_state()`` move the whole state as plain arrays (no pickle), and
   ``merge(other)`` combines two states learned on disjoint event streams.
 
-Most state is per arm (one row per arm in growable arrays, see ``_arm_arrays``); a learner can also
-keep arrays that belong to no arm (``_global_arrays``, e.g. hybrid LinUCB's shared-feature sums).
-Both kinds are exported, validated (shape, finite) and imported alike, and merged by addition when
-listed in ``additive_arrays``; their names share one namespace in :attr:`LearnerState.arrays`.
-
-Arms are strings. Unknown arms are added on first sight (new items appear at any time);
-``retire_arm`` keeps an arm's statistics but never chooses it again.
+Most state is per arm (growable arrays, ``_arm_arrays``), some global (``_global_arrays``, e.g. hybrid
+LinUCB's shared sums): both are exported, validated and imported alike, and summed on merge when listed
+in ``additive_arrays``. Arms are strings, added on first sight; ``retire_arm`` keeps an arm's
+statistics but never chooses it again.
 """
 
 from __future__ import annotations
@@ -127,6 +122,11 @@ class Learner(ABC):
             self._arrays[name] = new
         self._capacity = capacity
         self._on_resize()
+
+    def reserve(self, arms: int) -> None:
+        """Room for ``arms`` arms in every table: adding them never reallocates (doubling copies all)."""
+        if arms > self._capacity:
+            self._allocate(arms)
 
     def _on_resize(self) -> None:
         """Hook for subclasses that keep views into ``self._arrays``."""

@@ -256,10 +256,7 @@ class Scorer:
         """Grow the learner's tables once to hold ``max_new_arms`` more arms, so that arms first seen
         in requests are added without reallocating (the doubling growth of ``add_arm`` copies and
         re-initialises every table, tens of milliseconds for thousands of LinUCB arms)."""
-        # Learner has no public "reserve"; _allocate is the base class's own growth step
-        capacity = len(learner.arms) + self.max_new_arms
-        if capacity > getattr(learner, "_capacity", capacity):
-            learner._allocate(capacity)
+        learner.reserve(len(learner.arms) + self.max_new_arms)
         return learner
 
     def _prepare_spare(self) -> None:
