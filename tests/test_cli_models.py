@@ -169,7 +169,9 @@ def test_learners_json_agrees_with_the_classes(tmp_path):
                   if p.name not in ("self", "dim") and p.default is not inspect.Parameter.empty}
         assert item["params"] == params, name
         assert item["cls"] == cls.__name__ and item["description"]
-    assert listed["lints"]["description"].endswith("Linear Payoffs\").")  # the whole first paragraph
+    # the whole first paragraph of the class docstring, not cut off
+    assert listed["lints"]["description"] == ("Linear Thompson sampling (Agrawal & Goyal 2013): one draw of "
+                                              "``θ_a ~ N(μ_a, v²A_a⁻¹)`` per arm.")
 
 
 def test_version_and_defaults_in_help(tmp_path):
