@@ -62,7 +62,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from banditloop.operators.base import Learner, Shared
-from banditloop.operators.policies import epsilon_greedy_probabilities, sample_index, softmax
+from banditloop.operators.policies import ExploredScores
 
 EXPLORATIONS = ("egreedy", "softmax")
 DELAYS = ("fnw", "wait")
@@ -88,7 +88,7 @@ def ftrl_step(z: np.ndarray, n: np.ndarray, w: np.ndarray, g: np.ndarray, alpha:
     w[...] = ftrl_weights(z, n, alpha, beta, l1, l2)
 
 
-class CTRFTRL(Learner):
+class CTRFTRL(ExploredScores, Learner):
     """FTRL-Proximal logistic regression on context × arm features with fake-negative weighting (or
     waiting for the window) for delayed clicks; calibrated click probabilities, ε-greedy or softmax.
 
@@ -166,16 +166,6 @@ class CTRFTRL(Learner):
         g = self._globals
         x = np.asarray(x, dtype=float)
         return _sigmoid(self._offset + g["w_bias"][0] + g["w_shared"] @ x + self._arrays["w"][rows] @ x)
-
-    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
-        if self.exploration == "softmax":
-            return softmax(scores, self.temperature)
-        return epsilon_greedy_probabilities(scores, self.epsilon)
-
-    def _pick(self, x, candidates, scores, shared):
-        probs = self.propensities(x, candidates, scores, shared)
-        pick = sample_index(probs, self.rng)
-        return pick, float(probs[pick]), probs
 
     # -- learning -------------------------------------------------------------------------------
     def _learn(self, row: int, x: np.ndarray, label: float, weight: float) -> None:

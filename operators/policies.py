@@ -63,12 +63,33 @@ def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
     return min(i, cdf.size - 1)
 
 
-class FakeNegativeCTR:
+class ExploredScores:
+    """Mixin: choose on the learner's scores ε-greedy (``exploration="egreedy"``) or by softmax over
+    ``score / temperature``, with exact propensities. Needs ``exploration``, ``epsilon``,
+    ``temperature`` and ``rng``."""
+
+    exploration: str
+    epsilon: float
+    temperature: float
+    rng: np.random.Generator
+
+    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
+        if self.exploration == "softmax":
+            return softmax(scores, self.temperature)
+        return epsilon_greedy_probabilities(scores, self.epsilon)
+
+    def _pick(self, x, candidates, scores, shared):
+        probs = self.propensities(x, candidates, scores, shared)
+        pick = sample_index(probs, self.rng)
+        return pick, float(probs[pick]), probs
+
+
+class FakeNegativeCTR(ExploredScores):
     """Mixin for online CTR models trained with fake negatives (Ktena et al. 2019): the model's
     ``predict(arm, x)`` estimates ``q = p/(1+p)``; :meth:`ctr` calibrates it to ``p = q/(1−q)``.
     Scores are the raw ``q`` (ranking and ε-greedy are unchanged by the monotone calibration; the
-    softmax temperature is on the ``q`` scale), chosen ε-greedy or by softmax with exact propensities.
-    Needs ``exploration``, ``epsilon``, ``temperature``, ``rng`` and the learner's ``_rows``."""
+    softmax temperature is on the ``q`` scale). Needs the learner's ``_rows`` besides
+    :class:`ExploredScores`' attributes."""
 
     exploration: str
     epsilon: float
@@ -88,14 +109,4 @@ class FakeNegativeCTR:
     def score(self, x: np.ndarray, candidates: Sequence[str], shared: object = None) -> np.ndarray:
         self._rows(candidates)
         return np.array([self.predict(arm, x) for arm in candidates])
-
-    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
-        if self.exploration == "softmax":
-            return softmax(scores, self.temperature)
-        return epsilon_greedy_probabilities(scores, self.epsilon)
-
-    def _pick(self, x, candidates, scores, shared):
-        probs = self.propensities(x, candidates, scores, shared)
-        pick = sample_index(probs, self.rng)
-        return pick, float(probs[pick]), probs
 
