@@ -17,7 +17,7 @@ from banditloop.pipeline.replay import ReplayOptions, replay_log
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.simulate import SimulationOptions, simulate
 from banditloop.simulators.world import WorldConfig
-from tests.helpers import assert_states_equal
+from tests.helpers import assert_states_equal, replay_interrupted
 
 DIM = 3
 
@@ -124,20 +124,8 @@ def test_replay_equals_the_simulation_when_windows_close(ts_log, tmp_path):
 
 def test_resumed_replay_equals_one_replay_when_windows_close(ts_log, tmp_path, monkeypatch):
     path, _, sim_state = ts_log
-    import banditloop.pipeline.replay as replay_module
-
     store = CheckpointStore(f"sqlite:///{tmp_path / 'resume.db'}")
-    real_load = replay_module.load_log
-
-    def truncated(*args, **kwargs):
-        loaded = real_load(*args, **kwargs)
-        loaded.events = loaded.events[:1900]
-        return loaded
-
-    monkeypatch.setattr(replay_module, "load_log", truncated)
-    replay_log(path, model(), "resumable", store, ReplayOptions(quiet=True))
-    monkeypatch.setattr(replay_module, "load_log", real_load)
-    out = replay_log(path, model(), "resumable", store, ReplayOptions(quiet=True, resume=True))
+    out = replay_interrupted(path, model(), "resumable", store, 1900, monkeypatch)
     assert out["resumed_from_event"] == 1900
     assert_states_equal(store.latest("resumable").state, sim_state, rtol=0, atol=0)
 

@@ -10,7 +10,7 @@ from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.replay import ReplayOptions, replay_log
 from banditloop.pipeline.simulate import SimulationOptions, simulate
 from banditloop.simulators.world import WorldConfig
-from tests.helpers import assert_states_equal
+from tests.helpers import assert_states_equal, replay_interrupted
 
 DIM = 4
 
@@ -78,19 +78,7 @@ def test_resume_continues_where_the_checkpoint_stopped(sim_log, tmp_path, monkey
     path, _, sim_state = sim_log
     store = CheckpointStore(f"sqlite:///{tmp_path / 'resume.db'}")
     # first run: stop after a mid-way checkpoint by truncating the event list
-    import banditloop.pipeline.replay as replay_module
-
-    real_load = replay_module.load_log
-
-    def truncated(*args, **kwargs):
-        loaded = real_load(*args, **kwargs)
-        loaded.events = loaded.events[:1700]
-        return loaded
-
-    monkeypatch.setattr(replay_module, "load_log", truncated)
-    replay_log(path, config(), "resumable", store, ReplayOptions(quiet=True))
-    monkeypatch.setattr(replay_module, "load_log", real_load)
-    out = replay_log(path, config(), "resumable", store, ReplayOptions(quiet=True, resume=True))
+    out = replay_interrupted(path, config(), "resumable", store, 1700, monkeypatch)
     assert out["resumed_from_event"] == 1700
     assert_states_equal(store.latest("resumable").state, sim_state, rtol=1e-12, atol=1e-12)
 
