@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import re
 import shlex
 from pathlib import Path
@@ -236,3 +237,18 @@ def test_the_scorer_requires_a_token_from_a_compose_secret(services, compose, tm
     with pytest.raises(ValueError, match="holds no token"):
         BearerAuth.configured(str(token), environ={})
     assert "secrets/api-token" in (ROOT / "README.md").read_text()
+
+
+def test_db_init_runs_with_the_stacks_environment(services, tmp_path):
+    """``models`` with the shared BANDITLOOP_MODEL set lists that model (it used to refuse --model
+    without --prune, so the one-shot failed and nothing else started)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITLOOP_")}
+    env.update(environment(services["db-init"]), BANDITLOOP_DB=f"sqlite:///{tmp_path / 'init.db'}",
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "banditloop.cli", *command(services["db-init"])], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "init.db").exists()
