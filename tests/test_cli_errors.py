@@ -115,7 +115,7 @@ def test_replay_of_a_missing_file(workdir):
     (["simulate", "--policy", "ts", "--arms", "0"], ("--arms must be >= 1",)),
     (["replay", "events.jsonl", "--learner", "ts", "--dim", "-1"], ("argument --dim", "must be > 0")),
     (["replay", "events.jsonl", "--learner", "nope"], ("argument --learner", "invalid choice")),
-    (["models", "--keep", "2"], ("--keep and --model go with --prune",)),
+    (["models", "--keep", "2"], ("--keep goes with --prune",)),
     (["nosuchcommand"], ("invalid choice",)),
     (["consume", "--group", "g", "--learner", "ts"], ("--bootstrap",)),
 ], ids=["out-dir", "out-deep", "dim", "arms", "replay-dim", "learner", "keep-without-prune", "command",
