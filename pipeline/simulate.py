@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import numpy as np
 from banditloop.core.events import TYPE_ORDER, Event, encode_event
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.logs import open_log
-from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.model import ModelConfig, Vectorizer
 from banditloop.pipeline.progress import progress_bar
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.scheduling import CheckpointTimer
@@ -155,6 +155,31 @@ def _dense_context(config: ModelConfig, world: WorldConfig) -> tuple[np.ndarray,
     return template, np.array(slots, dtype=np.intp)
 
 
+class _SameContext:
+    """The model's :class:`Vectorizer` with a one-entry memo keyed by the context *object*: the
+    impression that simulate just emitted carries the very dict it featurized for the choice, so the
+    join's sink gets that vector back instead of featurizing the same context again (any other
+    context is featurized as usual). Vectors are never modified after they are built."""
+
+    def __init__(self, inner: Vectorizer) -> None:
+        self.inner = inner
+        self.shared = inner.shared
+        self.context: object = None
+        self.vector: np.ndarray | None = None
+
+    def remember(self, context: object, vector: np.ndarray) -> None:
+        self.context, self.vector = context, vector
+
+    def x(self, context: Mapping[str, float | str]) -> np.ndarray:
+        if context is self.context and self.vector is not None:
+            return self.vector
+        return self.inner.x(context)
+
+    def z(self, context: Mapping[str, float | str],
+          arm_features: Mapping[str, float | str] | None) -> np.ndarray | None:
+        return self.inner.z(context, arm_features)
+
+
 def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: CheckpointStore | None,
              options: SimulationOptions | None = None) -> dict[str, Any]:
     opts = options or SimulationOptions()
@@ -179,6 +204,9 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
     with_shared = vectorizer.shared is not None
     process, join_advance, choose, respond = run.process, run.join.advance, learner.choose, world.respond
     on_event = opts.on_event
+    memo = None
+    if getattr(run.sink, "vectorizer", None) is vectorizer:
+        memo = run.sink.vectorizer = _SameContext(vectorizer)  # type: ignore[assignment]
 
     def emit(event: Event) -> None:
         process(event)
@@ -211,6 +239,8 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
                         x = featurize(req.context)
                 else:
                     x = featurize(req.context)
+                if memo is not None:
+                    memo.remember(req.context, x)
                 shared = vectorizer.shared_for(req.context, req.candidates, req.arm_features) if with_shared else None
                 decision = choose(x, req.candidates, shared)
                 outcome = respond(req, decision.arm, propensity=decision.propensity, policy=policy)
