@@ -24,6 +24,7 @@ import numpy as np
 from scipy.linalg.blas import dger as _dger
 
 from banditloop.operators.base import Learner, Shared
+from banditloop.operators.decision import Decision
 
 
 def _rank_one_update(matrix: np.ndarray, scale: float, v: np.ndarray) -> None:
@@ -179,3 +180,26 @@ class LinUCB(RidgeArms):
         var *= self.alpha
         var += mean
         return var
+
+    def choose_many(self, X: np.ndarray, candidates: Sequence[str]) -> list[Decision]:
+        """:meth:`choose` for each row of ``X`` (concurrent requests with the same candidates), scored
+        together with the parameters as they are: one product for the whole micro-batch instead of
+        one per request. Ties are broken as :meth:`choose` breaks them, row by row."""
+        eligible = self.eligible(candidates) if self.retired else candidates
+        if not eligible:
+            raise ValueError("no candidates given")
+        X = np.asarray(X, dtype=float)
+        rows = self._row_index(eligible)
+        d = self.dim
+        both = self._ainv_theta[rows]  # (K, d+1, d): a view for consecutive rows
+        U = (both.reshape(-1, d) @ X.T).reshape(len(eligible), d + 1, -1)  # [A⁻¹x ; θ·x] per arm and row
+        var = np.einsum("kdn,nd->nk", U[:, :d], X)
+        np.maximum(var, 0.0, out=var)
+        np.sqrt(var, out=var)
+        var *= self.alpha
+        var += U[:, d].T
+        out = []
+        for x, scores in zip(X, var, strict=True):
+            pick, propensity, probs = self._pick(x, eligible, scores, None)
+            out.append(Decision(eligible[pick], propensity, eligible, scores, probs))
+        return out

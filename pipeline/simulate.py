@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from banditloop.core.events import TYPE_ORDER, Event, encode_event
+from banditloop.operators.base import Learner
+from banditloop.operators.decision import Decision
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.logs import open_log
 from banditloop.pipeline.model import ModelConfig, Vectorizer
@@ -34,7 +36,7 @@ from banditloop.pipeline.progress import progress_bar
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.scheduling import CheckpointTimer
 from banditloop.simulators.blocks import Block
-from banditloop.simulators.world import World, WorldConfig
+from banditloop.simulators.world import Request, World, WorldConfig
 
 EventHook = Callable[[Event], None]
 
@@ -134,6 +136,9 @@ class SimulationOptions:
     quiet: bool = False
     curve_points: int = 200
     on_event: EventHook | None = None
+    #: score this many consecutive requests together with the parameters frozen, as concurrent
+    #: requests at a scorer: feedback that arrives meanwhile is learned after the micro-batch's choices
+    batch: int = 1
 
 
 def _dense_context(config: ModelConfig, world: WorldConfig) -> tuple[np.ndarray, slice | np.ndarray] | None:
@@ -180,6 +185,19 @@ class _SameContext:
         return self.inner.z(context, arm_features)
 
 
+def _decide(learner: Learner, reqs: list[Request], xs: list[np.ndarray], vectorizer: Vectorizer | None,
+            ) -> list[Decision]:
+    """The learner's decisions for requests scored with the same parameters (nothing is learned in
+    between); one product for all when the learner has ``choose_many`` and the candidates agree."""
+    choose_many = getattr(learner, "choose_many", None)
+    first = reqs[0].candidates
+    if len(reqs) > 1 and vectorizer is None and choose_many is not None and all(r.candidates == first for r in reqs):
+        return choose_many(np.array(xs), first)
+    return [learner.choose(x, r.candidates, None if vectorizer is None else
+                           vectorizer.shared_for(r.context, r.candidates, r.arm_features))
+            for r, x in zip(reqs, xs, strict=True)]
+
+
 def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: CheckpointStore | None,
              options: SimulationOptions | None = None) -> dict[str, Any]:
     opts = options or SimulationOptions()
@@ -204,6 +222,7 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
     with_shared = vectorizer.shared is not None
     process, join_advance, choose, respond = run.process, run.join.advance, learner.choose, world.respond
     on_event = opts.on_event
+    batch = max(1, opts.batch)
     memo = None
     if getattr(run.sink, "vectorizer", None) is vectorizer:
         memo = run.sink.vectorizer = _SameContext(vectorizer)  # type: ignore[assignment]
@@ -221,46 +240,61 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
     try:
         with CheckpointTimer(opts.checkpoint_interval if store is not None else None) as timer, \
                 progress_bar(opts.steps, desc=f"simulate {config.learner}", unit="step", quiet=opts.quiet) as bar:
-            for step in range(opts.steps):
-                req = world.next_request()
-                ts = req.ts
+            for start in range(0, opts.steps, batch):
+                reqs = [world.next_request() for _ in range(min(batch, opts.steps - start))]
+                ts = reqs[0].ts
                 while pending and pending[0][0] <= ts:
                     emit(heapq.heappop(pending)[3])
                 # the clock is at req.ts: windows that closed by now are learned before this choice
                 # (the impression below would advance the join to the same watermark right after)
                 join_advance(ts)
-                for arm in req.retired:
-                    learner.retire_arm(arm)
-                if dense is not None:
-                    x = dense[0].copy()
-                    x[dense[1]] = req.x
-                    if step == 0 and not np.array_equal(x, featurize(req.context)):
-                        dense = None  # not the plain layout after all: featurize every context
+                xs = []
+                for req in reqs:
+                    for arm in req.retired:
+                        learner.retire_arm(arm)
+                    if dense is not None:
+                        x = dense[0].copy()
+                        x[dense[1]] = req.x
+                        if req.step == 0 and not np.array_equal(x, featurize(req.context)):
+                            dense = None  # not the plain layout after all: featurize every context
+                            x = featurize(req.context)
+                    else:
                         x = featurize(req.context)
+                    xs.append(x)
+                if batch == 1:
+                    req = reqs[0]
+                    shared = (vectorizer.shared_for(req.context, req.candidates, req.arm_features)
+                              if with_shared else None)
+                    decisions = [choose(xs[0], req.candidates, shared)]
                 else:
-                    x = featurize(req.context)
-                if memo is not None:
-                    memo.remember(req.context, x)
-                shared = vectorizer.shared_for(req.context, req.candidates, req.arm_features) if with_shared else None
-                decision = choose(x, req.candidates, shared)
-                outcome = respond(req, decision.arm, propensity=decision.propensity, policy=policy)
-                if predict is not None:
-                    predicted_sum += predict(decision.arm, x)
-                    true_sum += outcome.expected_reward
-                emit(outcome.impression)
-                for fb in (outcome.click, outcome.conversion):
-                    if fb is not None:
-                        sequence += 1
-                        heapq.heappush(pending, (fb.ts, TYPE_ORDER[type(fb)], sequence, fb))
-                truth = req.truth
-                chosen.add(truth.block, truth.row, truth.index[decision.arm])
-                if store is not None and timer.due():
-                    run.checkpoint(store, source(step + 1))
-                    checkpoints += 1
-                if (step + 1) % 1024 == 0:
-                    chosen.flush()
-                    bar.update(1024)
-                    bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)
+                    decisions = _decide(learner, reqs, xs, vectorizer if with_shared else None)
+                for req, x, decision in zip(reqs, xs, decisions, strict=True):
+                    step = req.step
+                    if batch > 1:  # feedback that arrived while the micro-batch was being scored
+                        ts = req.ts
+                        while pending and pending[0][0] <= ts:
+                            emit(heapq.heappop(pending)[3])
+                        join_advance(ts)
+                    if memo is not None:
+                        memo.remember(req.context, x)
+                    outcome = respond(req, decision.arm, propensity=decision.propensity, policy=policy)
+                    if predict is not None:
+                        predicted_sum += predict(decision.arm, x)
+                        true_sum += outcome.expected_reward
+                    emit(outcome.impression)
+                    for fb in (outcome.click, outcome.conversion):
+                        if fb is not None:
+                            sequence += 1
+                            heapq.heappush(pending, (fb.ts, TYPE_ORDER[type(fb)], sequence, fb))
+                    truth = req.truth
+                    chosen.add(truth.block, truth.row, truth.index[decision.arm])
+                    if store is not None and timer.due():
+                        run.checkpoint(store, source(step + 1))
+                        checkpoints += 1
+                    if (step + 1) % 1024 == 0:
+                        chosen.flush()
+                        bar.update(1024)
+                        bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)
             chosen.flush()
             bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)  # the final regret, as in the summary
             bar.update(bar.total - bar.n)
