@@ -29,7 +29,6 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import cast
 
 import numpy as np
 
@@ -333,7 +332,7 @@ class World:
         x = b.x[i]
         return Request(step=step, ts=ts, impression_id=f"imp-{c.seed}-{step}",
                        context=dict(zip(self._context_names, x.tolist(), strict=True)), candidates=candidates,
-                       arm_features=cast(dict[str, dict[str, float | str]], arm_features), x=x,
+                       arm_features=arm_features, x=x,  # type: ignore[arg-type]
                        retired=seg.retired if first else (), added=seg.added if first else (),
                        truth=Truth(b, i, index, candidates))
 
