@@ -105,10 +105,11 @@ class JoinCodec:
         self.full_type = msgspec.defstruct("FullJoinState", [("open", opens), *tail], array_like=True)
         self.delta_type = msgspec.defstruct("DeltaJoinState", [("upserts", opens), ("deletes", list[str]),
                                                                *tail], array_like=True)
-        legacy = msgspec.defstruct("LegacyJoinState", [("open", opens), *tail])  # JSON, before deltas
+        #: the JSON join state written before deltas (read as a full snapshot)
+        self.legacy_type = msgspec.defstruct("LegacyJoinState", [("open", opens), *tail])
         self.full = msgspec.msgpack.Decoder(self.full_type)
         self.delta = msgspec.msgpack.Decoder(self.delta_type)
-        self.legacy = msgspec.json.Decoder(legacy)
+        self.legacy = msgspec.json.Decoder(self.legacy_type)
 
 def export_full(join: Any) -> bytes:
     """The whole join state (a full snapshot)."""
