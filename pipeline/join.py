@@ -168,10 +168,12 @@ class EventJoin:
         self._evict_heap: list[tuple[float, str]] = []
         self._close_heap: list[tuple[float, str]] = []
         self._pending_heap: list[tuple[float, str]] = []
-        #: impressions opened or changed (id -> change number) and evicted since the last saved checkpoint
+        #: impressions opened or changed (id -> change number) and evicted since the last saved checkpoint,
+        #: tracked only while the next checkpoint can be a delta (see ``_touch``)
         self._changed: dict[str, int] = {}
         self._removed: dict[str, int] = {}
         self._seq = self._export_seq = 0
+        self._tracking = False
         #: deltas (and their entries) since the last full snapshot of the saved or restored state
         self._depth = self._churn = 0
         c = self.config
@@ -212,9 +214,10 @@ class EventJoin:
             if imp is not None and imp.ts + retention < watermark:
                 del self.open[imp_id]
                 self.counters["evicted"] += 1
-                self._seq += 1
-                self._changed.pop(imp_id, None)
-                self._removed[imp_id] = self._seq
+                if self._tracking:
+                    self._seq += 1
+                    self._changed.pop(imp_id, None)
+                    self._removed[imp_id] = self._seq
         heap = self._pending_heap
         skew = self.config.clock_skew
         while heap and heap[0][0] < watermark:
@@ -243,8 +246,18 @@ class EventJoin:
 
     # -- internals ------------------------------------------------------------------------------
     def _touch(self, imp_id: str) -> None:
+        """Record a change for the next delta. Nothing is tracked before a checkpoint was saved or
+        restored (the first is a full snapshot: a run without checkpoints keeps no record), nor once
+        so much changed that the next checkpoint is a full snapshot anyway."""
+        if not self._tracking:
+            return
         self._seq += 1
         self._changed[imp_id] = self._seq
+        if not self._seq & 4095 and self.delta_policy.full_due(
+                depth=self._depth, churn=self._churn, changes=len(self._changed) + len(self._removed),
+                live=len(self.open)):
+            self._tracking = False
+            self._changed, self._removed = {}, {}
 
     def _late(self, ts: float) -> bool:
         return self.watermark is not None and ts < self.watermark

@@ -124,8 +124,8 @@ def export_checkpoint(join: Any, base: int | None) -> bytes:
     """A delta on ``base`` (the version the join state was last saved as or restored from), or a
     full snapshot when there is no base or :class:`DeltaPolicy` says so."""
     changes = len(join._changed) + len(join._removed)
-    if base is None or join.delta_policy.full_due(depth=join._depth, churn=join._churn, changes=changes,
-                                                  live=len(join.open)):
+    if base is None or not join._tracking or join.delta_policy.full_due(
+            depth=join._depth, churn=join._churn, changes=changes, live=len(join.open)):
         return export_full(join)
     join._export_seq = join._seq
     open_ = join.open
@@ -143,6 +143,7 @@ def saved(join: Any, written: bytes | None) -> None:
     join._removed = {k: s for k, s in join._removed.items() if s > cut}
     header = read_header(written) if written else None
     join._depth, join._churn = (header.depth, header.churn) if header is not None else (0, 0)
+    join._tracking = True
 
 
 def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
@@ -173,6 +174,7 @@ def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
     join.watermark = watermark
     join.counters.update(counters)
     join._depth, join._churn = (header.depth, header.churn) if header is not None else (0, 0)
+    join._tracking = True
     retention, close_after = join.config.retention, join.close_after
     intern = sys.intern
     for imp in open_.values():

@@ -179,3 +179,19 @@ def test_older_databases_load_and_continue_with_deltas(tmp_path, fixture):
     restored = LearningRun.from_checkpoint(store.latest(model, shard))
     assert state_of(restored) == states[max(states)]
     store.close()
+
+
+def test_changes_are_recorded_only_while_the_next_checkpoint_can_be_a_delta(tmp_path):
+    run = LearningRun(CONFIG, "m", shard="p0")
+    for ev in events(0, 500):  # no checkpoint yet: the first is a full snapshot, nothing to record
+        run.process(ev)
+    assert not run.join._changed and not run.join._removed
+    store = CheckpointStore(f"sqlite:///{tmp_path / 'cp.db'}", keep=0)
+    run.join.delta_policy = DeltaPolicy(min_churn=100, max_churn=0.1)
+    drive(run, store, chunks=1, start=500)
+    for ev in events(540, 5000):  # far more than a delta is worth: recording stops, the next one is full
+        run.process(ev)
+    assert not run.join._changed
+    states = drive(run, store, chunks=1, start=5540, check=True)
+    assert kinds(store)[max(states)] == FULL
+    store.close()
