@@ -39,7 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from banditloop.pipeline import join_links
@@ -159,7 +159,10 @@ class CheckpointStore:
             options = " ".join(f"-c {name}={value}" for name, value in POSTGRES_TIMEOUTS.items())
             kwargs["connect_args"] = {"options": options}
         self.engine = engine or create_engine(self.url, **kwargs)
-        Base.metadata.create_all(self.engine)
+        try:  # (a new table, e.g. the join links, can be created by two workers starting at once)
+            Base.metadata.create_all(self.engine)
+        except (IntegrityError, ProgrammingError):
+            Base.metadata.create_all(self.engine)
 
     def replace_on_next_save(self, model: str) -> None:
         """Make the next write of ``model`` delete every earlier row of it, in the same transaction.
