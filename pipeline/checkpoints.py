@@ -237,17 +237,15 @@ class CheckpointStore:
         return versions
 
     def _delta_base(self, session: Session, cp: Checkpoint) -> int | None:
-        """The base of ``cp``'s join state if it is a delta that can be written; a delta whose base is
-        gone (pruned, replaced) is swapped for ``cp.full_join_state()``, else ValueError."""
+        """The base of ``cp``'s join state if it is a delta on the shard's newest version; any other delta
+        (its base replaced or pruned, or a stored delta saved again) becomes ``cp.full_join_state()``, or
+        the full state its chain adds up to."""
         base = join_links.delta_base(cp.join_state)
-        if base is None:
-            return None
-        if cp.model not in self._replace and join_links.base_usable(session, cp.model, cp.shard, base):
+        if base is None or (cp.model not in self._replace and join_links.base_usable(session, cp.model, cp.shard,
+                                                                                      base)):
             return base
-        if cp.full_join_state is None:
-            raise ValueError(f"the join state of {cp.model!r} shard {cp.shard} is a delta on version {base}, "
-                             "which is gone, and no full state was given")
-        cp.join_state = cp.full_join_state()
+        cp.join_state = (cp.full_join_state() if cp.full_join_state is not None else
+                         join_links.materialize(session, cp.model, cp.shard, base, cp.join_state or b""))
         return None
 
     @staticmethod

@@ -32,10 +32,26 @@ def delta_base(join_state: bytes | None) -> int | None:
 
 
 def base_usable(session: Session, model: str, shard: str, base: int) -> bool:
-    """Whether ``base`` is stored for this shard with its join state (a delta may be written on it)."""
-    return session.scalar(select(CheckpointRow.id).where(
-        CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == base,
-        CheckpointRow.join_state.is_not(None))) is not None
+    """Whether ``base`` is the shard's newest version and has its join state: a delta may be written on
+    it. (A run's base is always the version it last wrote or restored, the newest unless it fell back
+    past damaged versions or another writer came in between: then a full snapshot is written.)"""
+    newest = session.execute(select(CheckpointRow.version, CheckpointRow.join_state.is_not(None)).where(
+        CheckpointRow.model == model, CheckpointRow.shard == shard)
+        .order_by(CheckpointRow.version.desc()).limit(1)).first()
+    return newest is not None and newest[0] == base and bool(newest[1])
+
+
+def materialize(session: Session, model: str, shard: str, base: int, delta: bytes) -> bytes:
+    """The full join state that ``delta`` on ``base`` (and its chain) adds up to."""
+    from banditloop.pipeline.join import EventJoin
+
+    data = session.scalar(select(CheckpointRow.join_state).where(
+        CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == base))
+    if data is None:
+        raise ValueError(f"the join state of {model!r} shard {shard} is a delta on version {base}, which is gone")
+    join = EventJoin(sink=None)  # type: ignore[arg-type]  # (nothing is learned: the state is only read)
+    join.import_state(delta, (*chain(session, model, shard, base), data))
+    return join.export_state()
 
 
 def links(session: Session, model: str, shard: str) -> dict[int, int]:

@@ -29,7 +29,8 @@ def prune_model(session: Session, model: str, keep: int) -> int:
         in_shard = (CheckpointRow.model == model) & (CheckpointRow.shard == shard)
         link_map = join_links.links(session, model, shard)
         # the newest versions can be resumed from; the links of their join-state chains stay
-        links_kept = join_links.needed(link_map, versions[:JOIN_STATE_VERSIONS])
+        resumable = versions[:min(JOIN_STATE_VERSIONS, keep) if keep > 0 else JOIN_STATE_VERSIONS]
+        links_kept = join_links.needed(link_map, resumable)
         not_link = CheckpointRow.version.not_in(links_kept) if links_kept else CheckpointRow.version.is_not(None)
         dropped = -1  # join states of versions up to this one are dropped (with the rows up to ``keep``'s)
         if keep > 0 and len(versions) > keep:

@@ -122,9 +122,11 @@ def test_a_damaged_delta_falls_back_to_the_newest_version_whose_chain_reads(url)
     assert restored.version == 2 and restored.offsets == {"impressions:0": 80}
     assert [s.split(":")[0] for s in restored.skipped] == ["version 5", "version 4", "version 3"]
     assert state_of(restored.run) == states[2]
-    # the next checkpoint is a delta on version 2 and restores as such
-    states.update(drive(restored.run, store, chunks=1, start=80))
-    assert kinds(store)[6] == DELTA and restore_shard(store, CONFIG, "m", "p0").version == 6
+    # the next checkpoint is a full snapshot (version 2 is not the newest: no delta on it), then deltas
+    states.update(drive(restored.run, store, chunks=2, start=80))
+    assert kinds(store)[6] == FULL and kinds(store)[7] == DELTA
+    again = restore_shard(store, CONFIG, "m", "p0")
+    assert again.version == 7 and state_of(again.run) == states[7]
     store.close()
 
 
@@ -195,3 +197,16 @@ def test_changes_are_recorded_only_while_the_next_checkpoint_can_be_a_delta(tmp_
     states = drive(run, store, chunks=1, start=5540, check=True)
     assert kinds(store)[max(states)] == FULL
     store.close()
+
+
+def test_a_stored_delta_saved_again_is_written_whole(tmp_path):
+    """As the demo does to keep only the final model: save the newest rows again with keep=1."""
+    store = CheckpointStore(f"sqlite:///{tmp_path / 'cp.db'}", keep=0)
+    run = LearningRun(CONFIG, "m", shard="p0")
+    states = drive(run, store, chunks=3)
+    compact = CheckpointStore(store.url, keep=1)
+    (version,) = compact.save_many(compact.latest_per_shard("m"))
+    assert kinds(store) == {version: FULL}
+    assert state_of(LearningRun.from_checkpoint(store.latest("m", "p0"))) == states[3]
+    store.close()
+    compact.close()
