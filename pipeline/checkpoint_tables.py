@@ -68,3 +68,18 @@ class LeaseRow(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     owner: Mapped[str] = mapped_column(String(200))
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JoinLinkRow(Base):
+    """A checkpoint whose join state is a delta, and the version it applies on top of (its base),
+    for one shard. Versions without a row hold a full join state (or none). Restoring a version
+    follows these links back to a full snapshot; retention keeps every link that the versions a
+    shard can resume from still need (:mod:`banditloop.pipeline.join_links`). An additive table:
+    ``create_all`` adds it to databases written before it existed, which have no deltas."""
+
+    __tablename__ = "banditloop_join_links"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shard: Mapped[str] = mapped_column(String(200))
+    base: Mapped[int] = mapped_column(Integer)

@@ -2,10 +2,11 @@
 
 A checkpoint row holds, for one model and one shard: the model configuration (learner kind,
 hyper-parameters, features, reward, join windows), the learner state (arrays as ``.npz`` without
-pickle, metadata as JSON), the join state (JSON), counters, the source position reached (a log
-offset, or Kafka offsets per topic-partition) and a created-at time. Versions increase per model,
-across shards, so "the newest version of a model" is well defined; a model served from several
-shards is the merge of each shard's newest row.
+pickle, metadata as JSON), the join state (a full snapshot, or a delta on an older version of the
+shard: :mod:`banditloop.pipeline.join_state`, :mod:`banditloop.pipeline.join_links`), counters, the
+source position reached (a log offset, or Kafka offsets per topic-partition) and a created-at time.
+Versions increase per model, across shards, so "the newest version of a model" is well defined; a
+model served from several shards is the merge of each shard's newest row.
 
 Several rows (one per shard) are written in one transaction by :meth:`CheckpointStore.save_many`:
 parameters, join state and offsets become durable together or not at all.
@@ -13,8 +14,9 @@ parameters, join state and offsets become durable together or not at all.
 Retention, applied in the same transaction as every write: the newest ``keep`` versions of each
 shard are kept (default :data:`DEFAULT_KEEP`; ``keep=0`` keeps all), and only each shard's newest
 :data:`JOIN_STATE_VERSIONS` versions keep their join state (the open impressions, which can be
-megabytes): older versions keep their parameters, which is all that serving or inspecting them
-needs. Resuming (``replay --resume``, a restarted ``consume``) starts from the newest version, or
+megabytes), together with the older versions their join-state chains are built on (at most the
+compaction interval): other versions keep their parameters, which is all that serving or inspecting
+them needs. Resuming (``replay --resume``, a restarted ``consume``) starts from the newest version, or
 from the one before it when the newest cannot be read (see :mod:`banditloop.pipeline.shard_restore`).
 :meth:`CheckpointStore.prune` applies the same policy on demand (``banditloop models --prune``).
 """
@@ -24,10 +26,10 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     create_engine,
@@ -36,13 +38,15 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import CursorResult, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from banditloop.pipeline.checkpoint_tables import DEFAULT_SHARD, Base, CheckpointRow, ModelRow
+from banditloop.pipeline import join_links
+from banditloop.pipeline.checkpoint_tables import DEFAULT_SHARD, Base, CheckpointRow, JoinLinkRow, ModelRow
 from banditloop.pipeline.database import DEFAULT_DB_URL, DEFAULT_KEEP, default_db_url, sqlite_path
 from banditloop.pipeline.leases import LeaseLost, check_fence, claim_shards, shard_leases
+from banditloop.pipeline.retention import JOIN_STATE_VERSIONS, prune_model
 
 if TYPE_CHECKING:  # numpy is imported only where states are encoded or decoded (fast `banditloop models`)
     from banditloop.core.state_codec import LearnerState
@@ -50,10 +54,6 @@ if TYPE_CHECKING:  # numpy is imported only where states are encoded or decoded 
 __all__ = ["DEFAULT_DB_URL", "DEFAULT_KEEP", "DEFAULT_SHARD", "JOIN_STATE_VERSIONS", "POSTGRES_TIMEOUTS",
            "Checkpoint", "CheckpointRow", "CheckpointStore", "LeaseLost", "ModelSummary", "ShardHead",
            "default_db_url"]
-
-#: the newest versions of a shard that keep their join state: the newest, and one to fall back to
-JOIN_STATE_VERSIONS = 2
-
 
 #: PostgreSQL session limits, so that no stalled process (a paused worker in the middle of a
 #: checkpoint, a stuck query) can hold locks that block the others for long: milliseconds
@@ -74,6 +74,11 @@ class Checkpoint:
     source: dict[str, Any] = field(default_factory=dict)
     version: int | None = None
     created_at: datetime | None = None
+    #: when ``join_state`` is a delta: the join states it applies on top of, oldest first (filled by
+    #: :meth:`CheckpointStore.load` and :meth:`CheckpointStore.latest`)
+    join_chain: tuple[bytes, ...] = ()
+    #: the full join state, written instead of a delta whose base is gone
+    full_join_state: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,13 @@ def decode_state(arrays: bytes, meta: str) -> LearnerState:
     return state_codec.decode_state(arrays, meta)
 
 
-def _row_to_checkpoint(row: CheckpointRow) -> Checkpoint:
+def _row_to_checkpoint(row: CheckpointRow, session: Session | None = None) -> Checkpoint:
+    """With ``session``, the join-state chain is read too (:class:`CorruptState` when it is broken)."""
+    chain = join_links.chain(session, row.model, row.shard, row.version) if session is not None else ()
     return Checkpoint(model=row.model, shard=row.shard, version=row.version, config=row.config,
                       state=decode_state(row.state_arrays, row.state_meta), join_state=row.join_state,
-                      counters=row.counters, source=row.source, created_at=_aware(row.created_at))
+                      counters=row.counters, source=row.source, created_at=_aware(row.created_at),
+                      join_chain=chain)
 
 
 def _aware(ts: datetime) -> datetime:
@@ -151,7 +159,10 @@ class CheckpointStore:
             options = " ".join(f"-c {name}={value}" for name, value in POSTGRES_TIMEOUTS.items())
             kwargs["connect_args"] = {"options": options}
         self.engine = engine or create_engine(self.url, **kwargs)
-        Base.metadata.create_all(self.engine)
+        try:  # (a new table, e.g. the join links, can be created by two workers starting at once)
+            Base.metadata.create_all(self.engine)
+        except (IntegrityError, ProgrammingError):
+            Base.metadata.create_all(self.engine)
 
     def replace_on_next_save(self, model: str) -> None:
         """Make the next write of ``model`` delete every earlier row of it, in the same transaction.
@@ -204,10 +215,13 @@ class CheckpointStore:
                 version = next_version[cp.model]
                 next_version[cp.model] += 1
                 arrays, meta = encode_state(cp.state)
+                base = self._delta_base(session, cp)
                 session.add(CheckpointRow(
                     model=cp.model, shard=cp.shard, version=version, learner=cp.state.kind,
                     config=cp.config, state_arrays=arrays, state_meta=meta, join_state=cp.join_state,
                     counters=_jsonable(cp.counters), source=_jsonable(cp.source), created_at=now))
+                if base is not None:
+                    session.add(JoinLinkRow(model=cp.model, version=version, shard=cp.shard, base=base))
                 versions.append(version)
             session.flush()
             for model in next_version:
@@ -215,11 +229,24 @@ class CheckpointStore:
                 if model in self._replace:
                     session.execute(delete(CheckpointRow).where(CheckpointRow.model == model,
                                                                 CheckpointRow.version < first_new))
+                    join_links.forget(session, model, below=first_new)
                 self._prune(session, model, self.keep)
         self._replace.difference_update(cp.model for cp in checkpoints)
         for cp, version in zip(checkpoints, versions, strict=True):
             cp.version, cp.created_at = version, now
         return versions
+
+    def _delta_base(self, session: Session, cp: Checkpoint) -> int | None:
+        """The base of ``cp``'s join state if it is a delta on the shard's newest version; any other delta
+        (its base replaced or pruned, or a stored delta saved again) becomes ``cp.full_join_state()``, or
+        the full state its chain adds up to."""
+        base = join_links.delta_base(cp.join_state)
+        if base is None or (cp.model not in self._replace and join_links.base_usable(session, cp.model, cp.shard,
+                                                                                      base)):
+            return base
+        cp.join_state = (cp.full_join_state() if cp.full_join_state is not None else
+                         join_links.materialize(session, cp.model, cp.shard, base, cp.join_state or b""))
+        return None
 
     @staticmethod
     def _allocate(session: Session, model: str, count: int) -> int:
@@ -248,23 +275,7 @@ class CheckpointStore:
     @staticmethod
     def _prune(session: Session, model: str, keep: int) -> int:
         """Apply the retention policy to ``model`` (see the module docstring); returns rows deleted."""
-        deleted = 0
-        shards = session.scalars(select(CheckpointRow.shard).where(CheckpointRow.model == model).distinct())
-        for shard in list(shards):
-            versions = session.scalars(select(CheckpointRow.version)
-                                       .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
-                                       .order_by(CheckpointRow.version.desc())).all()
-            in_shard = (CheckpointRow.model == model) & (CheckpointRow.shard == shard)
-            if keep > 0 and len(versions) > keep:
-                result = cast(CursorResult, session.execute(delete(CheckpointRow).where(
-                    in_shard, CheckpointRow.version <= versions[keep])))
-                deleted += result.rowcount
-            if len(versions) > JOIN_STATE_VERSIONS:  # only these can be resumed from
-                session.execute(update(CheckpointRow).where(
-                    in_shard, CheckpointRow.version <= versions[JOIN_STATE_VERSIONS],
-                    CheckpointRow.join_state.is_not(None))
-                    .values(join_state=None))
-        return deleted
+        return prune_model(session, model, keep)
 
     def prune(self, model: str | None = None, *, keep: int | None = None) -> dict[str, int]:
         """Apply the retention policy now to ``model`` (default: every model), keeping ``keep``
@@ -292,7 +303,7 @@ class CheckpointStore:
             row = session.scalars(select(CheckpointRow)
                                   .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
                                   .order_by(CheckpointRow.version.desc()).limit(1)).first()
-            return None if row is None else _row_to_checkpoint(row)
+            return None if row is None else _row_to_checkpoint(row, session)
 
     def latest_version(self, model: str) -> int | None:
         """The newest version number of ``model`` (cheap: for hot-reload polling)."""
@@ -340,7 +351,7 @@ class CheckpointStore:
         with Session(self.engine) as session:
             row = session.scalars(select(CheckpointRow).where(
                 CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == version)).first()
-            return None if row is None else _row_to_checkpoint(row)
+            return None if row is None else _row_to_checkpoint(row, session)
 
     def versions(self, model: str) -> list[tuple[int, str, datetime]]:
         with Session(self.engine) as session:

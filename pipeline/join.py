@@ -29,27 +29,33 @@ Semantics
   same identity but *different* content (an impression id shown with another arm, time or context; a
   feedback ``event_id`` with another time, value or type) is a *conflicting duplicate*: the first one
   wins, and the later one is counted in ``conflicts`` and dead-lettered ("conflicting duplicate").
-  The join keeps a 64-bit digest of the content (:func:`content_digest`) per open impression and per
-  feedback joined, not the content; states written before digests existed treat every redelivery
-  of what they hold as a plain duplicate.
+  The join keeps a 64-bit digest of the content (:mod:`banditloop.core.digest`) per open impression
+  and joined feedback; states written before digests treat every redelivery as a plain duplicate.
 
-The state (open impressions and held feedback) exports to plain JSON-able data for checkpoints.
+The state (open impressions and held feedback) is checkpointed as full snapshots and deltas of
+what changed since the previous checkpoint (:mod:`banditloop.pipeline.join_state`). An open
+impression keeps the feature vectors its sink stored at its opening (``x``, ``z``) rather than its
+context, when the sink stores them (:class:`~banditloop.pipeline.model.LearnerSink` does).
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import math
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
 import msgspec
 
-from banditloop.core.events import Click, Conversion, Event, Feedback, Impression, encode_event
+from banditloop.core.digest import content_digest
+from banditloop.core.events import Click, Event, Feedback, Impression, encode_event
 from banditloop.core.reward import RewardSpec
+from banditloop.pipeline import join_state
 from banditloop.pipeline.dead_letters import DeadLetterSink
+from banditloop.pipeline.join_state import DeltaPolicy, JoinCodec
 
 
 @dataclass(frozen=True)
@@ -107,11 +113,14 @@ class OpenImpression(msgspec.Struct, array_like=True, gc=False):
     candidates: int = 0
     #: the feedback window closed (``JoinSink.on_close`` was called)
     closed: bool = False
-    #: :func:`content_digest` of the impression (0: unknown, a state written before digests)
+    #: content digest of the impression (0: unknown, a state written before digests)
     digest: int = 0
-    #: :func:`content_digest` of each feedback in ``seen``, in the same order (may be shorter in
-    #: states written before digests: the missing ones, first, are unknown)
+    #: digest of each feedback in ``seen``, in order (shorter in older states: the first are unknown)
     seen_digests: tuple[int, ...] = ()
+    #: the context (and shared) feature vectors as float64 bytes, stored by the sink at the opening;
+    #: when set, the join drops ``context`` and ``arm_features`` (they are only needed to compute them)
+    x: bytes | None = None
+    z: bytes | None = None
 
 
 class JoinSink(Protocol):
@@ -128,42 +137,8 @@ class JoinSink(Protocol):
 COUNTER_NAMES = ("impressions", "clicks", "conversions", "duplicates", "unmatched", "late", "held",
                  "evicted", "rewarded", "closed", "conflicts")
 
-_canonical = msgspec.msgpack.Encoder(order="deterministic")
-
-
-def content_digest(event: Event) -> int:
-    """A signed 64-bit digest (never 0) of what the join and the learners take from an event besides
-    its identity: an impression's event id, time, arm, context, the shown arm's features, propensity
-    and number of candidates; a feedback's type, time and value. Dict keys are sorted, floats are
-    taken bit for bit (binary msgpack: hashing the full JSON made replay 30 % slower).
-
-    >>> a = Click(event_id="c1", ts=130.0, impression_id="i1")
-    >>> content_digest(a) == content_digest(Click(event_id="c1", ts=130.0, impression_id="i1"))
-    True
-    >>> content_digest(a) == content_digest(Click(event_id="c1", ts=131.0, impression_id="i1"))
-    False
-    """
-    if isinstance(event, Impression):
-        shown = event.arm_features.get(event.arm) if event.arm_features else None
-        content: tuple = (event.event_id, event.ts, event.arm, event.context, shown, event.propensity,
-                          len(event.candidates) if event.candidates else 0)
-    elif isinstance(event, Click):
-        content = ("click", event.ts)
-    else:
-        content = ("conversion", event.ts, event.value)
-    digest = int.from_bytes(hashlib.blake2b(_canonical.encode(content), digest_size=8).digest(), "little", signed=True)
-    return digest or 1
-
-
-class _JoinState(msgspec.Struct):
-    open: list[OpenImpression]
-    pending: list[Click | Conversion]
-    watermark: float | None
-    counters: dict[str, int]
-
-
-_state_encoder = msgspec.json.Encoder()
-_state_decoder = msgspec.json.Decoder(_JoinState)
+_NO_CONTEXT: dict[str, float | str] = {}
+_CODEC = JoinCodec(OpenImpression)
 
 
 @dataclass
@@ -191,6 +166,9 @@ class EventJoin:
     #: events the join refuses (unmatched feedback, ...) go here, encoded, with ``dead_letter_source``
     dead_letter: DeadLetterSink | None = None
     dead_letter_source: str = "join"
+    #: when a checkpoint writes a full snapshot rather than a delta
+    delta_policy: DeltaPolicy = field(default_factory=DeltaPolicy)
+    codec = _CODEC
 
     def __post_init__(self) -> None:
         self.open: dict[str, OpenImpression] = {}
@@ -200,6 +178,14 @@ class EventJoin:
         self._evict_heap: list[tuple[float, str]] = []
         self._close_heap: list[tuple[float, str]] = []
         self._pending_heap: list[tuple[float, str]] = []
+        #: impressions opened or changed (id -> change number) and evicted since the last saved checkpoint,
+        #: tracked only while the next checkpoint can be a delta (see ``_touch``)
+        self._changed: dict[str, int] = {}
+        self._removed: dict[str, int] = {}
+        self._seq = self._export_seq = 0
+        self._tracking = False
+        #: deltas (and their entries) since the last full snapshot of the saved or restored state
+        self._depth = self._churn = 0
         c = self.config
         #: seconds after the impression at which its feedback window closes (see the module docstring)
         self.close_after = c.click_window if self.reward.kind == "click" else c.retention
@@ -227,6 +213,7 @@ class EventJoin:
             imp = self.open.get(imp_id)
             if imp is not None and not imp.closed and imp.ts + close_after < watermark:
                 imp.closed = True
+                self._touch(imp_id)
                 self.counters["closed"] += 1
                 self.sink.on_close(imp)
         retention = self.config.retention
@@ -237,6 +224,10 @@ class EventJoin:
             if imp is not None and imp.ts + retention < watermark:
                 del self.open[imp_id]
                 self.counters["evicted"] += 1
+                if self._tracking:
+                    self._seq += 1
+                    self._changed.pop(imp_id, None)
+                    self._removed[imp_id] = self._seq
         heap = self._pending_heap
         skew = self.config.clock_skew
         while heap and heap[0][0] < watermark:
@@ -264,6 +255,20 @@ class EventJoin:
         self._pending_heap.clear()
 
     # -- internals ------------------------------------------------------------------------------
+    def _touch(self, imp_id: str) -> None:
+        """Record a change for the next delta. Nothing is tracked before a checkpoint was saved or
+        restored (the first is a full snapshot: a run without checkpoints keeps no record), nor once
+        so much changed that the next checkpoint is a full snapshot anyway."""
+        if not self._tracking:
+            return
+        self._seq += 1
+        self._changed[imp_id] = self._seq
+        if not self._seq & 4095 and self.delta_policy.full_due(
+                depth=self._depth, churn=self._churn, changes=len(self._changed) + len(self._removed),
+                live=len(self.open)):
+            self._tracking = False
+            self._changed, self._removed = {}, {}
+
     def _late(self, ts: float) -> bool:
         return self.watermark is not None and ts < self.watermark
 
@@ -282,14 +287,17 @@ class EventJoin:
         features = None
         if ev.arm_features is not None:
             features = ev.arm_features.get(ev.arm)
-        imp = OpenImpression(impression_id=ev.impression_id, event_id=ev.event_id, ts=ev.ts, arm=ev.arm,
+        imp = OpenImpression(impression_id=ev.impression_id, event_id=ev.event_id, ts=ev.ts, arm=sys.intern(ev.arm),
                              context=ev.context, arm_features=features, propensity=ev.propensity,
                              candidates=len(ev.candidates) if ev.candidates else 0, digest=digest)
         self.open[ev.impression_id] = imp
         heapq.heappush(self._evict_heap, (ev.ts + self.config.retention, ev.impression_id))
         heapq.heappush(self._close_heap, (ev.ts + self.close_after, ev.impression_id))
         self.counters["impressions"] += 1
+        self._touch(ev.impression_id)
         self.sink.on_impression(imp)
+        if imp.x is not None:  # the sink keeps the vectors: the context is no longer needed
+            imp.context, imp.arm_features = _NO_CONTEXT, None
         held = self.pending.pop(ev.impression_id, None)
         if held:
             for fb in held:
@@ -341,6 +349,7 @@ class EventJoin:
         delta = reward - imp.applied
         imp.seen = (*imp.seen, fb.event_id)  # (a redelivery of a late event is a duplicate)
         imp.seen_digests = (*imp.seen_digests, digest)
+        self._touch(imp.impression_id)
         if imp.closed and delta != 0.0:  # the window closed: what was learned at the close stands
             self.counters["late"] += 1
             self._dead(fb, f"late {'click' if is_click else 'conversion'}: its impression's window closed")
@@ -369,29 +378,22 @@ class EventJoin:
         if self.dead_letter is not None:
             self.dead_letter(encode_event(event), reason, self.dead_letter_source)
 
-    # -- state ----------------------------------------------------------------------------------
+    # -- state (see banditloop.pipeline.join_state) ------------------------------------------
     def export_state(self) -> bytes:
-        """JSON bytes of the open impressions, held feedback, watermark and counters."""
-        pending = [fb for held in self.pending.values() for fb in held]
-        return _state_encoder.encode(_JoinState(open=list(self.open.values()), pending=pending,
-                                                watermark=self.watermark, counters=dict(self.counters)))
+        """The whole state (open impressions, held feedback, watermark, counters): a full snapshot."""
+        return join_state.export_full(self)
 
-    def import_state(self, data: bytes) -> None:
-        state = _state_decoder.decode(data)
-        self.__post_init__()
-        self.watermark = state.watermark
-        self.counters.update(state.counters)
-        for imp in state.open:
-            self.open[imp.impression_id] = imp
-            self._evict_heap.append((imp.ts + self.config.retention, imp.impression_id))
-            if not imp.closed:
-                self._close_heap.append((imp.ts + self.close_after, imp.impression_id))
-        heapq.heapify(self._evict_heap)
-        heapq.heapify(self._close_heap)
-        for fb in state.pending:
-            self.pending.setdefault(fb.impression_id, []).append(fb)
-            self._pending_heap.append((fb.ts + self.config.clock_skew, fb.impression_id))
-        heapq.heapify(self._pending_heap)
+    def export_checkpoint(self, base: int | None) -> bytes:
+        """What changed since ``base`` (the version last saved or restored), or a full snapshot."""
+        return join_state.export_checkpoint(self, base)
+
+    def checkpoint_saved(self, written: bytes | None) -> None:
+        """The last exported state (``written``) is durable: the changes it holds are forgotten."""
+        join_state.saved(self, written)
+
+    def import_state(self, data: bytes, chain: Sequence[bytes] = ()) -> None:
+        """Restore a state: a full snapshot, or a delta after the chain it applies to (oldest first)."""
+        join_state.import_chain(self, data, chain)
 
 
 def _kind(fb: Feedback) -> str:

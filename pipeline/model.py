@@ -141,9 +141,18 @@ class LearnerSink:
             return 1.0
         return math.sqrt(min(1.0 / (max(imp.candidates, 1) * imp.propensity), self.ips_clip))
 
+    def _vectors(self, imp: OpenImpression) -> tuple[np.ndarray, np.ndarray | None]:
+        """x, z of an impression: as stored at its opening (the join then keeps no context), else featurized."""
+        if imp.x is not None:
+            return np.frombuffer(imp.x).copy(), None if imp.z is None else np.frombuffer(imp.z).copy()
+        v = self.vectorizer
+        return v.x(imp.context), v.z(imp.context, imp.arm_features)
+
     def on_impression(self, imp: OpenImpression) -> None:
         v = self.vectorizer
         x, z = v.x(imp.context), v.z(imp.context, imp.arm_features)
+        if x.dtype == np.float64 and (z is None or z.dtype == np.float64):  # exact bytes: learning is unchanged
+            imp.x, imp.z = x.tobytes(), None if z is None else z.tobytes()
         if self.ips_clip is not None:
             if imp.propensity is None:
                 self.unweighted += 1
@@ -152,8 +161,7 @@ class LearnerSink:
         self.learner.learn_impression(imp.arm, x, z)
 
     def on_reward(self, imp: OpenImpression, delta: float) -> None:
-        v = self.vectorizer
-        x, z = v.x(imp.context), v.z(imp.context, imp.arm_features)
+        x, z = self._vectors(imp)
         if self.ips_clip is not None:
             s = self._scale(imp)
             x, z, delta = x * s, (None if z is None else z * s), delta * s
@@ -166,8 +174,7 @@ class LearnerSink:
         if learner.close_without_context:
             learner.learn_close(imp.arm, None, imp.applied, None)
             return
-        v = self.vectorizer
-        x, z, applied = v.x(imp.context), v.z(imp.context, imp.arm_features), imp.applied
+        (x, z), applied = self._vectors(imp), imp.applied
         if self.ips_clip is not None:
             s = self._scale(imp)
             x, z, applied = x * s, (None if z is None else z * s), applied * s

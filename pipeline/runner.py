@@ -64,13 +64,23 @@ class LearningRun:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def snapshot(self, source: dict[str, Any]) -> Checkpoint:
+        """A checkpoint whose join state is a delta on :attr:`version` when it can be (the store
+        writes ``full_join_state()`` instead when that version is gone); call :meth:`saved` once
+        it is durable."""
         return Checkpoint(model=self.model, shard=self.shard, config=self.config.to_dict(),
-                          state=self.learner.export_state(), join_state=self.join.export_state(),
-                          counters=self.counters(), source=source)
+                          state=self.learner.export_state(), join_state=self.join.export_checkpoint(self.version),
+                          counters=self.counters(), source=source, full_join_state=self.join.export_state)
+
+    def saved(self, checkpoint: Checkpoint) -> None:
+        """``checkpoint`` (from :meth:`snapshot`, no event processed since) was written."""
+        self.version = checkpoint.version
+        self.join.checkpoint_saved(checkpoint.join_state)
 
     def checkpoint(self, store: CheckpointStore, source: dict[str, Any]) -> int:
-        self.version = store.save(self.snapshot(source))
-        return self.version
+        cp = self.snapshot(source)
+        store.save(cp)
+        self.saved(cp)
+        return cp.version  # type: ignore[return-value]
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, *, dead_letter: DeadLetterSink | None = None,
@@ -84,7 +94,7 @@ class LearningRun:
         learner = learner_from_state(checkpoint.state)
         run = cls(config, checkpoint.model, shard=checkpoint.shard, learner=learner, dead_letter=dead_letter)
         if checkpoint.join_state:
-            run.join.import_state(checkpoint.join_state)
+            run.join.import_state(checkpoint.join_state, getattr(checkpoint, "join_chain", ()))
         run.invalid = int(checkpoint.counters.get("invalid", 0))
         run.version = checkpoint.version
         return run

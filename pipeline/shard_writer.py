@@ -39,9 +39,9 @@ class ShardWriter:
         Raises :class:`LeaseLost` (nothing written) or the database's error."""
         started = time.perf_counter()
         snapshots = [s.run.snapshot(s.source()) for s in shards]
-        versions = self.store.save_many(snapshots, fence={cp.shard: self.epochs[cp.shard] for cp in snapshots})
-        for shard, version in zip(shards, versions, strict=True):
-            shard.run.version = version
+        self.store.save_many(snapshots, fence={cp.shard: self.epochs[cp.shard] for cp in snapshots})
+        for shard, cp in zip(shards, snapshots, strict=True):
+            shard.run.saved(cp)
             shard.dirty = False
         self.checkpoints += 1
         self.last_seconds = time.perf_counter() - started

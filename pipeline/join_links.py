@@ -1,0 +1,109 @@
+"""The links between checkpoints whose join state is a delta and their bases (store side).
+
+A delta is written only on top of a base that is still stored with its join state (otherwise the
+store writes the full snapshot instead), and the chain of every version a shard can resume from
+(its newest :data:`~banditloop.pipeline.checkpoints.JOIN_STATE_VERSIONS`) is kept by retention,
+however many versions ``--keep`` would otherwise drop. A version is *readable* when its own join
+state and every link back to its full snapshot decode; a shard whose newest versions are not falls
+back to the newest older one that is (:mod:`banditloop.pipeline.shard_restore`), which is a link
+of their chains and therefore kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from banditloop.pipeline.checkpoint_tables import CheckpointRow, JoinLinkRow
+from banditloop.pipeline.join_state import DELTA, read_header
+
+#: no chain is longer than this (a guard against a cycle in a damaged table)
+MAX_CHAIN = 100_000
+
+
+def delta_base(join_state: bytes | None) -> int | None:
+    """The base version of a delta join state; None for a full one (or none)."""
+    if not join_state:
+        return None
+    header = read_header(join_state)
+    return header.base if header is not None and header.kind == DELTA else None
+
+
+def base_usable(session: Session, model: str, shard: str, base: int) -> bool:
+    """Whether ``base`` is the shard's newest version and has its join state: a delta may be written on
+    it. (A run's base is always the version it last wrote or restored, the newest unless it fell back
+    past damaged versions or another writer came in between: then a full snapshot is written.)"""
+    newest = session.execute(select(CheckpointRow.version, CheckpointRow.join_state.is_not(None)).where(
+        CheckpointRow.model == model, CheckpointRow.shard == shard)
+        .order_by(CheckpointRow.version.desc()).limit(1)).first()
+    return newest is not None and newest[0] == base and bool(newest[1])
+
+
+def materialize(session: Session, model: str, shard: str, base: int, delta: bytes) -> bytes:
+    """The full join state that ``delta`` on ``base`` (and its chain) adds up to."""
+    from banditloop.pipeline.join import EventJoin
+
+    data = session.scalar(select(CheckpointRow.join_state).where(
+        CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == base))
+    if data is None:
+        raise ValueError(f"the join state of {model!r} shard {shard} is a delta on version {base}, which is gone")
+    join = EventJoin(sink=None)  # type: ignore[arg-type]  # (nothing is learned: the state is only read)
+    join.import_state(delta, (*chain(session, model, shard, base), data))
+    return join.export_state()
+
+
+def links(session: Session, model: str, shard: str) -> dict[int, int]:
+    """version -> base of every delta of one shard."""
+    rows = session.execute(select(JoinLinkRow.version, JoinLinkRow.base).where(
+        JoinLinkRow.model == model, JoinLinkRow.shard == shard)).all()
+    return {int(version): int(base) for version, base in rows}
+
+
+def needed(link_map: dict[int, int], versions: Iterable[int]) -> set[int]:
+    """The older versions the join states of ``versions`` are built on (links of their chains)."""
+    out: set[int] = set()
+    for version in versions:
+        steps = 0
+        while version in link_map and steps < MAX_CHAIN:
+            version = link_map[version]
+            out.add(version)
+            steps += 1
+    return out
+
+
+def chain(session: Session, model: str, shard: str, version: int) -> tuple[bytes, ...]:
+    """The join states ``version``'s join state applies on top of, oldest first; :class:`CorruptState`
+    when a link is gone or does not match."""
+    from banditloop.core.state_codec import CorruptState  # (numpy: not for commands that only list models)
+
+    link_map = links(session, model, shard)
+    out: list[bytes] = []
+    while version in link_map:
+        base = link_map[version]
+        if len(out) >= MAX_CHAIN:
+            raise CorruptState(f"join state chain of version {version} does not end")
+        data = session.scalar(select(CheckpointRow.join_state).where(
+            CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == base))
+        if data is None:
+            raise CorruptState(f"the join state of version {version} applies to version {base}, "
+                               "whose join state is gone")
+        out.append(data)
+        version = base
+    out.reverse()
+    return tuple(out)
+
+
+def forget(session: Session, model: str, versions: Iterable[int] | None = None,
+           below: int | None = None) -> None:
+    """Drop the link rows of ``versions`` (or of every version below ``below``)."""
+    query = delete(JoinLinkRow).where(JoinLinkRow.model == model)
+    if versions is not None:
+        vs = list(versions)
+        if not vs:
+            return
+        query = query.where(JoinLinkRow.version.in_(vs))
+    if below is not None:
+        query = query.where(JoinLinkRow.version < below)
+    session.execute(query)
