@@ -246,6 +246,7 @@ def apply_repair(store: CheckpointStore, model: str, to: float, shards: list[str
         loaded = _load(store, model, name, to)
         plan = _plan(loaded, name, to)
         loaded.run.join.watermark = plan.watermark_after  # lowered: set_watermark only moves it forward
+        loaded.run.version = None  # a full join state, not a delta on a chain that may hold the poison
         source = {**loaded.source, "max_ts": plan.max_ts_after, "watermark_repair": {
             "at": at, "to": to, "by": owner, "reason": reason, "from_version": plan.version,
             "max_ts_before": plan.max_ts_before, "watermark_before": plan.watermark_before,

@@ -48,6 +48,11 @@ def poisoned_checkpoint(store: CheckpointStore, now: float, click_ts: float, *, 
     cp = run.snapshot({"kind": "kafka", "partition": int(shard[1:]),
                        "offsets": {"impressions": impressions, "clicks": 1},
                        "max_ts": {"impressions": now - 100.0 + impressions - 1, "clicks": click_ts}})
+    # the join state as older versions wrote it (JSON; the binary form validates event times)
+    join = run.join
+    cp.join_state = msgspec.json.encode({
+        "open": list(join.open.values()), "pending": [fb for held in join.pending.values() for fb in held],
+        "watermark": join.watermark, "counters": dict(join.counters)})
     return store.save(cp)
 
 
