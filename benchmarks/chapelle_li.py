@@ -34,6 +34,18 @@ impressions + rewards + closes. Other learners run step by step.
 of the item; the formula is lost in the text transcripts and is as recalled from the PDF), added as a
 check that this world is the paper's: its regret should be near the paper's UCB column.
 
+Measured (2026-12-02, shared 2-core machine, load average 15-20, seeds 0 1 2): TS at T = 10⁶ is
+9,597 / 9,501 / 9,264 / 9,618 / 10,822 / 16,705 / 34,566 for δ = 1 … 1000, i.e. 1.05 1.03 1.02 1.02
+0.94 0.77 0.58 × the paper's TS column: within ±15% for δ ≤ 100, *lower* than the paper at δ = 316
+and 1000 (the paper's text does not say more about how batches and item replacement interact; a
+replacement visible to the learner only at the next batch would be one explanation, not tested).
+At T = 10⁵ (``--quick``), TS beats KL-UCB (1.9-3.2×), UCB1 (1.7-5.8×) and the paper's UCB (3.6-4.3×)
+at every δ; KL-UCB/TS grows with δ from 1.87 to 3.20 (3.12 at δ = 1000); UCB1/TS falls (5.7 → 1.7),
+because UCB1 counts pending impressions in its bonus and so spreads a batch over the arms. The
+paper-UCB reference gives 1.5× the paper's UCB column at δ = 1, so its formula (as recalled) or the
+paper's UCB implementation differ. Run time: TS alone at T = 10⁶, 3 seeds ≈ 30 min wall at that
+load (δ = 1 and 3 dominate); KL-UCB's index costs ~0.2 ms per outcome at δ = 1.
+
     python benchmarks/chapelle_li.py [--steps 1000000] [--seeds 0 1 2 3 4] [--deltas 1 3 10 ...]
                                      [--world paper|gap|beta] [--only ts kl-ucb ...] [--quick]
 """
