@@ -102,10 +102,10 @@ class RiverLinUCB(Contender):
 
     name = "river LinUCBDisjoint"
 
-    def __init__(self, stream: Stream, seed: int = 0) -> None:
+    def __init__(self, stream: Stream, seed: int = 0, alpha: float = 1.0) -> None:
         from river.bandit import LinUCBDisjoint
 
-        self.policy = LinUCBDisjoint(alpha=1.0, beta=1.0, seed=seed)
+        self.policy = LinUCBDisjoint(alpha=alpha, beta=1.0, seed=seed)
         self.arms = [stream.arms[j] for j in stream.candidates[0]]
         self.column = {a: j for j, a in enumerate(self.arms)}
         names = ["bias"] + [f"x{i}" for i in range(stream.X.shape[1])]
@@ -120,22 +120,25 @@ class RiverLinUCB(Contender):
 
 class MabwiserLinUCB(Contender):
     """MABWiser ``LearningPolicy.LinUCB``: ``fit`` once on a warm-up of uniformly random choices,
-    then ``predict`` and ``partial_fit`` per event (how it is used event at a time)."""
+    then ``predict`` and ``partial_fit`` per event (how it is used event at a time). ``bias=True``
+    feeds it the contexts with the leading 1 that ours and river get (MABWiser's LinUCB has no
+    intercept of its own)."""
 
     name = "MABWiser LinUCB"
 
-    def __init__(self, stream: Stream, seed: int = 0, warmup: int = 200) -> None:
+    def __init__(self, stream: Stream, seed: int = 0, warmup: int = 200, alpha: float = 1.0,
+                 bias: bool = False) -> None:
         from mabwiser.mab import MAB, LearningPolicy
 
         self.arms = [stream.arms[j] for j in stream.candidates[0]]
         self.column = {a: j for j, a in enumerate(self.arms)}
-        self.X = stream.X
-        self.rows = [stream.X[t: t + 1] for t in range(stream.steps)]
-        self.mab = MAB(list(self.arms), LearningPolicy.LinUCB(alpha=1.0), seed=seed)
+        self.X = stream.with_bias() if bias else stream.X
+        self.rows = [self.X[t: t + 1] for t in range(stream.steps)]
+        self.mab = MAB(list(self.arms), LearningPolicy.LinUCB(alpha=alpha), seed=seed)
         rng = np.random.default_rng([seed, 0xAB])
         n = min(warmup, stream.steps)
         cols = rng.integers(len(self.arms), size=n)
-        self.mab.fit([self.arms[c] for c in cols], stream.rewards[np.arange(n), cols], stream.X[:n])
+        self.mab.fit([self.arms[c] for c in cols], stream.rewards[np.arange(n), cols], self.X[:n])
 
     def choose(self, t: int) -> int:
         return self.column[self.mab.predict(self.rows[t])]

@@ -231,6 +231,50 @@ def test_logistic_ts_mode_after_one_batch_is_the_l2_logistic_map():
     np.testing.assert_allclose(q, lam + (X * X).T @ (p * (1 - p)), rtol=1e-10)
 
 
+def test_logistic_ts_full_covariance_mode_after_one_batch_is_the_l2_logistic_map():
+    from banditloop.operators.logistic_ts import LogisticTS
+
+    rng = np.random.default_rng(22)
+    n, d, lam = 300, 4, 2.5
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, d - 1))])
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ np.array([-1.0, 1.5, -0.5, 0.0]))))).astype(float)
+    learner = LogisticTS(dim=d, prior_precision=lam, update_every=n, covariance="full", propensity_draws=0)
+    for i in range(n):
+        learner.learn_one("a", X[i], float(y[i]))
+    m, Q = learner.posterior("a")
+    expected = _irls(X, y, lam)
+    np.testing.assert_allclose(m, expected, rtol=1e-10, atol=1e-12)
+    p = 1 / (1 + np.exp(-X @ expected))
+    np.testing.assert_allclose(Q, lam * np.eye(d) + X.T @ (X * (p * (1 - p))[:, None]), rtol=1e-10)
+    x = X[0]  # draws of w·x: mean m·x, variance xᵀ Q⁻¹ x
+    draws = learner._draws(x, ["a"], 20000)[:, 0]
+    assert draws.mean() == pytest.approx(m @ x, abs=0.01)
+    assert draws.var() == pytest.approx(x @ np.linalg.solve(Q, x), rel=0.05)
+    # saved and loaded: the covariance is rebuilt from Q, not stored
+    state = learner.export_state()
+    assert "cov" not in state.arrays
+    again = LogisticTS.from_state(state)
+    np.testing.assert_allclose(again._arrays["cov"][0], np.linalg.inv(Q), rtol=1e-10)
+
+
+def test_logistic_ts_full_covariance_merge_multiplies_the_gaussian_factors():
+    from banditloop.operators.logistic_ts import LogisticTS
+
+    rng = np.random.default_rng(4)
+    a, b = (LogisticTS(dim=3, prior_precision=2.0, update_every=5, covariance="full", seed=s) for s in (0, 1))
+    for learner in (a, b):
+        for _ in range(40):
+            learner.learn_one(["x", "y"][rng.integers(2)], rng.normal(size=3), float(rng.random() < 0.3))
+    merged = a.merge(b)
+    (ma, Qa), (mb, Qb) = a.posterior("x"), b.posterior("x")
+    mm, Qm = merged.posterior("x")
+    np.testing.assert_allclose(Qm, Qa + Qb - 2.0 * np.eye(3))
+    np.testing.assert_allclose(mm, np.linalg.solve(Qa + Qb - 2.0 * np.eye(3), Qa @ ma + Qb @ mb))
+    np.testing.assert_allclose(merged._arrays["cov"][merged.arm_index["x"]], np.linalg.inv(Qm), rtol=1e-10)
+    with pytest.raises(ValueError, match="covariance"):
+        LogisticTS(dim=3, covariance="banded")
+
+
 def test_logistic_ts_learns_positives_on_arrival_and_negatives_at_the_close():
     from banditloop.operators.logistic_ts import LogisticTS
 
