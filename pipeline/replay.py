@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import time
 from contextlib import ExitStack
@@ -29,6 +30,8 @@ class ReplayOptions:
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     #: where sorted runs are spilled when the log is too disordered for the budget (default: $TMPDIR)
     tmpdir: str | Path | None = None
+    #: learner updates applied this many at a time (contexts featurized as one matrix; same result)
+    learn_batch: int = 1024
 
 
 def replay_log(path: str | Path, config: ModelConfig, model: str, store: CheckpointStore | None,
@@ -70,6 +73,20 @@ def _learn(path: Path, loaded: SortedLog, config: ModelConfig, model: str, store
            opts: ReplayOptions, dead: DeadLetterFile, started: float) -> dict[str, Any]:
     load_seconds = time.perf_counter() - started
     run, start, carried = _start(path, config, model, store, opts.resume, dead)
+    run.sink.batch = opts.learn_batch
+    collecting = gc.isenabled()
+    gc.disable()  # the join keeps every open impression: full collections would walk them all, again and again
+    try:
+        return _learn_events(path, loaded, run, start, carried, config, model, store, opts, dead, started,
+                             load_seconds)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _learn_events(path: Path, loaded: SortedLog, run: LearningRun, start: int, carried: bool, config: ModelConfig,
+                  model: str, store: CheckpointStore | None, opts: ReplayOptions, dead: DeadLetterFile,
+                  started: float, load_seconds: float) -> dict[str, Any]:
     carried_invalid = run.invalid if carried else 0  # the same log's lines are not counted twice
     source = {"kind": "log", "path": str(path.resolve()), "events": start, "total": loaded.estimate}
     checkpoints = 0
@@ -95,6 +112,7 @@ def _learn(path: Path, loaded: SortedLog, config: ModelConfig, model: str, store
     total = loaded.events
     run.invalid = carried_invalid + loaded.invalid
     run.join.close()
+    run.flush()
     if store is not None and total > start:
         run.checkpoint(store, {**source, "events": total, "total": total})
         checkpoints += 1

@@ -63,7 +63,12 @@ class LearningRun:
         return {**self.join.counters, "invalid": self.invalid}
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Apply the learner updates the sink has queued (``LearnerSink.batch``)."""
+        self.sink.flush()
+
     def snapshot(self, source: dict[str, Any]) -> Checkpoint:
+        self.sink.flush()
         return Checkpoint(model=self.model, shard=self.shard, config=self.config.to_dict(),
                           state=self.learner.export_state(), join_state=self.join.export_state(),
                           counters=self.counters(), source=source)
