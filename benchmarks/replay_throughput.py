@@ -20,6 +20,7 @@ bounded, to show the replay's own memory (the sort's) independent of the log's s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -61,8 +62,6 @@ def json_loads_rate(log: Path, work: Path) -> tuple[float, int]:
 
 
 def replay(log: Path, learner: str, work: Path, extra: list[str]) -> tuple[float, float, dict]:
-    import json
-
     db = work / f"{learner}.db"
     db.unlink(missing_ok=True)
     cmd = [*CLI, "replay", str(log), "--learner", learner, "--dim", "16", "--db", f"sqlite:///{db}",
@@ -129,6 +128,7 @@ def main() -> None:
     if args.window:
         w = f"{args.window:g}"
         variants.append((f"windows {w} s", ["--click-window", w, "--conversion-window", w]))
+    results = []
     print(f"{'log':>12} {'join windows':>16} {'learner':>12} {'events':>9} {'ev/s':>9} {'target':>8} "
           f"{'json ev/s':>9} {'ratio':>6} {'target':>6} {'peak RSS':>9} {'target':>7}  {'sort':>8} cpu-ratio")
     for path, learners in logs:
@@ -151,10 +151,15 @@ def main() -> None:
                       f"{TARGETS.get(learner, 0):>8,} {base_rate:>9,.0f} {ratio:>5.2f}× {RATIO_TARGET:>5}× "
                       f"{rss:>6,.0f} MB {RSS_TARGET_MB:>4} MB  {sort.get('mode'):>8} "
                       f"{statistics.median(cpu_ratios):>5.2f}×", flush=True)
+                results.append({"log": path.name, "windows": name, "learner": learner, "events": summary["events"],
+                                "events_per_second": round(rate), "json_loads_per_second": round(base_rate),
+                                "ratio": round(ratio, 3), "cpu_ratio": round(statistics.median(cpu_ratios), 3),
+                                "peak_rss_mb": round(rss), "sort": sort.get("mode")})
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; ev/s and ratio: median of "
           f"{args.repeat} (ratio per run against the json.loads loop run just before it); RSS: the largest; "
           "cpu-ratio: the same ratio in CPU seconds (user + system) of the two children, less sensitive to a "
           "loaded machine than wall time")
+    print("JSON " + json.dumps({"benchmark": "replay_throughput", "load_average": os.getloadavg(), "results": results}))
 
 
 if __name__ == "__main__":
