@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--scale-learners", default="diag-linucb")
     ap.add_argument("--window", type=float, default=0.0,
                     help="also replay with click and conversion windows of this many seconds")
+    ap.add_argument("--window-only", action="store_true", help="with --window: skip the default windows")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="replay-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -128,6 +129,8 @@ def main() -> None:
     if args.window:
         w = f"{args.window:g}"
         variants.append((f"windows {w} s", ["--click-window", w, "--conversion-window", w]))
+        if args.window_only:
+            variants = variants[1:]
     results = []
     print(f"{'log':>12} {'join windows':>16} {'learner':>12} {'events':>9} {'ev/s':>9} {'target':>8} "
           f"{'json ev/s':>9} {'ratio':>6} {'target':>6} {'peak RSS':>9} {'target':>7}  {'sort':>8} cpu-ratio")
