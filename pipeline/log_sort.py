@@ -44,7 +44,7 @@ from banditloop.core.events import (
     decode_log_event,
     parse_ts,
 )
-from banditloop.pipeline.logs import StrictModeError, iter_lines
+from banditloop.pipeline.logs import StrictModeError, open_log
 
 #: default budget for the events held while sorting (``replay --memory-budget``)
 DEFAULT_MEMORY_BUDGET = 128 * 1024 * 1024
@@ -64,6 +64,21 @@ _key_decoder = msgspec.json.Decoder(_Key)
 _block_encoder = msgspec.msgpack.Encoder()
 _block_decoder = msgspec.msgpack.Decoder(list[tuple[float, int, int, Event]])
 _LENGTH = struct.Struct("<Q")
+
+
+def line_chunks(path: Path, size: int = 1 << 20) -> Iterator[tuple[int, list[bytes]]]:
+    """The lines of a log (gzip detected) a chunk at a time: (number of the first, raw lines), numbered
+    and split as iterating over the file would (blank lines included, not yet stripped)."""
+    number = 1
+    rest = b""
+    with open_log(path) as fh:
+        while chunk := fh.read(size):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            yield number, lines
+            number += len(lines)
+    if rest:
+        yield number, [rest]
 
 
 def line_key(raw: bytes, number: int) -> Key | None:
@@ -123,7 +138,7 @@ class SortedLog:
         recent: deque[Key] = deque()
         sims: dict[int, tuple[list[Key], list[Key | None]]] | None = None  # capacity: (held, [last emitted])
         on_lines = self.on_lines
-        for number, raw in iter_lines(self.path):
+        for number, raw in self._lines():
             self.lines += 1
             size += len(raw)
             if on_lines is not None and self.lines % 4096 == 0:
@@ -179,11 +194,45 @@ class SortedLog:
     def _budget_capacity(self, mean_line: float) -> int:
         return max(16, self.memory_budget // bytes_per_event(mean_line))
 
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        """(line number, stripped line) of every non-blank line, as ``iter_lines`` but read in chunks."""
+        for first, lines in line_chunks(self.path):
+            for number, raw in enumerate(lines, first):
+                raw = raw.strip()
+                if raw:
+                    yield number, raw
+
     # -- pass 2 ---------------------------------------------------------------------------------
+    def _in_file_order(self) -> Iterator[Event]:
+        """Pass 2 for a log already in event-time order (pass 1 proved it): no buffer, no keys."""
+        last_ts, last_order = -1.0, 0
+        errors = self.errors
+        order_of = _TYPE_ORDER
+        for first, lines in line_chunks(self.path):
+            for number, raw in enumerate(lines, first):
+                raw = raw.strip()
+                if not raw:
+                    continue
+                try:
+                    event = decode_log_event(raw)
+                except InvalidEvent as exc:
+                    self.invalid += 1
+                    if len(errors) < self.keep_errors:
+                        errors.append((number, exc.reason))
+                    if self.on_invalid is not None:
+                        self.on_invalid(number, raw, exc.reason)
+                    continue
+                ts, order = event.ts, order_of[event.__class__]
+                if ts < last_ts or (ts == last_ts and order < last_order):
+                    raise RuntimeError(f"{self.path} changed while it was being replayed")
+                last_ts, last_order = ts, order
+                self.events += 1
+                yield event
+
     def _decoded(self) -> Iterator[tuple[float, int, int, Event | None]]:
         """Every line with a key, decoded, in file order (invalid ones as ``None`` placeholders)."""
         errors = self.errors
-        for number, raw in iter_lines(self.path):
+        for number, raw in self._lines():
             try:
                 event = decode_log_event(raw)
             except InvalidEvent as exc:
@@ -199,6 +248,9 @@ class SortedLog:
             yield (event.ts, _TYPE_ORDER[event.__class__], number, event)
 
     def __iter__(self) -> Iterator[Event]:
+        if self.mode == "sorted":
+            yield from self._in_file_order()
+            return
         if self.mode == "external":
             merged: Iterator[tuple[float, int, int, Event | None]] = self._merge(self._spill())
         else:

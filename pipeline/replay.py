@@ -98,10 +98,12 @@ def _learn_events(path: Path, loaded: SortedLog, run: LearningRun, start: int, c
         for _ in itertools.islice(events, start):  # covered by the resumed checkpoint
             pass
         position = start
+        advance, process = run.join.advance, run.join.process  # run.process(event), without a call
         for event in events:
-            run.process(event)
+            advance(event.ts)
+            process(event)
             position += 1
-            if store is not None and timer.due():
+            if store is not None and position % 64 == 0 and timer.due():  # the flag is checked every 64 events
                 run.invalid = carried_invalid + loaded.invalid
                 run.checkpoint(store, {**source, "events": position})
                 checkpoints += 1
