@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--scale-learners", default="diag-linucb")
     ap.add_argument("--window", type=float, default=0.0,
                     help="also replay with click and conversion windows of this many seconds")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the json.loads loop (memory figures only)")
     ap.add_argument("--window-only", action="store_true", help="with --window: skip the default windows")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="replay-bench-"))
@@ -141,7 +142,9 @@ def main() -> None:
                 rates, ratios, rss_seen, cpu_ratios = [], [], [], []
                 summary: dict = {}
                 for _ in range(args.repeat):
-                    base, _lines = json_loads_rate(path, work)  # the baseline beside every run
+                    # the baseline beside every run
+                    base, _lines = (float("nan"), 1) if args.no_baseline else json_loads_rate(path, work)
+                    CPU.setdefault("json", float("nan"))
                     seconds, rss, summary = replay(path, learner, work, extra)
                     rates.append(summary["events"] / seconds)
                     ratios.append(rates[-1] / base)
