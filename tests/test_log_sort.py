@@ -97,3 +97,23 @@ def test_replay_in_bounded_memory_learns_the_same_parameters(tmp_path, learner):
         {k: v for k, v in whole.items() if k not in ("model", "sort") and "second" not in k}
     assert_states_equal(store.latest("bounded").state, store.latest("whole").state, rtol=0, atol=0)
     store.close()
+
+
+def test_cli_memory_budget_and_tmpdir(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_cli import banditloop
+
+    lines = _lines(1500)
+    random.Random(4).shuffle(lines)
+    _write(tmp_path / "log.jsonl", lines)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    out = banditloop("replay", "log.jsonl", "--learner", "ts", "--memory-budget", "0.02", "--tmpdir", str(spill),
+                     "--json", "--quiet", cwd=tmp_path)
+    summary = json.loads(out.stdout)
+    assert summary["sort"]["mode"] == "external" and summary["events"] == 1800 and not list(spill.iterdir())
+    bad = subprocess.run([sys.executable, "-m", "banditloop.cli", "replay", "log.jsonl", "--learner", "ts",
+                          "--memory-budget", "0"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and "memory-budget" in bad.stderr
