@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -99,6 +100,10 @@ def scaled(log: Path, times: int, out: Path) -> Path:
     return out
 
 
+def _rounded(value: float, digits: int = 0) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--log", type=Path, default=None, help="an existing log (else simulated into --work)")
@@ -158,8 +163,8 @@ def main() -> None:
                       f"{rss:>6,.0f} MB {RSS_TARGET_MB:>4} MB  {sort.get('mode'):>8} "
                       f"{statistics.median(cpu_ratios):>5.2f}×", flush=True)
                 results.append({"log": path.name, "windows": name, "learner": learner, "events": summary["events"],
-                                "events_per_second": round(rate), "json_loads_per_second": round(base_rate),
-                                "ratio": round(ratio, 3), "cpu_ratio": round(statistics.median(cpu_ratios), 3),
+                                "events_per_second": round(rate), "json_loads_per_second": _rounded(base_rate),
+                                "ratio": _rounded(ratio, 3), "cpu_ratio": _rounded(statistics.median(cpu_ratios), 3),
                                 "peak_rss_mb": round(rss), "sort": sort.get("mode")})
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; ev/s and ratio: median of "
           f"{args.repeat} (ratio per run against the json.loads loop run just before it); RSS: the largest; "
