@@ -229,6 +229,73 @@ def decode_event(raw: bytes | str) -> Event:
     return _validate(event)
 
 
+class _LoggedImpression(msgspec.Struct, tag="impression", tag_field="type", kw_only=True, gc=False):
+    """:class:`Impression` as :func:`decode_log_event` reads it: the candidates are kept raw and decoded
+    once per distinct list (a log repeats the same candidate list on most lines)."""
+
+    event_id: _Id
+    ts: _Timestamp
+    impression_id: _Id
+    arm: _ArmIn
+    context: _Features = {}
+    user_id: str | None = None
+    candidates: msgspec.Raw = msgspec.Raw(b"null")
+    arm_features: _ArmFeatures | None = None
+    position: _Position | None = None
+    propensity: _Propensity | None = None
+    policy: str | None = None
+
+
+_log_decoder = msgspec.json.Decoder(_LoggedImpression | Click | Conversion)
+_candidates_decoder = msgspec.json.Decoder(_Candidates | None)
+#: decoded candidate lists by their raw bytes: (list, set) shared by every event that repeats them
+_candidate_lists: dict[bytes, tuple[list[str], frozenset[str]] | None] = {}
+_MAX_CANDIDATE_LISTS = 1024
+
+
+def decode_log_event(raw: bytes) -> Event:
+    """:func:`decode_event` for logs and other streams that repeat candidate lists: the same event, the
+    same checks (and, for a refused line, the same reason), about twice as fast on typical impressions.
+
+    Each distinct candidate list is decoded and checked once and then shared, read-only, by every
+    event that repeats it (``candidates`` of such events is the same list object: do not mutate it).
+
+    >>> line = b'{"type":"impression","event_id":"e","ts":1,"impression_id":"i","arm":2,"candidates":[1,2]}'
+    >>> decode_log_event(line) == decode_event(line)
+    True
+    """
+    if len(raw) > MAX_EVENT_BYTES:
+        return decode_event(raw)  # raises, with today's reason
+    try:
+        event = _log_decoder.decode(raw)
+    except msgspec.DecodeError:  # ValidationError too: the reference decoder says why
+        return decode_event(raw)
+    if event.__class__ is not _LoggedImpression:
+        if event.ts.__class__ is str:
+            event.ts = parse_ts(event.ts)
+        return event
+    key = bytes(event.candidates)
+    if key in _candidate_lists:
+        cached = _candidate_lists[key]
+    else:
+        try:
+            listed = _candidates_decoder.decode(key)
+        except msgspec.DecodeError:
+            return decode_event(raw)
+        cached = None if listed is None else (list(map(str, listed)), frozenset(map(str, listed)))
+        if len(_candidate_lists) >= _MAX_CANDIDATE_LISTS:
+            _candidate_lists.clear()
+        _candidate_lists[key] = cached
+    ts = event.ts if event.ts.__class__ is not str else parse_ts(event.ts)
+    arm = event.arm if event.arm.__class__ is str else str(event.arm)
+    if cached is not None and arm not in cached[1]:
+        raise InvalidEvent("arm: not among the candidates")
+    return Impression(event_id=event.event_id, ts=ts, impression_id=event.impression_id, arm=arm,
+                      context=event.context, user_id=event.user_id,
+                      candidates=None if cached is None else cached[0], arm_features=event.arm_features,
+                      position=event.position, propensity=event.propensity, policy=event.policy)
+
+
 def encode_event(event: Event) -> bytes:
     """Compact JSON for a validated event (``ts`` as epoch seconds)."""
     return _encoder.encode(event)

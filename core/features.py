@@ -211,6 +211,50 @@ class Featurizer:
                     x[index] += sign * (num_a * num_b)
         return x
 
+    def matrix(self, rows: Sequence[Mapping[str, float | str]]) -> np.ndarray:
+        """:meth:`transform` of every row, stacked, bit for bit (the same additions in the same order).
+
+        Consecutive rows with the same keys in the same order and only numbers (a log's contexts, as a
+        rule) share one layout: each column is placed or hashed once for all of them. Other rows, and
+        every row when there are interactions, go through :meth:`values`.
+
+        >>> f = Featurizer(FeatureSpec(dim=6, numeric=("a",)))
+        >>> rows = [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}, {"c": "x"}]
+        >>> bool((f.matrix(rows) == np.array([f.values(r) for r in rows])).all())
+        True
+        """
+        out = np.zeros((len(rows), self.spec.dim))
+        if self.spec.bias:
+            out[:, 0] = 1.0
+        if self.spec.interactions:
+            for i, row in enumerate(rows):
+                out[i] = self.values(row)
+            return out
+        start = 0
+        while start < len(rows):
+            keys = tuple(rows[start])
+            end = start + 1
+            while end < len(rows) and tuple(rows[end]) == keys:
+                end += 1
+            self._fill(out[start:end], keys, rows[start:end])
+            start = end
+        return out
+
+    def _fill(self, out: np.ndarray, keys: tuple[str, ...], rows: Sequence[Mapping[str, float | str]]) -> None:
+        """Rows of ``out`` for ``rows``, which all have ``keys`` in that order."""
+        values = np.array([list(row.values()) for row in rows]) if keys else np.zeros((len(rows), 0))
+        if values.dtype != np.float64:  # strings among the values: row by row
+            for i, row in enumerate(rows):
+                out[i] = self.values(row)
+            return
+        slots = self._slots
+        for j, name in enumerate(keys):
+            if name in slots:
+                out[:, slots[name]] = values[:, j]
+            elif self._hash_dim > 0:
+                index, sign = self._bucket(name)
+                out[:, index] += sign * values[:, j]
+
     def _transform_into(self, features: Mapping[str, float | str], x: np.ndarray) -> np.ndarray:
         x[:] = self.values(features)
         return x

@@ -154,6 +154,31 @@ class BetaTS(SampledPolicy, Learner):
             self._arrays["successes"][:n] *= self.discount
             self._arrays["failures"][:n] *= self.discount
 
+    def learn_sequence(self, kinds: np.ndarray, rows: np.ndarray, X: np.ndarray | None, values: np.ndarray) -> bool:
+        """``learn_impression`` (kind 0), ``learn_reward`` (1, ``values`` = increment) and ``learn_close``
+        (2, ``values`` = final reward) for arm rows ``rows`` (from ``rows_of``) in this order, bit for bit:
+        ``np.add.at`` adds each statistic's terms in sequence. False (nothing learned) when discounting,
+        which needs the calls one by one."""
+        if self.discount < 1.0:
+            return False
+        a = self._arrays
+        rewarded = kinds == 1
+        np.add.at(a["successes"], rows[rewarded], values[rewarded])
+        if self.pending == "failure":  # +1 per impression, -reward per reward, in their order
+            touched = kinds != 2
+            np.add.at(a["failures"], rows[touched], np.where(kinds == 0, 1.0, -values)[touched])
+        else:
+            closed = kinds == 2
+            np.add.at(a["failures"], rows[closed], 1.0 - values[closed])
+        c = self.counters
+        c["impressions"] += float(np.count_nonzero(kinds == 0))  # sums of 1.0: exact
+        reward_sum = c["reward_sum"]
+        for reward in values[rewarded].tolist():
+            reward_sum += reward
+        c["reward_sum"] = reward_sum
+        c["rewards"] += float(np.count_nonzero(rewarded))
+        return True
+
     def learn_batch(self, arms: Sequence[str], X: np.ndarray | None, rewards: np.ndarray,
                     shared: np.ndarray | None = None) -> None:
         self.learn_batch_rows(self.rows_of(arms), np.asarray(rewards, dtype=float))

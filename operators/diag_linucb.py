@@ -68,6 +68,26 @@ class DiagLinUCB(Learner):
         self._arrays["b"][r] += reward * x
         self._count(reward=reward, rewarded=1.0)
 
+    def learn_sequence(self, kinds: np.ndarray, rows: np.ndarray, X: np.ndarray | None, values: np.ndarray) -> bool:
+        """``learn_impression`` (kind 0) and ``learn_reward`` (1, ``values`` = increment) for arm rows
+        ``rows`` (from ``rows_of``) and contexts ``X`` in this order, bit for bit: ``np.add.at`` adds each
+        statistic's terms in sequence (``learn_close`` learns nothing here)."""
+        assert X is not None
+        seen = kinds == 0
+        rewarded = kinds == 1
+        r, Xs = rows[seen], X[seen]
+        np.add.at(self._d, r, Xs * Xs)
+        np.add.at(self._n, r, 1.0)
+        np.add.at(self._b, rows[rewarded], values[rewarded][:, None] * X[rewarded])
+        c = self.counters
+        c["impressions"] += float(r.size)  # sums of 1.0: exact
+        reward_sum = c["reward_sum"]
+        for reward in values[rewarded].tolist():
+            reward_sum += reward
+        c["reward_sum"] = reward_sum
+        c["rewards"] += float(np.count_nonzero(rewarded))
+        return True
+
     def learn_batch(self, arms: Sequence[str], X: np.ndarray, rewards: np.ndarray,
                     shared: np.ndarray | None = None) -> None:
         rows = self.rows_of(arms)

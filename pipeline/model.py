@@ -8,7 +8,7 @@ checkpoint, so a scorer or a restarted worker featurizes exactly as the learner 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,13 @@ class Vectorizer:
             raise ValueError("featurized context is not finite")
         return np.array(values)
 
+    def x_many(self, contexts: Sequence[Mapping[str, float | str]]) -> np.ndarray:
+        """:meth:`x` of each context, stacked (bit for bit, see ``Featurizer.matrix``)."""
+        X = self.context.matrix(contexts)
+        if not np.isfinite(X).all():
+            raise ValueError("featurized context is not finite")
+        return X
+
     def z(self, context: Mapping[str, float | str],
           arm_features: Mapping[str, float | str] | None) -> np.ndarray | None:
         if self.shared is None:
@@ -119,6 +126,10 @@ class Vectorizer:
         return {arm: self.shared.cross(context, arm_features.get(arm, {})) for arm in candidates}
 
 
+#: the context of an open impression whose vectors are stored (the join keeps no context then)
+_NO_CONTEXT: dict[str, float | str] = {}
+
+
 class LearnerSink:
     """Feeds the join's output into a learner: impressions at once, reward increments later, and the
     closing of each feedback window (only to learners that learn then, ``learns_at_close``).
@@ -128,13 +139,106 @@ class LearnerSink:
     a uniformly random log gets weight 1): the context, shared vector and reward increment are scaled by
     ``√w``, which multiplies every sufficient statistic of a learner with ``weighted_updates`` by ``w``
     exactly. Impressions without a propensity get weight 1 and are counted in ``unweighted``.
+
+    With ``batch`` > 0 (replay) the calls are queued and applied ``batch`` at a time by :meth:`flush`:
+    the contexts featurized as one matrix, then the learner's updates in the order of the calls, with
+    the same arguments, so the learner ends bit for bit where it would have. Whoever reads the learner
+    (checkpoints, summaries) flushes first (``LearningRun.snapshot`` does).
     """
 
-    def __init__(self, learner: Learner, vectorizer: Vectorizer, ips_clip: float | None = None) -> None:
+    def __init__(self, learner: Learner, vectorizer: Vectorizer, ips_clip: float | None = None,
+                 batch: int = 0) -> None:
         self.learner = learner
         self.vectorizer = vectorizer
         self.ips_clip = ips_clip
+        self.batch = batch
         self.unweighted = 0
+        #: queued calls: (0 impression | 1 reward | 2 close, impression, delta or final reward)
+        self._queue: list[tuple[int, OpenImpression, float]] = []
+
+    def _queued(self, kind: int, imp: OpenImpression, value: float) -> None:
+        queue = self._queue
+        queue.append((kind, imp, value))
+        if len(queue) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the queued calls (see the class docstring)."""
+        queue = self._queue
+        if not queue:
+            return
+        self._queue = []
+        learner = self.learner
+        context_free = learner.close_without_context  # such learners read no context at all
+        rows: dict[int, int] = {}
+        imps: list[OpenImpression] = []
+        if not context_free:
+            for _, imp, _ in queue:
+                if id(imp) not in rows:
+                    rows[id(imp)] = len(imps)
+                    imps.append(imp)
+        X = self._matrix(imps) if imps else None
+        sequence = getattr(learner, "learn_sequence", None)
+        if sequence is not None and self.vectorizer.shared is None:
+            kinds = np.fromiter((op[0] for op in queue), dtype=np.int8, count=len(queue))
+            values = np.fromiter((op[2] for op in queue), dtype=float, count=len(queue))
+            Xq = None if X is None else X[[rows[id(imp)] for _, imp, _ in queue]]  # one row per call
+            if self.ips_clip is not None:
+                scale = np.fromiter((self._scale(imp) for _, imp, _ in queue), dtype=float, count=len(queue))
+                values = values * scale
+                Xq = None if Xq is None else Xq * scale[:, None]
+            arm_rows = learner.rows_of([imp.arm for _, imp, _ in queue])
+            if sequence(kinds, arm_rows, Xq, values):
+                return
+        self._apply(queue, X, rows)
+
+    def _apply(self, queue: list[tuple[int, OpenImpression, float]], X: np.ndarray | None,
+               rows: dict[int, int]) -> None:
+        """The queued calls one by one, each context a row of ``X`` (rows by ``id`` of the impression)."""
+        learner = self.learner
+        v = self.vectorizer
+        shared = v.shared is not None
+        ips = self.ips_clip is not None
+        for kind, imp, value in queue:
+            if X is None:  # a context-free learner (weighted updates need a context: never with ips_clip)
+                x = z = None
+            else:
+                x = X[rows[id(imp)]]
+                z = (None if imp.z is None else np.frombuffer(imp.z)) if imp.x is not None else (
+                    v.z(imp.context, imp.arm_features) if shared else None)
+            if ips and X is not None:
+                s = self._scale(imp)
+                x, z, value = (None if x is None else x * s), (None if z is None else z * s), value * s
+            if kind == 0:
+                learner.learn_impression(imp.arm, x, z)  # type: ignore[arg-type]
+            elif kind == 1:
+                learner.learn_reward(imp.arm, x, value, z)  # type: ignore[arg-type]
+            else:
+                learner.learn_close(imp.arm, x, value, z)
+
+    def _matrix(self, imps: list[OpenImpression]) -> np.ndarray:
+        """The context vectors of ``imps``, one row each: as stored (``imp.x``), else featurized as one
+        matrix, and then stored, with the shared vector, so the join can drop the context (as
+        :meth:`on_impression` does event at a time)."""
+        fresh = [i for i, imp in enumerate(imps) if imp.x is None]
+        Xf = self.vectorizer.x_many([imps[i].context for i in fresh]) if fresh else None
+        if Xf is not None and len(fresh) == len(imps):
+            X = Xf
+        else:
+            X = np.empty((len(imps), len(imps[0].x) // 8 if Xf is None else Xf.shape[1]))
+            for i, imp in enumerate(imps):
+                if imp.x is not None:
+                    X[i] = np.frombuffer(imp.x)
+            if Xf is not None:
+                X[fresh] = Xf
+        if Xf is not None and X.dtype == np.float64:
+            v = self.vectorizer
+            for i in fresh:
+                imp = imps[i]
+                z = v.z(imp.context, imp.arm_features)
+                imp.x, imp.z = X[i].tobytes(), None if z is None else z.tobytes()
+                imp.context, imp.arm_features = _NO_CONTEXT, None
+        return X
 
     def _scale(self, imp: OpenImpression) -> float:
         if imp.propensity is None or self.ips_clip is None:
@@ -149,6 +253,11 @@ class LearnerSink:
         return v.x(imp.context), v.z(imp.context, imp.arm_features)
 
     def on_impression(self, imp: OpenImpression) -> None:
+        if self.batch:
+            if self.ips_clip is not None and imp.propensity is None:
+                self.unweighted += 1
+            self._queued(0, imp, 0.0)
+            return
         v = self.vectorizer
         x, z = v.x(imp.context), v.z(imp.context, imp.arm_features)
         if x.dtype == np.float64 and (z is None or z.dtype == np.float64):  # exact bytes: learning is unchanged
@@ -161,6 +270,9 @@ class LearnerSink:
         self.learner.learn_impression(imp.arm, x, z)
 
     def on_reward(self, imp: OpenImpression, delta: float) -> None:
+        if self.batch:
+            self._queued(1, imp, delta)
+            return
         x, z = self._vectors(imp)
         if self.ips_clip is not None:
             s = self._scale(imp)
@@ -170,6 +282,9 @@ class LearnerSink:
     def on_close(self, imp: OpenImpression) -> None:
         learner = self.learner
         if not learner.learns_at_close:
+            return
+        if self.batch:
+            self._queued(2, imp, imp.applied)
             return
         if learner.close_without_context:
             learner.learn_close(imp.arm, None, imp.applied, None)

@@ -63,10 +63,15 @@ class LearningRun:
         return {**self.join.counters, "invalid": self.invalid}
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Apply the learner updates the sink has queued (``LearnerSink.batch``)."""
+        self.sink.flush()
+
     def snapshot(self, source: dict[str, Any]) -> Checkpoint:
         """A checkpoint whose join state is a delta on :attr:`version` when it can be (the store
         writes ``full_join_state()`` instead when that version is gone); call :meth:`saved` once
-        it is durable."""
+        it is durable. Queued learner updates are applied first."""
+        self.sink.flush()
         return Checkpoint(model=self.model, shard=self.shard, config=self.config.to_dict(),
                           state=self.learner.export_state(), join_state=self.join.export_checkpoint(self.version),
                           counters=self.counters(), source=source, full_join_state=self.join.export_state)

@@ -24,17 +24,13 @@ def assert_states_equal(a: LearnerState, b: LearnerState, rtol: float = 1e-9, at
 def replay_interrupted(path, config, model, store, cut, monkeypatch):
     """Replay the first ``cut`` events of the log (as if the run had stopped there), then resume
     with the whole log; returns the resumed run's summary."""
-    import banditloop.pipeline.replay as replay_module
+    import itertools
+
+    from banditloop.pipeline.log_sort import SortedLog
     from banditloop.pipeline.replay import ReplayOptions, replay_log
 
-    real_load = replay_module.load_log
-
-    def truncated(*args, **kwargs):
-        loaded = real_load(*args, **kwargs)
-        loaded.events = loaded.events[:cut]
-        return loaded
-
-    monkeypatch.setattr(replay_module, "load_log", truncated)
+    real_iter = SortedLog.__iter__
+    monkeypatch.setattr(SortedLog, "__iter__", lambda self: itertools.islice(real_iter(self), cut))
     replay_log(path, config, model, store, ReplayOptions(quiet=True))
-    monkeypatch.setattr(replay_module, "load_log", real_load)
+    monkeypatch.setattr(SortedLog, "__iter__", real_iter)
     return replay_log(path, config, model, store, ReplayOptions(quiet=True, resume=True))

@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="append invalid and unmatched events with their reason to this JSON-lines file")
     p.add_argument("--checkpoint-interval", type=positive_float, default=30.0, metavar="SECONDS",
                    help="checkpoint this often while learning (and at the end)")
+    p.add_argument("--memory-budget", type=positive_float, default=128.0, metavar="MB",
+                   help="memory for sorting the log by event time (MiB): logs in nearly event-time order need "
+                        "little of it; others are sorted in runs of this size spilled to --tmpdir and merged")
+    p.add_argument("--tmpdir", default=None, metavar="DIR",
+                   help="where sorted runs are spilled (default: $TMPDIR); removed when replay ends")
     p.add_argument("--ips-weight", action="store_true",
                    help="off-policy learning: weight each update by the clipped inverse propensity "
                         "min(1/(K·propensity), --ips-clip) (learners with weighted updates: see `learners`)")
@@ -82,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         summary = replay_log(log, config, model, store,
                              ReplayOptions(strict=args.strict, resume=args.resume, dead_letters=args.dead_letters,
                                            quiet=args.quiet or args.json,
-                                           checkpoint_interval=args.checkpoint_interval))
+                                           checkpoint_interval=args.checkpoint_interval,
+                                           memory_budget=int(args.memory_budget * 1024 * 1024),
+                                           tmpdir=args.tmpdir))
     finally:
         store.close()
     if summary["checkpoints"] == 0:
