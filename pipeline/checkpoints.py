@@ -31,28 +31,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    create_engine,
-    delete,
-    func,
-    select,
-    update,
-)
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError, ProgrammingError
-from sqlalchemy.orm import Session
 
 from banditloop.pipeline import join_links
-from banditloop.pipeline.checkpoint_tables import DEFAULT_SHARD, Base, CheckpointRow, JoinLinkRow, ModelRow
+from banditloop.pipeline.checkpoint_tables import (
+    DEFAULT_SHARD,
+    checkpoints_table,
+    join_links_table,
+    metadata,
+    models_table,
+)
 from banditloop.pipeline.database import DEFAULT_DB_URL, DEFAULT_KEEP, default_db_url, sqlite_path
 from banditloop.pipeline.leases import LeaseLost, check_fence, claim_shards, shard_leases
 from banditloop.pipeline.retention import JOIN_STATE_VERSIONS, prune_model
+
+#: the columns of ``banditloop_checkpoints``
+cols = checkpoints_table.c
 
 if TYPE_CHECKING:  # numpy is imported only where states are encoded or decoded (fast `banditloop models`)
     from banditloop.core.state_codec import LearnerState
 
 __all__ = ["DEFAULT_DB_URL", "DEFAULT_KEEP", "DEFAULT_SHARD", "JOIN_STATE_VERSIONS", "POSTGRES_TIMEOUTS",
-           "Checkpoint", "CheckpointRow", "CheckpointStore", "LeaseLost", "ModelSummary", "ShardHead",
+           "Checkpoint", "checkpoints_table", "CheckpointStore", "LeaseLost", "ModelSummary", "ShardHead",
            "default_db_url"]
 
 #: PostgreSQL session limits, so that no stalled process (a paused worker in the middle of a
@@ -118,7 +120,7 @@ def decode_state(arrays: bytes, meta: str) -> LearnerState:
     return state_codec.decode_state(arrays, meta)
 
 
-def _row_to_checkpoint(row: CheckpointRow, session: Session | None = None) -> Checkpoint:
+def _row_to_checkpoint(row: Row[Any], session: Connection | None = None) -> Checkpoint:
     """With ``session``, the join-state chain is read too (:class:`CorruptState` when it is broken)."""
     chain = join_links.chain(session, row.model, row.shard, row.version) if session is not None else ()
     return Checkpoint(model=row.model, shard=row.shard, version=row.version, config=row.config,
@@ -160,9 +162,9 @@ class CheckpointStore:
             kwargs["connect_args"] = {"options": options}
         self.engine = engine or create_engine(self.url, **kwargs)
         try:  # (a new table, e.g. the join links, can be created by two workers starting at once)
-            Base.metadata.create_all(self.engine)
+            metadata.create_all(self.engine)
         except (IntegrityError, ProgrammingError):
-            Base.metadata.create_all(self.engine)
+            metadata.create_all(self.engine)
 
     def replace_on_next_save(self, model: str) -> None:
         """Make the next write of ``model`` delete every earlier row of it, in the same transaction.
@@ -204,7 +206,7 @@ class CheckpointStore:
     def _save_once(self, checkpoints: Sequence[Checkpoint], fence: Mapping[str, int] | None = None) -> list[int]:
         now = datetime.now(UTC)
         versions: list[int] = []
-        with Session(self.engine) as session, session.begin():
+        with self.engine.begin() as session:
             if fence:
                 check_fence(session, checkpoints[0].model, fence)
             next_version: dict[str, int] = {}
@@ -216,19 +218,19 @@ class CheckpointStore:
                 next_version[cp.model] += 1
                 arrays, meta = encode_state(cp.state)
                 base = self._delta_base(session, cp)
-                session.add(CheckpointRow(
+                session.execute(insert(checkpoints_table).values(
                     model=cp.model, shard=cp.shard, version=version, learner=cp.state.kind,
                     config=cp.config, state_arrays=arrays, state_meta=meta, join_state=cp.join_state,
                     counters=_jsonable(cp.counters), source=_jsonable(cp.source), created_at=now))
                 if base is not None:
-                    session.add(JoinLinkRow(model=cp.model, version=version, shard=cp.shard, base=base))
+                    session.execute(insert(join_links_table).values(model=cp.model, version=version, shard=cp.shard,
+                                                                    base=base))
                 versions.append(version)
-            session.flush()
             for model in next_version:
                 first_new = min(v for cp, v in zip(checkpoints, versions, strict=True) if cp.model == model)
                 if model in self._replace:
-                    session.execute(delete(CheckpointRow).where(CheckpointRow.model == model,
-                                                                CheckpointRow.version < first_new))
+                    session.execute(delete(checkpoints_table).where(cols.model == model,
+                                                                cols.version < first_new))
                     join_links.forget(session, model, below=first_new)
                 self._prune(session, model, self.keep)
         self._replace.difference_update(cp.model for cp in checkpoints)
@@ -236,7 +238,7 @@ class CheckpointStore:
             cp.version, cp.created_at = version, now
         return versions
 
-    def _delta_base(self, session: Session, cp: Checkpoint) -> int | None:
+    def _delta_base(self, session: Connection, cp: Checkpoint) -> int | None:
         """The base of ``cp``'s join state if it is a delta on the shard's newest version; any other delta
         (its base replaced or pruned, or a stored delta saved again) becomes ``cp.full_join_state()``, or
         the full state its chain adds up to."""
@@ -249,17 +251,17 @@ class CheckpointStore:
         return None
 
     @staticmethod
-    def _allocate(session: Session, model: str, count: int) -> int:
+    def _allocate(session: Connection, model: str, count: int) -> int:
         """Reserve ``count`` consecutive versions of ``model``; returns the first."""
-        bumped = session.execute(update(ModelRow).where(ModelRow.name == model)
-                                 .values(next_version=ModelRow.next_version + count)
-                                 .returning(ModelRow.next_version)).first()
+        bumped = session.execute(update(models_table).where(models_table.c.name == model)
+                                 .values(next_version=models_table.c.next_version + count)
+                                 .returning(models_table.c.next_version)).first()
         if bumped is not None:
             return bumped[0] - count
-        first = (session.scalar(select(func.max(CheckpointRow.version)).where(CheckpointRow.model == model))
+        first = (session.scalar(select(func.max(cols.version)).where(cols.model == model))
                  or 0) + 1
-        session.add(ModelRow(name=model, next_version=first + count))
-        session.flush()  # a concurrent creator makes this fail: the caller retries
+        # a concurrent creator makes this fail: the caller retries
+        session.execute(insert(models_table).values(name=model, next_version=first + count))
         return first
 
     # -- fencing (see banditloop.pipeline.leases) -------------------------------------------
@@ -273,7 +275,7 @@ class CheckpointStore:
         return shard_leases(self.engine, model)
 
     @staticmethod
-    def _prune(session: Session, model: str, keep: int) -> int:
+    def _prune(session: Connection, model: str, keep: int) -> int:
         """Apply the retention policy to ``model`` (see the module docstring); returns rows deleted."""
         return prune_model(session, model, keep)
 
@@ -283,9 +285,9 @@ class CheckpointStore:
         keep = self.keep if keep is None else keep
         if keep < 0:
             raise ValueError("keep must be >= 0 (0 keeps every version)")
-        with Session(self.engine) as session, session.begin():
+        with self.engine.begin() as session:
             names = [model] if model is not None else session.scalars(
-                select(CheckpointRow.model).distinct().order_by(CheckpointRow.model)).all()
+                select(cols.model).distinct().order_by(cols.model)).all()
             return {name: self._prune(session, name, keep) for name in names}
 
     def compact(self) -> bool:
@@ -299,81 +301,81 @@ class CheckpointStore:
 
     # -- reading --------------------------------------------------------------------------------
     def latest(self, model: str, shard: str = DEFAULT_SHARD) -> Checkpoint | None:
-        with Session(self.engine) as session:
-            row = session.scalars(select(CheckpointRow)
-                                  .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
-                                  .order_by(CheckpointRow.version.desc()).limit(1)).first()
+        with self.engine.connect() as session:
+            row = session.execute(select(checkpoints_table)
+                                  .where(cols.model == model, cols.shard == shard)
+                                  .order_by(cols.version.desc()).limit(1)).first()
             return None if row is None else _row_to_checkpoint(row, session)
 
     def latest_version(self, model: str) -> int | None:
         """The newest version number of ``model`` (cheap: for hot-reload polling)."""
-        with Session(self.engine) as session:
-            return session.scalar(select(func.max(CheckpointRow.version)).where(CheckpointRow.model == model))
+        with self.engine.connect() as session:
+            return session.scalar(select(func.max(cols.version)).where(cols.model == model))
 
     def latest_per_shard(self, model: str, shards: Iterable[str] | None = None) -> list[Checkpoint]:
         """The newest checkpoint of every shard of ``model`` (or of the given shards)."""
-        with Session(self.engine) as session:
-            newest = (select(CheckpointRow.shard, func.max(CheckpointRow.version).label("v"))
-                      .where(CheckpointRow.model == model).group_by(CheckpointRow.shard).subquery())
-            query = select(CheckpointRow).join(
-                newest, (CheckpointRow.shard == newest.c.shard) & (CheckpointRow.version == newest.c.v)
-            ).where(CheckpointRow.model == model).order_by(CheckpointRow.shard)
+        with self.engine.connect() as session:
+            newest = (select(cols.shard, func.max(cols.version).label("v"))
+                      .where(cols.model == model).group_by(cols.shard).subquery())
+            query = select(checkpoints_table).join(
+                newest, (cols.shard == newest.c.shard) & (cols.version == newest.c.v)
+            ).where(cols.model == model).order_by(cols.shard)
             if shards is not None:
-                query = query.where(CheckpointRow.shard.in_(list(shards)))
-            return [_row_to_checkpoint(row) for row in session.scalars(query)]
+                query = query.where(cols.shard.in_(list(shards)))
+            return [_row_to_checkpoint(row) for row in session.execute(query)]
 
     def heads(self, model: str) -> list[ShardHead]:
         """The newest version of every shard of ``model`` (empty when the model does not exist)."""
-        with Session(self.engine) as session:
-            newest = (select(CheckpointRow.shard, func.max(CheckpointRow.version).label("v"))
-                      .where(CheckpointRow.model == model).group_by(CheckpointRow.shard).subquery())
+        with self.engine.connect() as session:
+            newest = (select(cols.shard, func.max(cols.version).label("v"))
+                      .where(cols.model == model).group_by(cols.shard).subquery())
             rows = session.execute(
-                select(CheckpointRow.shard, CheckpointRow.version, CheckpointRow.learner, CheckpointRow.config,
-                       CheckpointRow.source, CheckpointRow.created_at)
-                .join(newest, (CheckpointRow.shard == newest.c.shard) & (CheckpointRow.version == newest.c.v))
-                .where(CheckpointRow.model == model).order_by(CheckpointRow.shard)).all()
+                select(cols.shard, cols.version, cols.learner, cols.config,
+                       cols.source, cols.created_at)
+                .join(newest, (cols.shard == newest.c.shard) & (cols.version == newest.c.v))
+                .where(cols.model == model).order_by(cols.shard)).all()
             return [ShardHead(shard=r[0], version=r[1], learner=r[2], config=r[3], source=r[4] or {},
                               created_at=_aware(r[5])) for r in rows]
 
     def model_names(self) -> list[str]:
-        with Session(self.engine) as session:
-            return list(session.scalars(select(CheckpointRow.model).distinct().order_by(CheckpointRow.model)))
+        with self.engine.connect() as session:
+            return list(session.scalars(select(cols.model).distinct().order_by(cols.model)))
 
     def shard_versions(self, model: str, shard: str) -> list[int]:
         """Stored versions of one shard, newest first (to fall back past an unreadable one)."""
-        with Session(self.engine) as session:
-            return list(session.scalars(select(CheckpointRow.version)
-                                        .where(CheckpointRow.model == model, CheckpointRow.shard == shard)
-                                        .order_by(CheckpointRow.version.desc())))
+        with self.engine.connect() as session:
+            return list(session.scalars(select(cols.version)
+                                        .where(cols.model == model, cols.shard == shard)
+                                        .order_by(cols.version.desc())))
 
     def load(self, model: str, shard: str, version: int) -> Checkpoint | None:
         """One stored checkpoint (None when it is gone); :class:`CorruptState` when it cannot be decoded."""
-        with Session(self.engine) as session:
-            row = session.scalars(select(CheckpointRow).where(
-                CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == version)).first()
+        with self.engine.connect() as session:
+            row = session.execute(select(checkpoints_table).where(
+                cols.model == model, cols.shard == shard, cols.version == version)).first()
             return None if row is None else _row_to_checkpoint(row, session)
 
     def versions(self, model: str) -> list[tuple[int, str, datetime]]:
-        with Session(self.engine) as session:
-            rows = session.execute(select(CheckpointRow.version, CheckpointRow.shard, CheckpointRow.created_at)
-                                   .where(CheckpointRow.model == model).order_by(CheckpointRow.version))
+        with self.engine.connect() as session:
+            rows = session.execute(select(cols.version, cols.shard, cols.created_at)
+                                   .where(cols.model == model).order_by(cols.version))
             return [(v, s, _aware(c)) for v, s, c in rows]
 
     def models(self) -> list[ModelSummary]:
         summaries = []
-        with Session(self.engine) as session:
-            names = session.scalars(select(CheckpointRow.model).distinct().order_by(CheckpointRow.model)).all()
+        with self.engine.connect() as session:
+            names = session.scalars(select(cols.model).distinct().order_by(cols.model)).all()
             for name in names:
-                rows = session.execute(select(CheckpointRow.version, CheckpointRow.shard, CheckpointRow.learner,
-                                              CheckpointRow.created_at)
-                                       .where(CheckpointRow.model == name)
-                                       .order_by(CheckpointRow.version)).all()
+                rows = session.execute(select(cols.version, cols.shard, cols.learner,
+                                              cols.created_at)
+                                       .where(cols.model == name)
+                                       .order_by(cols.version)).all()
                 latest_by_shard: dict[str, int] = {}
                 for version, shard, _, _ in rows:
                     latest_by_shard[shard] = version
                 counters: dict[str, Any] = {}
-                for cp_counters in session.scalars(select(CheckpointRow.counters).where(
-                        CheckpointRow.model == name, CheckpointRow.version.in_(list(latest_by_shard.values())))):
+                for cp_counters in session.scalars(select(cols.counters).where(
+                        cols.model == name, cols.version.in_(list(latest_by_shard.values())))):
                     for key, value in (cp_counters or {}).items():
                         if isinstance(value, int | float):
                             counters[key] = counters.get(key, 0) + value

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
-from banditloop.pipeline.checkpoint_tables import CheckpointRow, JoinLinkRow
+from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_links_table
 from banditloop.pipeline.join_state import DELTA, read_header
 
 #: no chain is longer than this (a guard against a cycle in a damaged table)
@@ -31,22 +31,22 @@ def delta_base(join_state: bytes | None) -> int | None:
     return header.base if header is not None and header.kind == DELTA else None
 
 
-def base_usable(session: Session, model: str, shard: str, base: int) -> bool:
+def base_usable(session: Connection, model: str, shard: str, base: int) -> bool:
     """Whether ``base`` is the shard's newest version and has its join state: a delta may be written on
     it. (A run's base is always the version it last wrote or restored, the newest unless it fell back
     past damaged versions or another writer came in between: then a full snapshot is written.)"""
-    newest = session.execute(select(CheckpointRow.version, CheckpointRow.join_state.is_not(None)).where(
-        CheckpointRow.model == model, CheckpointRow.shard == shard)
-        .order_by(CheckpointRow.version.desc()).limit(1)).first()
+    newest = session.execute(select(checkpoints_table.c.version, checkpoints_table.c.join_state.is_not(None)).where(
+        checkpoints_table.c.model == model, checkpoints_table.c.shard == shard)
+        .order_by(checkpoints_table.c.version.desc()).limit(1)).first()
     return newest is not None and newest[0] == base and bool(newest[1])
 
 
-def materialize(session: Session, model: str, shard: str, base: int, delta: bytes) -> bytes:
+def materialize(session: Connection, model: str, shard: str, base: int, delta: bytes) -> bytes:
     """The full join state that ``delta`` on ``base`` (and its chain) adds up to."""
     from banditloop.pipeline.join import EventJoin
 
-    data = session.scalar(select(CheckpointRow.join_state).where(
-        CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == base))
+    data = session.scalar(select(checkpoints_table.c.join_state).where(
+        checkpoints_table.c.model == model, checkpoints_table.c.shard == shard, checkpoints_table.c.version == base))
     if data is None:
         raise ValueError(f"the join state of {model!r} shard {shard} is a delta on version {base}, which is gone")
     join = EventJoin(sink=None)  # type: ignore[arg-type]  # (nothing is learned: the state is only read)
@@ -54,10 +54,10 @@ def materialize(session: Session, model: str, shard: str, base: int, delta: byte
     return join.export_state()
 
 
-def links(session: Session, model: str, shard: str) -> dict[int, int]:
+def links(session: Connection, model: str, shard: str) -> dict[int, int]:
     """version -> base of every delta of one shard."""
-    rows = session.execute(select(JoinLinkRow.version, JoinLinkRow.base).where(
-        JoinLinkRow.model == model, JoinLinkRow.shard == shard)).all()
+    rows = session.execute(select(join_links_table.c.version, join_links_table.c.base).where(
+        join_links_table.c.model == model, join_links_table.c.shard == shard)).all()
     return {int(version): int(base) for version, base in rows}
 
 
@@ -73,7 +73,7 @@ def needed(link_map: dict[int, int], versions: Iterable[int]) -> set[int]:
     return out
 
 
-def chain(session: Session, model: str, shard: str, version: int) -> tuple[bytes, ...]:
+def chain(session: Connection, model: str, shard: str, version: int) -> tuple[bytes, ...]:
     """The join states ``version``'s join state applies on top of, oldest first; :class:`CorruptState`
     when a link is gone or does not match."""
     from banditloop.core.state_codec import CorruptState  # (numpy: not for commands that only list models)
@@ -84,8 +84,9 @@ def chain(session: Session, model: str, shard: str, version: int) -> tuple[bytes
         base = link_map[version]
         if len(out) >= MAX_CHAIN:
             raise CorruptState(f"join state chain of version {version} does not end")
-        data = session.scalar(select(CheckpointRow.join_state).where(
-            CheckpointRow.model == model, CheckpointRow.shard == shard, CheckpointRow.version == base))
+        data = session.scalar(select(checkpoints_table.c.join_state).where(
+            checkpoints_table.c.model == model, checkpoints_table.c.shard == shard,
+            checkpoints_table.c.version == base))
         if data is None:
             raise CorruptState(f"the join state of version {version} applies to version {base}, "
                                "whose join state is gone")
@@ -95,15 +96,15 @@ def chain(session: Session, model: str, shard: str, version: int) -> tuple[bytes
     return tuple(out)
 
 
-def forget(session: Session, model: str, versions: Iterable[int] | None = None,
+def forget(session: Connection, model: str, versions: Iterable[int] | None = None,
            below: int | None = None) -> None:
     """Drop the link rows of ``versions`` (or of every version below ``below``)."""
-    query = delete(JoinLinkRow).where(JoinLinkRow.model == model)
+    query = delete(join_links_table).where(join_links_table.c.model == model)
     if versions is not None:
         vs = list(versions)
         if not vs:
             return
-        query = query.where(JoinLinkRow.version.in_(vs))
+        query = query.where(join_links_table.c.version.in_(vs))
     if below is not None:
-        query = query.where(JoinLinkRow.version < below)
+        query = query.where(join_links_table.c.version < below)
     session.execute(query)

@@ -15,12 +15,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from banditloop.pipeline.checkpoint_tables import LeaseRow
+from banditloop.pipeline.checkpoint_tables import leases_table
 
 
 class LeaseLost(RuntimeError):
@@ -50,25 +49,26 @@ def claim_shards(engine: Engine, model: str, shards: Iterable[str], owner: str, 
 def _claim_once(engine: Engine, model: str, shards: list[str], owner: str) -> dict[str, int]:
     now = datetime.now(UTC)
     epochs: dict[str, int] = {}
-    with Session(engine) as session, session.begin():
+    with engine.begin() as session:
         for shard in shards:
-            row = session.get(LeaseRow, (model, shard), with_for_update=True)
-            if row is None:
-                row = LeaseRow(model=model, shard=shard, epoch=1, owner=owner, claimed_at=now)
-                session.add(row)
-                session.flush()
+            key = (leases_table.c.model == model) & (leases_table.c.shard == shard)
+            epoch = session.scalar(select(leases_table.c.epoch).where(key).with_for_update())
+            if epoch is None:
+                epoch = 1
+                session.execute(insert(leases_table).values(model=model, shard=shard, epoch=epoch, owner=owner,
+                                                            claimed_at=now))
             else:
-                row.epoch += 1
-                row.owner, row.claimed_at = owner, now
-            epochs[shard] = row.epoch
+                epoch += 1
+                session.execute(update(leases_table).where(key).values(epoch=epoch, owner=owner, claimed_at=now))
+            epochs[shard] = epoch
     return epochs
 
 
-def check_fence(session: Session, model: str, fence: Mapping[str, int]) -> None:
+def check_fence(session: Connection, model: str, fence: Mapping[str, int]) -> None:
     """Inside a write's transaction: :class:`LeaseLost` unless every shard is still at its epoch."""
-    rows = session.execute(select(LeaseRow.shard, LeaseRow.epoch)
-                           .where(LeaseRow.model == model, LeaseRow.shard.in_(sorted(fence)))
-                           .order_by(LeaseRow.shard).with_for_update())
+    rows = session.execute(select(leases_table.c.shard, leases_table.c.epoch)
+                           .where(leases_table.c.model == model, leases_table.c.shard.in_(sorted(fence)))
+                           .order_by(leases_table.c.shard).with_for_update())
     held = {shard: epoch for shard, epoch in rows}
     lost = [shard for shard, epoch in sorted(fence.items()) if held.get(shard) != epoch]
     if lost:
@@ -77,6 +77,7 @@ def check_fence(session: Session, model: str, fence: Mapping[str, int]) -> None:
 
 def shard_leases(engine: Engine, model: str) -> dict[str, tuple[int, str]]:
     """shard -> (epoch, owner) of every claimed shard of ``model``."""
-    with Session(engine) as session:
-        rows = session.execute(select(LeaseRow.shard, LeaseRow.epoch, LeaseRow.owner).where(LeaseRow.model == model))
+    with engine.connect() as session:
+        c = leases_table.c
+        rows = session.execute(select(c.shard, c.epoch, c.owner).where(c.model == model))
         return {shard: (epoch, owner) for shard, epoch, owner in rows}

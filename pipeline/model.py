@@ -225,7 +225,8 @@ class LearnerSink:
         if Xf is not None and len(fresh) == len(imps):
             X = Xf
         else:
-            X = np.empty((len(imps), len(imps[0].x) // 8 if Xf is None else Xf.shape[1]))
+            stored = next(imp.x for imp in imps if imp.x is not None)
+            X = np.empty((len(imps), len(stored) // 8 if Xf is None else Xf.shape[1]))
             for i, imp in enumerate(imps):
                 if imp.x is not None:
                     X[i] = np.frombuffer(imp.x)

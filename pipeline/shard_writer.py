@@ -27,7 +27,7 @@ class ShardWriter:
         self.last_seconds: float | None = None
 
     def claim(self, shards: Sequence[str]) -> None:
-        """Take ``shards`` over (before reading their checkpoints: see :class:`LeaseRow`)."""
+        """Take ``shards`` over (before reading their checkpoints: see :class:`leases_table`)."""
         self.epochs.update(self.store.claim(self.model, shards, self.owner))
 
     def release(self, shards: Sequence[str]) -> None:

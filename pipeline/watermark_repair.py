@@ -31,10 +31,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from banditloop.core.state_codec import CorruptState
-from banditloop.pipeline.checkpoint_tables import LeaseRow
+from banditloop.pipeline.checkpoint_tables import leases_table
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.runner import LearningRun
 
@@ -136,9 +135,10 @@ def _aware(ts: datetime) -> datetime:
 
 
 def shard_leases(store: CheckpointStore, model: str) -> dict[str, Lease]:
-    with Session(store.engine) as session:
-        rows = session.execute(select(LeaseRow.shard, LeaseRow.epoch, LeaseRow.owner, LeaseRow.claimed_at)
-                               .where(LeaseRow.model == model))
+    with store.engine.connect() as session:
+        c = leases_table.c
+        rows = session.execute(select(c.shard, c.epoch, c.owner, c.claimed_at)
+                               .where(leases_table.c.model == model))
         return {shard: Lease(epoch, owner, _aware(claimed)) for shard, epoch, owner, claimed in rows}
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import update
 from banditloop.core.features import FeatureSpec
 from banditloop.core.state_codec import CorruptState, decode_arrays, decode_state, encode_state
 from banditloop.operators.linucb import LinUCB
-from banditloop.pipeline.checkpoint_tables import CheckpointRow
+from banditloop.pipeline.checkpoint_tables import checkpoints_table
 from banditloop.pipeline.checkpoints import POSTGRES_TIMEOUTS, Checkpoint, CheckpointStore, LeaseLost
 from tests.helpers import assert_states_equal
 
@@ -132,12 +132,13 @@ def test_an_unreadable_version_is_skipped_for_the_newest_readable_one(store):
                               join_state=run.join.export_state(),
                               source={"kind": "kafka", "offsets": {"impressions": version}, "max_ts": {}}))
     with store.engine.begin() as conn:  # damage the newest row's join state
-        conn.execute(update(CheckpointRow).where(CheckpointRow.version == 3).values(join_state=b'{"open": [tr'))
+        conn.execute(update(checkpoints_table).where(checkpoints_table.c.version == 3)
+                     .values(join_state=b'{"open": [tr'))
     restored = restore_shard(store, config, "m", "p0")
     assert restored.version == 2 and restored.offsets == {"impressions": 2}
     assert len(restored.skipped) == 1 and "version 3" in restored.skipped[0]
     with store.engine.begin() as conn:  # now every version is damaged: stop, loudly
-        conn.execute(update(CheckpointRow).values(state_arrays=b"not a zip"))
+        conn.execute(update(checkpoints_table).values(state_arrays=b"not a zip"))
     with pytest.raises(CorruptCheckpoint, match="none of its 3 stored versions"):
         restore_shard(store, config, "m", "p0")
 

@@ -126,13 +126,12 @@ def test_retention_keeps_n_and_join_state_only_on_the_newest_two(tmp_path):
     rows = store.versions("m")
     assert [v for v, s, _ in rows if s == "p0"] == [5, 7, 9] and [v for v, s, _ in rows if s == "p1"] == [6, 8, 10]
     from sqlalchemy import select
-    from sqlalchemy.orm import Session
 
-    from banditloop.pipeline.checkpoints import CheckpointRow
+    from banditloop.pipeline.checkpoints import checkpoints_table
 
-    with Session(store.engine) as session:
-        joins = dict(session.execute(select(CheckpointRow.version, CheckpointRow.join_state)
-                                     .where(CheckpointRow.model == "m")).all())
+    with store.engine.connect() as session:
+        joins = dict(session.execute(select(checkpoints_table.c.version, checkpoints_table.c.join_state)
+                                     .where(checkpoints_table.c.model == "m")).all())
     assert {v for v, j in joins.items() if j is not None} == {7, 8, 9, 10}  # newest two per shard
     assert store.latest("m", "p0").join_state == b"{}" * 5  # what a restart resumes from is intact
     assert store.prune(keep=1) == {"m": 4}

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from banditloop.core.events import Click, Impression
 from banditloop.core.features import FeatureSpec
-from banditloop.pipeline.checkpoint_tables import CheckpointRow, JoinLinkRow
+from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_links_table
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.join import JoinConfig
 from banditloop.pipeline.join_state import DELTA, FULL, DeltaPolicy, read_header
@@ -71,8 +71,8 @@ def drive(run: LearningRun, store: CheckpointStore, chunks: int, per: int = 40, 
 def kinds(store: CheckpointStore, model: str = "m") -> dict[int, int | str | None]:
     """version -> FULL, DELTA, "json" (written before deltas) or None (join state not kept)."""
     with store.engine.connect() as conn:
-        rows = conn.execute(select(CheckpointRow.version, CheckpointRow.join_state)
-                            .where(CheckpointRow.model == model).order_by(CheckpointRow.version)).all()
+        rows = conn.execute(select(checkpoints_table.c.version, checkpoints_table.c.join_state)
+                            .where(checkpoints_table.c.model == model).order_by(checkpoints_table.c.version)).all()
     out: dict[int, int | str | None] = {}
     for version, data in rows:
         header = None if data is None else read_header(data)
@@ -89,7 +89,8 @@ def test_deltas_chain_to_full_snapshots_and_restore_exactly(url):
     assert list(kinds(store).values()) == [None] * 4 + [FULL, DELTA, DELTA, DELTA, FULL]
     # a delta holds what changed: far smaller than the full state it applies to
     with store.engine.connect() as conn:
-        sizes = dict(conn.execute(select(CheckpointRow.version, func.length(CheckpointRow.join_state))).all())
+        c = checkpoints_table.c
+        sizes = dict(conn.execute(select(c.version, func.length(c.join_state))).all())
     assert sizes[6] < 0.6 * sizes[5] and sizes[7] < 0.6 * sizes[5]
     # learning carries on from a restored delta exactly as without the checkpoint
     resumed = LearningRun.from_checkpoint(store.latest("m", "p0"), expect=CONFIG)
@@ -115,7 +116,7 @@ def test_a_damaged_delta_falls_back_to_the_newest_version_whose_chain_reads(url)
     run = LearningRun(CONFIG, "m", shard="p0")
     states = drive(run, store, chunks=5)  # 1 full, then deltas 2..5
     with store.engine.begin() as conn:
-        conn.execute(update(CheckpointRow).where(CheckpointRow.version == 3)
+        conn.execute(update(checkpoints_table).where(checkpoints_table.c.version == 3)
                      .values(join_state=read_and_damage(store, 3)))
     restored = restore_shard(store, CONFIG, "m", "p0")
     # versions 4 and 5 apply to 3 and cannot be read; 3 itself is damaged: back to 2
@@ -132,7 +133,8 @@ def test_a_damaged_delta_falls_back_to_the_newest_version_whose_chain_reads(url)
 
 def read_and_damage(store: CheckpointStore, version: int) -> bytes:
     with store.engine.connect() as conn:
-        data = conn.execute(select(CheckpointRow.join_state).where(CheckpointRow.version == version)).scalar_one()
+        c = checkpoints_table.c
+        data = conn.execute(select(c.join_state).where(c.version == version)).scalar_one()
     return data[: len(data) // 2]  # truncated
 
 
@@ -147,7 +149,7 @@ def test_retention_keeps_the_links_of_the_newest_versions(url):
     states.update(drive(run, store, chunks=2, start=160))  # 5 is full, 6 a delta on it: 1-4 are not needed
     assert kinds(store) == {5: FULL, 6: DELTA}
     with store.engine.connect() as conn:
-        assert conn.execute(select(JoinLinkRow.version)).scalars().all() == [6]
+        assert conn.execute(select(join_links_table.c.version)).scalars().all() == [6]
     assert state_of(LearningRun.from_checkpoint(store.latest("m", "p0"))) == states[6]
     store.close()
 

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from banditloop.core.features import FeatureSpec, dense_names
-from banditloop.pipeline.checkpoints import CheckpointRow, CheckpointStore
+from banditloop.pipeline.checkpoints import CheckpointStore, checkpoints_table
 from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.simulate import SimulationOptions, simulate
@@ -68,8 +67,9 @@ def test_corrupt_checkpoint_is_refused_and_the_old_model_keeps_serving(store):
     scorer.reload()
     served = scorer.choose(CONTEXT).scores
     train(store, seed=5)
-    with Session(store.engine) as session, session.begin():
-        session.execute(update(CheckpointRow).where(CheckpointRow.version == 2).values(state_arrays=b"garbage"))
+    with store.engine.begin() as session:
+        session.execute(update(checkpoints_table).where(checkpoints_table.c.version == 2)
+                        .values(state_arrays=b"garbage"))
     assert scorer.reload() is False and scorer.refused == 1 and "version 2" in scorer.last_error
     assert scorer.version == 1 and scorer.choose(CONTEXT).scores == served
 
