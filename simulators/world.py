@@ -24,6 +24,7 @@ import numpy as np
 
 from banditloop.core.events import Click, Conversion, Impression
 from banditloop.simulators.config import WorldConfig, logit
+from banditloop.simulators.conversions import conversion_delays, conversion_probabilities
 
 __all__ = ["World", "WorldConfig", "Request", "Outcome"]
 
@@ -252,8 +253,10 @@ class World:
         e = self._out_rng.standard_exponential((3, m))
         ids = self._ids
         candidates = [ids[s] for s in slots]
-        p_click = _sigmoid(self._theta[slots] @ x + self._bias[slots])
-        p_conv = _sigmoid(self._gamma[slots] @ x + self._conv_bias[slots])
+        click_logit = self._theta[slots] @ x + self._bias[slots]
+        p_click = _sigmoid(click_logit)
+        p_conv = conversion_probabilities(click_logit, self._gamma[slots] @ x + self._conv_bias[slots],
+                                          c.selection_bias)
         value_mean = self._value[slots]
         spec = c.reward
         if spec.kind == "click":
@@ -273,7 +276,9 @@ class World:
             rewards = clicked + spec.weight * value
         truth = _Truth(index={a: i for i, a in enumerate(candidates)}, p_click=p_click, p_conv=p_conv,
                        value_mean=value_mean, expected=expected, u_click=u[0], u_conv=u[1],
-                       click_delay=c.click_delay_mean * e[0], conv_delay=c.conversion_delay_mean * e[1],
+                       click_delay=c.click_delay_mean * e[0],
+                       conv_delay=conversion_delays(c.conversion_delay, c.conversion_delay_mean,
+                                                    c.conversion_delay_shape, e[1]),
                        value=value, rewards=rewards)
         feats = self._features
         self.step = step + 1
