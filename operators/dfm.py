@@ -18,8 +18,9 @@ any time, so the sum of the learned losses of a click is exactly its current ter
 (each factor's gradient taken at the weights of its moment, as in any online method). Each factor is an
 FTRL-Proximal step (McMahan et al. 2013, as ``ctr-ftrl``) on the bias, shared and per-arm coordinates
 of both heads: the per-coordinate adaptive rate keeps a burst of late conversions from swinging the
-model. :meth:`learn_elapsed_batch` learns the factors of one tick as one mini-batch step (their gradients
-summed per coordinate): the same objective, fewer steps, not equal to the sequential steps.
+model. :meth:`learn_elapsed_batch` learns the factors of one tick one after the other (a mini-batch
+step with the gradients summed was tried: one huge step per tick swings the model, biasing pCTCVR by
+tens of per cent).
 
 The caller keeps the pending clicks (the join keeps open impressions with their event times), so the
 state is the weights only. Through the pipeline's reward hooks, which carry no event times yet, the
@@ -119,11 +120,6 @@ class FTRLHeads(Learner):
         x = np.asarray(x, dtype=float)
         return self._offsets + g["w_bias"] + g["w_shared"] @ x + self._arrays["w"][rows] @ x
 
-    def _row_logits(self, rows: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """Every head's output for row ``i`` of ``X`` on arm row ``rows[i]``: shape ``(n, heads)``."""
-        g = self._globals
-        return self._offsets + g["w_bias"] + X @ g["w_shared"].T + np.einsum("rhd,rd->rh", self._arrays["w"][rows], X)
-
     def _step(self, row: int, x: np.ndarray, grad: np.ndarray) -> None:
         """One FTRL step of every coordinate of every head; ``grad`` is the loss gradient per head output."""
         a, g, h = self._arrays, self._globals, self._hyper()
@@ -131,18 +127,6 @@ class FTRLHeads(Learner):
         ftrl_step(g["z_bias"], g["n_bias"], g["w_bias"], np.asarray(grad, dtype=float), *h)
         ftrl_step(g["z_shared"], g["n_shared"], g["w_shared"], gx, *h)
         ftrl_step(a["z"][row], a["n"][row], a["w"][row], gx, *h)
-
-    def _batch_step(self, rows: np.ndarray, X: np.ndarray, grads: np.ndarray) -> None:
-        """One mini-batch FTRL step: the gradients (``(n, heads)``) summed per coordinate."""
-        a, g, h = self._arrays, self._globals, self._hyper()
-        ftrl_step(g["z_bias"], g["n_bias"], g["w_bias"], grads.sum(axis=0), *h)
-        ftrl_step(g["z_shared"], g["n_shared"], g["w_shared"], grads.T @ X, *h)
-        touched = np.unique(rows)
-        per_arm = np.zeros((touched.size, self.heads, self.dim))
-        np.add.at(per_arm, np.searchsorted(touched, rows), grads[:, :, None] * X[:, None, :])
-        z, n, w = a["z"][touched], a["n"][touched], a["w"][touched]
-        ftrl_step(z, n, w, per_arm, *h)
-        a["z"][touched], a["n"][touched], a["w"][touched] = z, n, w
 
     def _on_load(self) -> None:
         a, g, h = self._arrays, self._globals, self._hyper()
@@ -257,19 +241,14 @@ class DelayedFeedbackModel(FTRLHeads):
 
     def learn_elapsed_batch(self, arms: Sequence[str], X: np.ndarray, elapsed_from: np.ndarray,
                             elapsed_to: np.ndarray) -> None:
-        """:meth:`learn_elapsed` for many pending clicks at one tick, as one mini-batch step."""
+        """:meth:`learn_elapsed` for many pending items at one tick, in order (equal to the single calls);
+        every time is checked before anything is learned."""
         e0, e1 = np.asarray(elapsed_from, dtype=float), np.asarray(elapsed_to, dtype=float)
         if not (np.all(np.isfinite(e0)) and np.all(np.isfinite(e1)) and np.all(e0 >= 0) and np.all(e1 >= 0)):
             raise ValueError("times must be finite and >= 0 seconds")
-        if not len(arms):
-            return
-        rows = self.rows_of(arms)
         X = np.asarray(X, dtype=float)
-        out = self._row_logits(rows, X)
-        p = _sigmoid(out[:, 0])
-        g1 = survival_grad(p, out[:, 1], e1)
-        g0 = survival_grad(p, out[:, 1], e0)
-        self._batch_step(rows, X, np.column_stack([g1[0] - g0[0], g1[1] - g0[1]]))
+        for arm, x, a, b in zip(arms, X, e0.tolist(), e1.tolist(), strict=True):
+            self.learn_elapsed(arm, x, a, b)
 
     # -- the pipeline's hooks (no event times) ---------------------------------------------------------
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:

@@ -6,7 +6,13 @@ selection bias), and clicks are few (data sparsity). ESMM instead learns, on *ev
 one featurization, ``pCTR = P(click | x)`` and ``pCTCVR = P(click and conversion | x)``; the conversion
 rate given a click follows as ``pCVR = pCTCVR / pCTR`` (capped at 1), and the expected value of an
 impression is ``pCTCVR × value``. Here both heads are FTRL-Proximal logistic models on context × arm
-features (bias, shared and per-arm weights, as ``ctr-ftrl``), in one state.
+features (bias, shared and per-arm weights, as ``ctr-ftrl``), in one state, and the pCTCVR head is
+written on top of the pCTR head: ``logit pCTCVR = logit pCTR + δ(x)``, with the pCTR logit an offset
+(no gradient into the pCTR head) and the linear ``δ`` learned from the conversion terms. That is any
+linear pCTCVR logit, as a free head, but the ratio pCVR = pCTCVR/pCTR then depends on ``δ`` only: with
+two free heads, a pCTCVR head that converges slower than the pCTR head (it learns from ~10× fewer
+positives) has a flatter slope, and their ratio overshoots by tens of per cent on the impressions
+unlikely to be clicked (measured: +55 % mean pCVR, 20k impressions).
 
 **Delayed conversions.** The click∧conversion label of an impression arrives days late, so the pCTCVR
 head is a delayed feedback model (Chapelle 2014, :mod:`banditloop.operators.dfm`) over impressions: an
@@ -66,7 +72,7 @@ class ESMM(FTRLHeads):
     ...     else:
     ...         model.learn_elapsed("ad", x, 0.0, 30 * 86400.0)   # never converted
     >>> round(model.ctr("ad", x), 2), round(model.ctcvr("ad", x), 2), round(model.cvr("ad", x), 2)
-    (0.4, 0.1, 0.26)
+    (0.4, 0.1, 0.25)
     """
 
     kind = "esmm"
@@ -87,13 +93,14 @@ class ESMM(FTRLHeads):
         self.delay_prior = float(delay_prior)
         self.window = float(window)
         self._offsets = np.array([math.log(self.ctr_prior / (1.0 - self.ctr_prior)),
-                                  math.log(self.prior / (1.0 - self.prior)), -math.log(self.delay_prior)])
+                                  math.log(self.prior / (1.0 - self.prior))
+                                  - math.log(self.ctr_prior / (1.0 - self.ctr_prior)), -math.log(self.delay_prior)])
         super().__init__(dim, seed)
 
     # -- predictions ----------------------------------------------------------------------------
     def _probs(self, arm: str, x: np.ndarray) -> tuple[float, float]:
         out = self._logits(self.add_arm(arm), x)
-        return float(_sigmoid(out[CTR])), float(_sigmoid(out[CTCVR]))
+        return float(_sigmoid(out[CTR])), float(_sigmoid(out[CTR] + out[CTCVR]))
 
     def ctr(self, arm: str, x: np.ndarray) -> float:
         """pCTR: probability that an impression of ``arm`` in context ``x`` is clicked."""
@@ -115,7 +122,8 @@ class ESMM(FTRLHeads):
         return self.ctcvr(arm, x) * float(value)
 
     def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
-        return _sigmoid(self._logits(self._rows(candidates), x)[:, CTCVR])
+        out = self._logits(self._rows(candidates), x)
+        return _sigmoid(out[:, CTR] + out[:, CTCVR])
 
     # -- learning with event times --------------------------------------------------------------------
     def learn_click(self, arm: str, x: np.ndarray, clicked: bool | float) -> None:
@@ -141,7 +149,7 @@ class ESMM(FTRLHeads):
         r = self.add_arm(arm)
         x = np.asarray(x, dtype=float)
         out = self._logits(r, x)
-        p = _sigmoid(out[CTCVR])
+        p = _sigmoid(out[CTR] + out[CTCVR])
         g1 = survival_grad(p, out[DELAY], np.array(elapsed_to))
         g0 = survival_grad(p, out[DELAY], np.array(elapsed_from))
         self._step(r, x, self._delay_grad(out, (g1[0] - g0[0], g1[1] - g0[1])))
@@ -152,7 +160,7 @@ class ESMM(FTRLHeads):
         r = self.add_arm(arm)
         x = np.asarray(x, dtype=float)
         out = self._logits(r, x)
-        p = _sigmoid(out[CTCVR])
+        p = _sigmoid(out[CTR] + out[CTCVR])
         ga, gl = conversion_grad(p, out[DELAY], np.array(delay))
         s0 = survival_grad(p, out[DELAY], np.array(elapsed_from))
         self._step(r, x, self._delay_grad(out, (ga - s0[0], gl - s0[1])))
@@ -160,18 +168,14 @@ class ESMM(FTRLHeads):
 
     def learn_elapsed_batch(self, arms: Sequence[str], X: np.ndarray, elapsed_from: np.ndarray,
                             elapsed_to: np.ndarray) -> None:
-        """:meth:`learn_elapsed` for many pending impressions at one tick, as one mini-batch step."""
+        """:meth:`learn_elapsed` for many pending items at one tick, in order (equal to the single calls);
+        every time is checked before anything is learned."""
         e0, e1 = np.asarray(elapsed_from, dtype=float), np.asarray(elapsed_to, dtype=float)
         if not (np.all(np.isfinite(e0)) and np.all(np.isfinite(e1)) and np.all(e0 >= 0) and np.all(e1 >= 0)):
             raise ValueError("times must be finite and >= 0 seconds")
-        if not len(arms):
-            return
-        rows = self.rows_of(arms)
         X = np.asarray(X, dtype=float)
-        out = self._row_logits(rows, X)
-        p = _sigmoid(out[:, CTCVR])
-        g1, g0 = survival_grad(p, out[:, DELAY], e1), survival_grad(p, out[:, DELAY], e0)
-        self._batch_step(rows, X, self._delay_grad(out, (g1[0] - g0[0], g1[1] - g0[1])))
+        for arm, x, a, b in zip(arms, X, e0.tolist(), e1.tolist(), strict=True):
+            self.learn_elapsed(arm, x, a, b)
 
     # -- the pipeline's hooks (no event times, one reward) ---------------------------------------------
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
@@ -187,7 +191,7 @@ class ESMM(FTRLHeads):
         x = np.asarray(x, dtype=float)
         out = self._logits(r, x)
         label = min(max(float(reward), 0.0), 1.0)
-        ga, gl = window_grad(float(_sigmoid(out[CTCVR])), float(out[DELAY]), self.window, label)
+        ga, gl = window_grad(float(_sigmoid(out[CTR] + out[CTCVR])), float(out[DELAY]), self.window, label)
         grad = np.zeros(self.heads)
         grad[CTCVR], grad[DELAY] = ga, gl
         self._step(r, x, grad)
