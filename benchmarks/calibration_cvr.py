@@ -7,13 +7,12 @@ run long compared to the delays: ``--days`` (60) days of event time, so a tenth 
 **1. Delayed conversions** (``WorldConfig(base_ctr=0.25, conversion_rate=0.25, conversion_context=0.5,
 conversion_delay_mean=1 day)``, ``--conversion-rate``, exponential delays, 7-day window): every click is
 a CVR example. Bias of pCVR per tenth of the run = Σ predicted pCVR ÷ Σ true pCVR − 1 over the clicks of
-that tenth, each
-predicted by the model of that moment (before its own conversion is known). Target: ours ``dfm`` within
-±2 % at every tenth; the naive model (a negative at the click, a positive when the conversion arrives:
-FTRL with the same features, optimiser and prior) ≥ 20 % off. Peers fed the same stream: river's
+that tenth, each predicted by the model of that moment (before its own conversion is known). Target:
+ours ``dfm`` within ±2 % at every tenth; the naive model (a negative at the click, a positive when the
+conversion arrives: FTRL with the same features, optimiser and prior) ≥ 20 % off. Peers fed the same stream: river's
 ``LogisticRegression`` naively (as the naive model), and ``ctr-ftrl`` with its fake-negative weights
 (Ktena 2019, designed for clicks). ``dfm`` learns the elapsed time of every pending click at ticks every
-``--tick`` hours (mini-batch steps) and at the window's close, and each conversion when it arrives.
+``--tick`` hours (item by item) and at the window's close, and each conversion when it arrives.
 
 **2. Selection bias** (``WorldConfig(selection_bias=True, base_ctr=0.1, theta_scale=1.5)``: pCTCVR is
 logistic and the clicked population converts more than the unclicked one would): ESMM (``esmm``, pCTR and
