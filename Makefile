@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/banditloop demo --learner linucb --seconds 60 --rate 150 --out out --db sqlite:///banditloop.db
 
 test: install-test
-	$(BIN)/ruff check banditloop core operators simulators pipeline serving tests benchmarks
+	$(BIN)/ruff check banditloop core operators simulators pipeline serving evaluation tests benchmarks
 	$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest -q -ra
 

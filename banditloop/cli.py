@@ -2,8 +2,9 @@
 
 Every user error (a bad database URL, an unreachable broker, a missing or truncated file, a bad
 option value) ends as one line on stderr, ``banditloop COMMAND: error: ...``, and exit status 2;
-Ctrl-C as ``interrupted`` and 130; a closed stdout (``banditloop models | head -1``) silently with
-141, as a process killed by SIGPIPE. The messages come from one table,
+Ctrl-C as ``interrupted`` and 130; a closed stdout (``banditloop models | head -1``) as one line
+saying the output was cut short, and 2, so a script with ``pipefail`` sees a usage error rather than a
+crash. The messages come from one table,
 :mod:`banditloop.commands.errors`. Anything else is a bug: one line and exit status 1.
 ``--debug`` (anywhere on the command line) or ``BANDITLOOP_DEBUG=1`` adds the traceback.
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
 DEBUG_ENV = "BANDITLOOP_DEBUG"
 
 
@@ -83,7 +83,9 @@ def _report(exc: BaseException, args: argparse.Namespace | None, argv: list[str]
     prefix = f"banditloop {command}" if command else "banditloop"
     if isinstance(exc, BrokenPipeError):
         _silence_stdout()
-        return EXIT_BROKEN_PIPE
+        print(f"{prefix}: error: the output was closed before it was all written (broken pipe); "
+              "the rest was dropped", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, KeyboardInterrupt):

@@ -384,7 +384,7 @@ class ConsumerWorker:
             "group": self.options.group,
             "partitions": sorted(self.shards),
             "messages": self.counters["messages"],
-            **{k: c.get(k, 0) for k in ("impressions", "clicks", "conversions", "duplicates", "unmatched",
+            **{k: c.get(k, 0) for k in ("impressions", "clicks", "conversions", "duplicates", "conflicts", "unmatched",
                                         "late", "held", "rewarded")},
             "invalid": self.decoder.invalid,
             "dead_letters": self.decoder.dead_letters,

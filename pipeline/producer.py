@@ -57,8 +57,6 @@ __all__ = [
 
 log = logging.getLogger("banditloop.producer")
 
-#: Dead-letter payloads longer than this are truncated (the record says so and keeps the length).
-
 
 class ProduceError(RuntimeError):
     """One or more sends were not acknowledged by the broker."""

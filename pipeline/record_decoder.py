@@ -54,7 +54,7 @@ class RecordDecoder:
             self._dead(b"", "empty message (tombstone)", self._source(record, tp))
             return None
         if len(raw) > MAX_EVENT_BYTES:
-            self._dead(raw[:1024], f"oversized: {len(raw)} bytes, more than {MAX_EVENT_BYTES}",
+            self._dead(raw, f"oversized: {len(raw)} bytes, more than {MAX_EVENT_BYTES}",  # the record cuts it
                        self._source(record, tp))
             return None
         try:

@@ -84,7 +84,7 @@ def replay_log(path: str | Path, config: ModelConfig, model: str, store: Checkpo
         "lines": loaded.lines,
         "events": len(events),
         "resumed_from_event": start,
-        **{k: counters[k] for k in ("impressions", "clicks", "conversions", "invalid", "duplicates",
+        **{k: counters[k] for k in ("impressions", "clicks", "conversions", "invalid", "duplicates", "conflicts",
                                     "unmatched", "late", "rewarded")},
         "reward_sum": run.learner.counters["reward_sum"],
         "arms": len(run.learner.arms),

@@ -19,26 +19,35 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from banditloop.core.events import TYPE_ORDER, Event, encode_event
+from banditloop.operators.base import Learner
+from banditloop.operators.decision import Decision
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.logs import open_log
-from banditloop.pipeline.model import ModelConfig
+from banditloop.pipeline.model import ModelConfig, Vectorizer
 from banditloop.pipeline.progress import progress_bar
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.scheduling import CheckpointTimer
-from banditloop.simulators.world import World, WorldConfig
+from banditloop.simulators.blocks import Block
+from banditloop.simulators.world import Request, World, WorldConfig
 
 EventHook = Callable[[Event], None]
 
 
 @dataclass
 class RegretTracker:
-    """Cumulative expected rewards of the policy, the oracle and uniform random."""
+    """Cumulative expected rewards of the policy, the oracle and uniform random.
+
+    ``add_steps`` takes many consecutive steps as arrays; its running sums add the steps one after
+    the other (a cumulative sum), so the totals are the same as ``add`` called per step.
+    """
 
     steps: int = 0
     reward: float = 0.0  # realised
@@ -46,6 +55,8 @@ class RegretTracker:
     oracle: float = 0.0
     random: float = 0.0
     curve: list[tuple[int, float, float]] = field(default_factory=list)  # (step, regret, realised CTR)
+    #: a curve point every this many steps (``add_steps``)
+    every: int = 0
 
     def add(self, realised: float, expected: float, oracle: float, random: float) -> None:
         self.steps += 1
@@ -53,6 +64,20 @@ class RegretTracker:
         self.expected += expected
         self.oracle += oracle
         self.random += random
+
+    def add_steps(self, realised: np.ndarray, expected: np.ndarray, oracle: np.ndarray, random: np.ndarray) -> None:
+        n = len(realised)
+        if n == 0:
+            return
+        sums = [np.cumsum(np.concatenate(([start], values)))[1:]
+                for start, values in ((self.reward, realised), (self.expected, expected), (self.oracle, oracle),
+                                      (self.random, random))]
+        steps = self.steps + np.arange(1, n + 1)
+        if self.every:
+            for j in np.flatnonzero(steps % self.every == 0).tolist():
+                self.curve.append((int(steps[j]), float(sums[2][j] - sums[1][j]), float(sums[0][j] / steps[j])))
+        self.steps += n
+        self.reward, self.expected, self.oracle, self.random = (float(v[-1]) for v in sums)
 
     @property
     def regret(self) -> float:
@@ -75,6 +100,34 @@ class RegretTracker:
         }
 
 
+class _Chosen:
+    """The candidate position chosen at each step of the world's current block; handed to the
+    tracker as arrays when the block changes."""
+
+    def __init__(self, tracker: RegretTracker) -> None:
+        self.tracker = tracker
+        self.block: Block | None = None
+        self.lo = 0
+        self.columns: list[int] = []
+
+    def add(self, block: Block, row: int, column: int) -> None:
+        if block is not self.block:
+            self.flush()
+            self.block, self.lo = block, row
+        self.columns.append(column)
+
+    def flush(self) -> None:
+        b, lo = self.block, self.lo
+        if b is None or not self.columns:
+            return
+        rows = np.arange(lo, lo + len(self.columns))
+        cols = np.array(self.columns)
+        self.tracker.add_steps(b.rewards[rows, cols], b.expected[rows, cols], b.oracle_expected[rows],
+                               b.mean_expected[rows])
+        self.lo += len(self.columns)
+        self.columns = []
+
+
 @dataclass
 class SimulationOptions:
     steps: int = 10_000
@@ -83,6 +136,66 @@ class SimulationOptions:
     quiet: bool = False
     curve_points: int = 200
     on_event: EventHook | None = None
+    #: score this many consecutive requests together with the parameters frozen, as concurrent
+    #: requests at a scorer: feedback that arrives meanwhile is learned after the micro-batch's choices
+    batch: int = 1
+
+
+def _dense_context(config: ModelConfig, world: WorldConfig) -> tuple[np.ndarray, slice | np.ndarray] | None:
+    """``(template, slots)`` when the model's featurization of a world context is only placing the
+    numbers ``x0..x{d-1}`` in fixed slots (the layout ``banditloop simulate`` uses): the vector is then
+    ``template`` with ``x`` written at ``slots``, which equals ``Vectorizer.x(context)`` bit for bit
+    without a dictionary walk per step. ``None`` for any other featurization."""
+    spec = config.features
+    names = [f"x{i}" for i in range(world.dim)]
+    if spec.interactions or not set(names) <= set(spec.numeric):
+        return None
+    template = np.zeros(spec.dim)
+    if spec.bias:
+        template[0] = 1.0
+    position = {name: int(spec.bias) + i for i, name in enumerate(spec.numeric)}
+    slots = [position[name] for name in names]
+    if slots == list(range(slots[0], slots[0] + len(slots))):
+        return template, slice(slots[0], slots[0] + len(slots))
+    return template, np.array(slots, dtype=np.intp)
+
+
+class _SameContext:
+    """The model's :class:`Vectorizer` with a one-entry memo keyed by the context *object*: the
+    impression that simulate just emitted carries the very dict it featurized for the choice, so the
+    join's sink gets that vector back instead of featurizing the same context again (any other
+    context is featurized as usual). Vectors are never modified after they are built."""
+
+    def __init__(self, inner: Vectorizer) -> None:
+        self.inner = inner
+        self.shared = inner.shared
+        self.context: object = None
+        self.vector: np.ndarray | None = None
+
+    def remember(self, context: object, vector: np.ndarray) -> None:
+        self.context, self.vector = context, vector
+
+    def x(self, context: Mapping[str, float | str]) -> np.ndarray:
+        if context is self.context and self.vector is not None:
+            return self.vector
+        return self.inner.x(context)
+
+    def z(self, context: Mapping[str, float | str],
+          arm_features: Mapping[str, float | str] | None) -> np.ndarray | None:
+        return self.inner.z(context, arm_features)
+
+
+def _decide(learner: Learner, reqs: list[Request], xs: list[np.ndarray], vectorizer: Vectorizer | None,
+            ) -> list[Decision]:
+    """The learner's decisions for requests scored with the same parameters (nothing is learned in
+    between); one product for all when the learner has ``choose_many`` and the candidates agree."""
+    choose_many = getattr(learner, "choose_many", None)
+    first = reqs[0].candidates
+    if len(reqs) > 1 and vectorizer is None and choose_many is not None and all(r.candidates == first for r in reqs):
+        return choose_many(np.array(xs), first)
+    return [learner.choose(x, r.candidates, None if vectorizer is None else
+                           vectorizer.shared_for(r.context, r.candidates, r.arm_features))
+            for r, x in zip(reqs, xs, strict=True)]
 
 
 def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: CheckpointStore | None,
@@ -91,11 +204,11 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
     world = World(world_config)
     run = LearningRun(config, model)
     learner, vectorizer = run.learner, run.vectorizer
-    tracker = RegretTracker()
+    tracker = RegretTracker(every=max(1, opts.steps // max(opts.curve_points, 1)))
+    chosen = _Chosen(tracker)
     pending: list[tuple[float, int, int, Event]] = []  # (ts, type order, sequence, event)
     sequence = 0
     log = open_log(opts.out, "wb") if opts.out else None
-    every = max(1, opts.steps // max(opts.curve_points, 1))
     policy = f"{config.learner}:{model}"
     started = time.perf_counter()
     checkpoints = 0
@@ -104,13 +217,22 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
     if config.reward.kind not in ("click", "conversion") or world_config.reward.kind != config.reward.kind:
         predict = None
     predicted_sum = true_sum = 0.0
+    dense = _dense_context(config, world_config)
+    featurize = vectorizer.x
+    with_shared = vectorizer.shared is not None
+    process, join_advance, choose, respond = run.process, run.join.advance, learner.choose, world.respond
+    on_event = opts.on_event
+    batch = max(1, opts.batch)
+    memo = None
+    if getattr(run.sink, "vectorizer", None) is vectorizer:
+        memo = run.sink.vectorizer = _SameContext(vectorizer)  # type: ignore[assignment]
 
     def emit(event: Event) -> None:
-        run.process(event)
+        process(event)
         if log is not None:
             log.write(encode_event(event) + b"\n")
-        if opts.on_event is not None:
-            opts.on_event(event)
+        if on_event is not None:
+            on_event(event)
 
     def source(step: int) -> dict[str, Any]:
         return {"kind": "simulation", "seed": world_config.seed, "step": step}
@@ -118,37 +240,62 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
     try:
         with CheckpointTimer(opts.checkpoint_interval if store is not None else None) as timer, \
                 progress_bar(opts.steps, desc=f"simulate {config.learner}", unit="step", quiet=opts.quiet) as bar:
-            for step in range(opts.steps):
-                req = world.next_request()
-                while pending and pending[0][0] <= req.ts:
+            for start in range(0, opts.steps, batch):
+                reqs = [world.next_request() for _ in range(min(batch, opts.steps - start))]
+                ts = reqs[0].ts
+                while pending and pending[0][0] <= ts:
                     emit(heapq.heappop(pending)[3])
                 # the clock is at req.ts: windows that closed by now are learned before this choice
                 # (the impression below would advance the join to the same watermark right after)
-                run.join.advance(req.ts)
-                for arm in req.retired:
-                    learner.retire_arm(arm)
-                x = vectorizer.x(req.context)
-                shared = vectorizer.shared_for(req.context, req.candidates, req.arm_features)
-                decision = learner.choose(x, req.candidates, shared)
-                outcome = world.respond(req, decision.arm, propensity=decision.propensity, policy=policy)
-                if predict is not None:
-                    predicted_sum += predict(decision.arm, x)
-                    true_sum += outcome.expected_reward
-                emit(outcome.impression)
-                for fb in (outcome.click, outcome.conversion):
-                    if fb is not None:
-                        sequence += 1
-                        heapq.heappush(pending, (fb.ts, TYPE_ORDER[type(fb)], sequence, fb))
-                tracker.add(outcome.reward, outcome.expected_reward, outcome.oracle_expected_reward,
-                            float(req.expected_rewards().mean()))
-                if (step + 1) % every == 0:
-                    tracker.curve.append((step + 1, tracker.regret, tracker.reward / (step + 1)))
-                if store is not None and timer.due():
-                    run.checkpoint(store, source(step + 1))
-                    checkpoints += 1
-                if (step + 1) % 1024 == 0:
-                    bar.update(1024)
-                    bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)
+                join_advance(ts)
+                xs = []
+                for req in reqs:
+                    for arm in req.retired:
+                        learner.retire_arm(arm)
+                    if dense is not None:
+                        x = dense[0].copy()
+                        x[dense[1]] = req.x
+                        if req.step == 0 and not np.array_equal(x, featurize(req.context)):
+                            dense = None  # not the plain layout after all: featurize every context
+                            x = featurize(req.context)
+                    else:
+                        x = featurize(req.context)
+                    xs.append(x)
+                if batch == 1:
+                    req = reqs[0]
+                    shared = (vectorizer.shared_for(req.context, req.candidates, req.arm_features)
+                              if with_shared else None)
+                    decisions = [choose(xs[0], req.candidates, shared)]
+                else:
+                    decisions = _decide(learner, reqs, xs, vectorizer if with_shared else None)
+                for req, x, decision in zip(reqs, xs, decisions, strict=True):
+                    step = req.step
+                    if batch > 1:  # feedback that arrived while the micro-batch was being scored
+                        ts = req.ts
+                        while pending and pending[0][0] <= ts:
+                            emit(heapq.heappop(pending)[3])
+                        join_advance(ts)
+                    if memo is not None:
+                        memo.remember(req.context, x)
+                    outcome = respond(req, decision.arm, propensity=decision.propensity, policy=policy)
+                    if predict is not None:
+                        predicted_sum += predict(decision.arm, x)
+                        true_sum += outcome.expected_reward
+                    emit(outcome.impression)
+                    for fb in (outcome.click, outcome.conversion):
+                        if fb is not None:
+                            sequence += 1
+                            heapq.heappush(pending, (fb.ts, TYPE_ORDER[type(fb)], sequence, fb))
+                    truth = req.truth
+                    chosen.add(truth.block, truth.row, truth.index[decision.arm])
+                    if store is not None and timer.due():
+                        run.checkpoint(store, source(step + 1))
+                        checkpoints += 1
+                    if (step + 1) % 1024 == 0:
+                        chosen.flush()
+                        bar.update(1024)
+                        bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)
+            chosen.flush()
             bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)  # the final regret, as in the summary
             bar.update(bar.total - bar.n)
             while pending:  # feedback due after the last request still arrives

@@ -77,6 +77,13 @@ def delay_survival(distribution: str, mean: float, shape: float, t: np.ndarray |
     raise ValueError(f"conversion_delay must be one of {DELAY_DISTRIBUTIONS}, not {distribution!r}")
 
 
+def selection_biased(p_click: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """pCVR of the selection-bias world from the click probability ``p`` and the arm's rate ``q``:
+    ``sigmoid(l + log q) / sigmoid(l) = q / (p q + 1 − p)``."""
+    p = np.asarray(p_click, dtype=float)
+    return np.minimum(q / (p * q + 1.0 - p), 1.0)
+
+
 def conversion_probabilities(click_logit: np.ndarray, conversion_logit: np.ndarray,
                              selection_bias: bool) -> np.ndarray:
     """P(conversion | click) per candidate: ``sigmoid(conversion_logit)``, or under selection bias

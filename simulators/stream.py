@@ -50,31 +50,50 @@ class Stream:
 
 
 def draw_stream(config: WorldConfig, steps: int) -> Stream:
-    """Draw ``steps`` requests of ``World(config)`` into arrays (identical to stepping the world)."""
+    """Draw ``steps`` requests of ``World(config)`` into arrays (identical to stepping the world), a
+    block of the world at a time without building the requests."""
     world = World(config)
     m = config.offered
     X = np.empty((steps, config.dim))
     cand = np.empty((steps, m), dtype=np.intp)
     expected = np.empty((steps, m))
     rewards = np.empty((steps, m))
-    ts = np.empty(steps)
     arms: list[str] = []
     index: dict[str, int] = {}
     retirements: list[tuple[int, int]] = []
-    for t in range(steps):
-        req = world.next_request()
-        for a in req.candidates:
-            if a not in index:
-                index[a] = len(arms)
-                arms.append(a)
-        for a in req.retired:
-            retirements.append((t, index.setdefault(a, len(arms))))
-            if len(arms) == index[a]:
-                arms.append(a)
-        X[t] = req.x
-        cand[t] = [index[a] for a in req.candidates]
-        expected[t] = req.truth.expected
-        rewards[t] = req.truth.rewards
-        ts[t] = req.ts
+
+    def number(arm: str) -> int:
+        if arm not in index:
+            index[arm] = len(arms)
+            arms.append(arm)
+        return index[arm]
+
+    t = 0
+    for block, lo, hi in world.blocks(steps):
+        n = hi - lo
+        X[t:t + n] = block.x[lo:hi]
+        expected[t:t + n] = block.expected[lo:hi]
+        rewards[t:t + n] = block.rewards[lo:hi]
+        for seg in block.segments:
+            a, b = max(seg.start - block.start, lo), min(seg.stop - block.start, hi)
+            if a >= b:
+                continue
+            # arms are numbered in order of first appearance: a step's candidates, then its retirements
+            retired = seg.retired if a == seg.start - block.start else ()
+            if block.slots is None:  # every arm offered: one row for the whole segment
+                cand[t + a - lo:t + b - lo] = [number(arm) for arm in seg.ids]
+                retirements.extend((t + a - lo, number(arm)) for arm in retired)
+            else:
+                for i, row in enumerate(block.slots[a:b].tolist(), start=t + a - lo):
+                    cand[i] = [number(seg.ids[s]) for s in row]
+                    if retired:
+                        retirements.extend((i, number(arm)) for arm in retired)
+                        retired = ()
+        t += n
+    steps_ = np.arange(steps)
+    if config.feedback_batch:
+        ts = config.start_ts + (steps_ // config.feedback_batch) * config.feedback_batch / config.rate
+    else:
+        ts = config.start_ts + steps_ / config.rate
     return Stream(config=config, arms=arms, X=X, candidates=cand, expected=expected, rewards=rewards, ts=ts,
                   retirements=retirements)

@@ -12,47 +12,46 @@ delays, for *every* candidate) is drawn in :meth:`World.next_request`, before th
 :meth:`World.respond` draws nothing. Hence policies run on the same seed see the same contexts and
 candidates and — common random numbers — the same outcome for the same choice, and switching on
 drift or churn does not change the contexts.
+
+Speed: the draws and the truth of :data:`~banditloop.simulators.blocks.BLOCK_STEPS` steps are
+computed at once, as arrays (:mod:`banditloop.simulators.blocks`); ``next_request`` and ``respond``
+are views over that block. Each generator still yields its variates in the order a step at a time
+drew them (contexts, drift, churn and candidates per step, then per step the outcome uniforms and
+exponentials), so a seed gives the same requests and outcomes as before blocks and whatever the
+block size; probabilities come from matrix products over the block and may differ from a per-step
+product in the last bit. The accessors (``theta``, ``active_arms``, ``retired_arms``, ...) answer
+for the step of the last request, although the block was drawn ahead.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
 from banditloop.core.events import Click, Conversion, Impression
+from banditloop.simulators.blocks import (
+    Block,
+    Segment,
+    Truth,
+    block_steps,
+    draw_candidates,
+    draw_evolution,
+    draw_outcome_variates,
+    sigmoid,
+)
 from banditloop.simulators.config import WorldConfig, logit
-from banditloop.simulators.conversions import conversion_delays, conversion_probabilities
+from banditloop.simulators.conversions import conversion_delays, selection_biased
 
 __all__ = ["World", "WorldConfig", "Request", "Outcome"]
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-@dataclass(slots=True)
-class _Truth:
-    """Per candidate (same order as ``Request.candidates``): probabilities and pre-drawn variates."""
-
-    index: dict[str, int]
-    p_click: np.ndarray
-    p_conv: np.ndarray
-    value_mean: np.ndarray
-    expected: np.ndarray
-    u_click: np.ndarray
-    u_conv: np.ndarray
-    click_delay: np.ndarray
-    conv_delay: np.ndarray
-    value: np.ndarray
-    rewards: np.ndarray
-
-
 @dataclass(slots=True)
 class Request:
-    """One ad request. ``context`` and ``arm_features`` are shared with the world: treat as read-only.
+    """One ad request. ``context``, ``arm_features`` and ``x`` are shared with the world: treat as read-only.
 
     ``x`` is the context as a vector (``context["x{i}"] == x[i]``). ``retired`` and ``added`` list
     the arms that churned out and in just before this request (empty without churn).
@@ -67,11 +66,12 @@ class Request:
     x: np.ndarray
     retired: tuple[str, ...] = ()
     added: tuple[str, ...] = ()
-    truth: _Truth = field(default=None, repr=False)  # type: ignore[assignment]
+    truth: Truth = field(default=None, repr=False)  # type: ignore[assignment]
 
     def expected_reward(self, arm: str) -> float:
         """Expected reward of showing ``arm`` here, under the world's :class:`~banditloop.core.reward.RewardSpec`."""
-        return float(self.truth.expected[self._position(arm)])
+        t = self.truth
+        return float(t.block.expected[t.row, self._position(arm)])
 
     def expected_rewards(self) -> np.ndarray:
         """Expected reward of every candidate, in candidate order."""
@@ -83,11 +83,13 @@ class Request:
 
     @property
     def oracle_arm(self) -> str:
-        return self.candidates[int(np.argmax(self.truth.expected))]
+        t = self.truth
+        return self.candidates[int(t.block.oracle[t.row])]
 
     @property
     def oracle_expected_reward(self) -> float:
-        return float(self.truth.expected.max())
+        t = self.truth
+        return float(t.block.oracle_expected[t.row])
 
     def _position(self, arm: str) -> int:
         try:
@@ -150,7 +152,7 @@ class World:
         self._features: list[dict[str, float]] = [{} for _ in range(n)]
         self._slot: dict[str, int] = {}
         self._next_id = 0
-        self.retired_arms: list[str] = []
+        self._retired_log: list[str] = []  # every retirement drawn so far (blocks are drawn ahead)
         self.step = 0
         self._feature_names = tuple(f"f{i}" for i in range(k))
         self._context_names = tuple(f"x{i}" for i in range(d))
@@ -160,6 +162,9 @@ class World:
             self._bias[:] = [logit(p) for p in c.arm_probabilities]
             self._theta[:] = 0.0
         self._changes = list(c.change_points)
+        self._block_steps = block_steps(n, 1 if c.context_free else d, c.drift > 0)
+        self._block: Block | None = None
+        self._segment = 0  # index in the current block of the segment of the next step
 
     # -- arms ---------------------------------------------------------------------------------
     def _new_arm(self, slot: int) -> str:
@@ -192,104 +197,150 @@ class World:
         self._slot[arm] = slot
         return arm
 
+    def _current(self) -> Segment | None:
+        """The segment of the last request (None before the first)."""
+        b = self._block
+        if b is None or self.step == 0:
+            return None
+        step = self.step - 1
+        return b.segments[int(b.segment_of[step - b.start])]
+
     @property
     def active_arms(self) -> list[str]:
-        return list(self._ids)
+        seg = self._current()
+        return list(self._ids if seg is None else seg.ids)
+
+    @property
+    def retired_arms(self) -> list[str]:
+        """Arms retired up to the last request, in order."""
+        seg = self._current()
+        return self._retired_log[:0 if seg is None else seg.retired_total]
+
+    def _params(self, arm: str) -> tuple[np.ndarray, float]:
+        seg = self._current()
+        if seg is None:
+            s = self._slot[arm]
+            return self._theta[s], float(self._bias[s])
+        if arm not in seg.ids:
+            raise KeyError(arm)
+        return seg.params_at(self.step - 1, seg.slot(arm))
 
     def theta(self, arm: str) -> np.ndarray:
         """Current true click coefficients θ* of an active arm (a copy)."""
-        return self._theta[self._slot[arm]].copy()
+        return self._params(arm)[0].copy()
 
     def arm_bias(self, arm: str) -> float:
-        return float(self._bias[self._slot[arm]])
+        return self._params(arm)[1]
 
     def arm_features(self, arm: str) -> dict[str, float]:
-        return dict(self._features[self._slot[arm]])
+        seg = self._current()
+        if seg is None:
+            return dict(self._features[self._slot[arm]])
+        if arm not in seg.ids:
+            raise KeyError(arm)
+        return dict(seg.features[seg.slot(arm)])
 
     def click_probability(self, x: np.ndarray, arm: str) -> float:
         """``sigmoid(θ*·x + bias)`` for an active arm under its current parameters."""
-        s = self._slot[arm]
-        return float(_sigmoid(self._theta[s] @ np.asarray(x, dtype=float) + self._bias[s]))
+        theta, bias = self._params(arm)
+        return float(sigmoid(theta @ np.asarray(x, dtype=float) + bias))
+
+    # -- blocks ---------------------------------------------------------------------------------
+    def _draw_block(self, start: int) -> Block:
+        """Draw steps ``[start, start + block)``: the world's state moves to the end of the block."""
+        c = self.config
+        steps, n, m = self._block_steps, c.arms, c.offered
+        x = np.round(self._ctx_rng.standard_normal((steps, c.dim)), 4)
+        slots = draw_candidates(self._cand_rng, n, m, steps)
+        u, e = draw_outcome_variates(self._out_rng, steps, m)
+        block = Block(start, x, slots, u, e, m)
+        noise, leaving = draw_evolution(self._drift_rng, self._churn_rng, c, steps, first=int(start == 0))
+        events = {ch[0] for ch in self._changes if ch[0] < block.stop}
+        if leaving is not None:
+            events.update((start + np.flatnonzero(leaving.any(axis=1))).tolist())
+        bounds = [start, *sorted(t for t in events if t > start), block.stop]
+        for a, b in pairwise(bounds):
+            i0, i1 = a - start, b - start
+            # the evolution at step a, in the order a step at a time applied it: drift, changes, churn
+            if noise is not None and a > 0:
+                (self._bias if c.context_free else self._theta)[...] += noise[i0]
+            while self._changes and self._changes[0][0] <= a:
+                _, slot, p = self._changes.pop(0)
+                self._bias[slot] = logit(p)
+            retired: tuple[str, ...] = ()
+            added: tuple[str, ...] = ()
+            if leaving is not None and a > 0:
+                gone = np.flatnonzero(leaving[i0])
+                retired = tuple(self._ids[s] for s in gone)
+                added = tuple(self._new_arm(int(s)) for s in gone)
+                self._retired_log.extend(retired)
+            seg = Segment(a, b, tuple(self._ids), list(self._features), self._theta.copy(), self._bias.copy(),
+                          retired, added, retired_total=len(self._retired_log))
+            if noise is not None:  # the random walk within the segment: the same additions, in order
+                state = self._bias if c.context_free else self._theta
+                walk = np.cumsum(np.concatenate([state[None], noise[i0 + 1:i1]]), axis=0)
+                state[...] = walk[-1]
+                setattr(seg, "bias_steps" if c.context_free else "theta_steps", walk)
+            block.add_segment(seg, self._gamma, self._conv_bias, self._value, bool(c.arm_feature_dim))
+        if c.selection_bias:  # conversions specified on the entire space (simulators/conversions.py)
+            block.p_conv[...] = selection_biased(block.p_click, block.p_conv)
+        block.finish(c.reward.kind, c.reward.weight, c.click_delay_mean, c.conversion_delay_mean)
+        if c.conversion_delay != "exponential":  # the same exponential variates, mapped to the distribution
+            block.conv_delay = conversion_delays(c.conversion_delay, c.conversion_delay_mean,
+                                                 c.conversion_delay_shape, block.e[:, 1])
+        return block
+
+    def _block_for(self, step: int) -> Block:
+        b = self._block
+        if b is None or step >= b.stop:
+            b = self._block = self._draw_block(step)
+            self._segment = 0
+        return b
+
+    def blocks(self, steps: int) -> Iterator[tuple[Block, int, int]]:
+        """The next ``steps`` steps as ``(block, lo, hi)``: rows ``lo:hi`` of each block, in order (what
+        ``steps`` calls of :meth:`next_request` would return, without building the requests)."""
+        end = self.step + steps
+        while self.step < end:
+            b = self._block_for(self.step)
+            lo = self.step - b.start
+            hi = min(b.stop, end) - b.start
+            self.step = b.start + hi
+            self._segment = int(b.segment_of[hi - 1])
+            yield b, lo, hi
 
     # -- requests -----------------------------------------------------------------------------
-    def _evolve(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Drift and churn between two steps; draws a fixed number of variates per step."""
-        c = self.config
-        if c.drift > 0 and c.context_free:  # context-free arms: the logit walks
-            self._bias += self._drift_rng.standard_normal(self._bias.shape) * (c.drift * c.theta_scale)
-        elif c.drift > 0:
-            self._theta += self._drift_rng.standard_normal(self._theta.shape) * (c.drift * c.theta_scale
-                                                                                   / math.sqrt(c.dim))
-        while self._changes and self._changes[0][0] <= self.step:
-            _, slot, p = self._changes.pop(0)
-            self._bias[slot] = logit(p)
-        if c.churn <= 0:
-            return (), ()
-        leaving = np.flatnonzero(self._churn_rng.random(c.arms) < c.churn)
-        retired = tuple(self._ids[s] for s in leaving)
-        added = tuple(self._new_arm(int(s)) for s in leaving)
-        self.retired_arms.extend(retired)
-        return retired, added
-
-    def _evolve_changes_only(self) -> None:
-        while self._changes and self._changes[0][0] <= self.step:
-            _, slot, p = self._changes.pop(0)
-            self._bias[slot] = logit(p)
-
     def next_request(self) -> Request:
-        """The next request; all randomness of this step (including every outcome) is drawn here."""
+        """The next request; all randomness of this step (including every outcome) was drawn with its block."""
         c = self.config
         step = self.step
-        retired, added = self._evolve() if step > 0 else ((), ())
-        if step == 0 and self._changes:
-            self._evolve_changes_only()
-        x = np.round(self._ctx_rng.standard_normal(c.dim), 4)
-        m = c.offered
-        if m < c.arms:
-            slots = np.sort(self._cand_rng.choice(c.arms, size=m, replace=False))
-        else:
-            slots = np.arange(c.arms)
-        u = self._out_rng.random((2, m))
-        e = self._out_rng.standard_exponential((3, m))
-        ids = self._ids
-        candidates = [ids[s] for s in slots]
-        click_logit = self._theta[slots] @ x + self._bias[slots]
-        p_click = _sigmoid(click_logit)
-        p_conv = conversion_probabilities(click_logit, self._gamma[slots] @ x + self._conv_bias[slots],
-                                          c.selection_bias)
-        value_mean = self._value[slots]
-        spec = c.reward
-        if spec.kind == "click":
-            expected = p_click
-        elif spec.kind == "conversion":
-            expected = p_click * p_conv
-        else:
-            expected = p_click * (1.0 + spec.weight * p_conv * value_mean)
-        clicked = u[0] < p_click
-        converted = clicked & (u[1] < p_conv)
-        value = np.where(converted, np.round(value_mean * e[2], 2), 0.0)
-        if spec.kind == "click":
-            rewards = clicked.astype(float)
-        elif spec.kind == "conversion":
-            rewards = converted.astype(float)
-        else:
-            rewards = clicked + spec.weight * value
-        truth = _Truth(index={a: i for i, a in enumerate(candidates)}, p_click=p_click, p_conv=p_conv,
-                       value_mean=value_mean, expected=expected, u_click=u[0], u_conv=u[1],
-                       click_delay=c.click_delay_mean * e[0],
-                       conv_delay=conversion_delays(c.conversion_delay, c.conversion_delay_mean,
-                                                    c.conversion_delay_shape, e[1]),
-                       value=value, rewards=rewards)
-        feats = self._features
+        b = self._block_for(step)
+        i = step - b.start
+        seg = b.segments[self._segment]
+        while step >= seg.stop:
+            self._segment += 1
+            seg = b.segments[self._segment]
         self.step = step + 1
+        if b.slots is None:
+            candidates = list(seg.ids)
+            arm_features, index = seg.arm_features or {}, seg.index
+        else:
+            ids, feats = seg.ids, seg.features
+            row = b.slots[i].tolist()
+            candidates = [ids[s] for s in row]
+            arm_features = {ids[s]: feats[s] for s in row} if c.arm_feature_dim else {}
+            index = None
+        first = step == seg.start
         if c.feedback_batch:  # a batch's requests share one event time (see WorldConfig)
             ts = c.start_ts + (step // c.feedback_batch) * c.feedback_batch / c.rate
         else:
             ts = c.start_ts + step / c.rate
+        x = b.x[i]
         return Request(step=step, ts=ts, impression_id=f"imp-{c.seed}-{step}",
                        context=dict(zip(self._context_names, x.tolist(), strict=True)), candidates=candidates,
-                       arm_features={ids[s]: feats[s] for s in slots} if c.arm_feature_dim else {},
-                       x=x, retired=retired, added=added, truth=truth)
+                       arm_features=arm_features, x=x,  # type: ignore[arg-type]
+                       retired=seg.retired if first else (), added=seg.added if first else (),
+                       truth=Truth(b, i, index, candidates))
 
     def expected_reward(self, req: Request, arm: str) -> float:
         """Expected reward of ``arm`` for ``req`` (click probability, or the configured reward's mean)."""
@@ -299,10 +350,11 @@ class World:
                 position: int | None = None) -> Outcome:
         """Show ``arm`` for ``req``: the impression, and the click and conversion it leads to (if any).
 
-        Draws no randomness, so the same ``(req, arm)`` always gives the same outcome. A NaN
-        propensity (a policy that could not estimate it) is logged as unknown.
+        Draws no randomness, so the same ``(req, arm)`` always gives the same outcome (and it is safe
+        from any thread). A NaN propensity (a policy that could not estimate it) is logged as unknown.
         """
         t = req.truth
+        b, row = t.block, t.row
         i = req._position(arm)
         if propensity is not None:
             propensity = float(propensity)
@@ -315,24 +367,24 @@ class World:
                                 context=req.context, candidates=list(req.candidates),
                                 arm_features=req.arm_features or None, position=position,
                                 propensity=propensity, policy=policy)
-        clicked = bool(t.u_click[i] < t.p_click[i])
-        converted = bool(clicked and t.u_conv[i] < t.p_conv[i])
-        value = float(t.value[i])
+        clicked = bool(b.clicked[row, i])
+        converted = clicked and bool(b.converted[row, i])
+        value = float(b.value[row, i]) if converted else 0.0
         click = conversion = None
-        batch = self.config.feedback_batch
         if clicked:
+            batch = self.config.feedback_batch
             if batch:  # revealed together, half a batch later
                 click_ts = conv_ts = req.ts + 0.5 * batch / self.config.rate
             else:
-                click_ts = req.ts + float(t.click_delay[i])
-                conv_ts = click_ts + float(t.conv_delay[i])
+                click_ts = req.ts + float(b.click_delay[row, i])
+                conv_ts = click_ts + float(b.conv_delay[row, i])
             click = Click(event_id=f"{imp_id}:c", ts=click_ts, impression_id=imp_id)
             if converted:
                 conversion = Conversion(event_id=f"{imp_id}:v", ts=conv_ts, impression_id=imp_id, value=value)
         return Outcome(impression=impression, click=click, conversion=conversion, clicked=clicked,
-                       converted=converted, value=value, reward=float(t.rewards[i]),
-                       expected_reward=float(t.expected[i]), oracle_arm=req.oracle_arm,
-                       oracle_expected_reward=req.oracle_expected_reward)
+                       converted=converted, value=value, reward=float(b.rewards[row, i]),
+                       expected_reward=float(b.expected[row, i]), oracle_arm=req.candidates[int(b.oracle[row])],
+                       oracle_expected_reward=float(b.oracle_expected[row]))
 
     def requests(self, steps: int) -> list[Request]:
         """The next ``steps`` requests."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import re
 import shlex
 from pathlib import Path
@@ -208,3 +209,46 @@ def test_the_image_copies_every_source_folder_of_the_package():
     assert folders <= copied, f"not copied into the image: {sorted(folders - copied)}"
     assert "LICENSE" in dockerfile
 
+
+
+def test_the_scorer_requires_a_token_from_a_compose_secret(services, compose, tmp_path):
+    """It listens on 0.0.0.0, so the production example is authenticated: the token comes from a
+    compose secret (a file, mounted under /run/secrets), never from a literal in compose.yaml."""
+    from banditloop.serving.http.security import BearerAuth
+
+    scorer = services["scorer"]
+    args = parse(scorer)
+    names = [s if isinstance(s, str) else s["source"] for s in scorer.get("secrets", [])]
+    assert names, "the scorer mounts no secret"
+    targets = {f"/run/secrets/{s if isinstance(s, str) else s.get('target', s['source'])}"
+               for s in scorer["secrets"]}
+    assert args.api_token_file in targets
+    source = compose["secrets"][next(n for n in names if args.api_token_file.endswith("/" + n))]
+    assert set(source) == {"file"} and source["file"] == "./secrets/api-token"
+    assert "secrets/" in (ROOT / ".gitignore").read_text()  # the default token file is never committed
+    assert "BANDITLOOP_API_TOKEN" not in environment(scorer)
+    assert not args.auth_all  # the healthcheck's GET /healthz stays open
+    # the scorer accepts the file the compose comments tell an operator to create, refuses an empty one
+    token = tmp_path / "api-token"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    auth = BearerAuth.configured(str(token), environ={})
+    assert auth is not None and auth.allows("Bearer 0123456789abcdef0123456789abcdef")
+    token.write_text("")
+    with pytest.raises(ValueError, match="holds no token"):
+        BearerAuth.configured(str(token), environ={})
+    assert "secrets/api-token" in (ROOT / "README.md").read_text()
+
+
+def test_db_init_runs_with_the_stacks_environment(services, tmp_path):
+    """``models`` with the shared BANDITLOOP_MODEL set lists that model (it used to refuse --model
+    without --prune, so the one-shot failed and nothing else started)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITLOOP_")}
+    env.update(environment(services["db-init"]), BANDITLOOP_DB=f"sqlite:///{tmp_path / 'init.db'}",
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "banditloop.cli", *command(services["db-init"])], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "init.db").exists()

@@ -1,4 +1,5 @@
-"""``banditloop models``: the models in a checkpoint database, and pruning their old versions."""
+"""``banditloop models``: the models in a checkpoint database, pruning their old versions, and
+repairing a poisoned watermark (:mod:`banditloop.commands.models_repair`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import argparse
 from typing import Any
 
 from banditloop.commands.common import add_db_option, db_url, non_negative_int
+from banditloop.commands.models_repair import add_arguments as add_repair_arguments
 
-HELP = "list models with versions, learner, counters and times; --prune applies the retention policy"
+HELP = ("list models with versions, learner, counters and times; --prune applies the retention policy; "
+        "--repair-watermark clamps a poisoned event time")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=non_negative_int, default=None, metavar="N",
                    help="with --prune: versions to keep per shard (default 20; 0 keeps all and only drops the "
                         "join state of old versions)")
-    p.add_argument("--model", default=None, help="with --prune: only this model")
+    p.add_argument("--model", default=None, help="only this model (listing, --prune, --repair-watermark)")
+    add_repair_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -33,11 +37,21 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from banditloop.commands.common import CommandError
+    from banditloop.commands.models_repair import repair_options_given
     from banditloop.pipeline.checkpoints import CheckpointStore
     from banditloop.pipeline.database import DEFAULT_KEEP
 
-    if not args.prune and (args.keep is not None or args.model is not None):
-        raise CommandError("--keep and --model go with --prune")
+    if args.repair_watermark:
+        if args.prune or args.keep is not None:
+            raise CommandError("--repair-watermark writes new versions and prunes none: not with --prune or --keep")
+        from banditloop.commands.models_repair import run_repair
+
+        return run_repair(args)
+    misplaced = repair_options_given(args)
+    if misplaced:
+        raise CommandError(f"{', '.join(misplaced)} go(es) with --repair-watermark")
+    if not args.prune and args.keep is not None:
+        raise CommandError("--keep goes with --prune")
     store = CheckpointStore(db_url(args))
     try:
         pruned: dict[str, int] | None = None
@@ -46,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                 raise CommandError(f"no model {args.model!r} in {db_url(args)} (banditloop models lists them)")
             pruned = store.prune(args.model, keep=DEFAULT_KEEP if args.keep is None else args.keep)
             store.compact()
-        models = store.models()
+        models = [m for m in store.models() if args.model is None or m.model == args.model]
         heads = {m.model: store.heads(m.model) for m in models} if args.json else {}
     finally:
         store.close()

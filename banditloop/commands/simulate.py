@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--partitions", type=int, default=None,
                    help="with --bootstrap: create missing topics with this many partitions (default: as the "
                         "existing event topics, else the broker's default)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="score N consecutive requests together with the parameters frozen, as concurrent requests "
+                        "at a scorer (feedback arriving meanwhile is learned after their choices); default 1")
     p.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--no-checkpoint", action="store_true", help="do not write checkpoints")
     add_overwrite_options(p, resume=None)
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from banditloop.simulators.world import WorldConfig
 
     args.param = args.param or []
-    for option in ("arms", "dim", "steps"):
+    for option in ("arms", "dim", "steps", "batch"):
         if getattr(args, option) < 1:
             raise CommandError(f"--{option} must be >= 1, got {getattr(args, option)}")
     if args.partitions is not None and args.partitions < 1:
@@ -125,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = simulate(world, config, model, store,
                            SimulationOptions(steps=args.steps, out=args.out, quiet=args.quiet or args.json,
-                                             checkpoint_interval=args.checkpoint_interval,
+                                             checkpoint_interval=args.checkpoint_interval, batch=args.batch,
                                              on_event=None if producer is None else producer.send))
     finally:
         if store is not None:
