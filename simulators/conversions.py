@@ -37,11 +37,28 @@ True
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import ndtri
 
+if TYPE_CHECKING:
+    from banditloop.simulators.blocks import Block
+    from banditloop.simulators.config import WorldConfig
+
 DELAY_DISTRIBUTIONS = ("exponential", "lognormal", "weibull")
+
+
+def apply_conversions(block: Block, c: WorldConfig) -> Block:
+    """Finish a drawn block of the world: pCVR under selection bias (before the outcomes are decided),
+    outcomes, then the delays mapped to the configured distribution (the same exponential variates)."""
+    if c.selection_bias:
+        block.p_conv[...] = selection_biased(block.p_click, block.p_conv)
+    block.finish(c.reward.kind, c.reward.weight, c.click_delay_mean, c.conversion_delay_mean)
+    if c.conversion_delay != "exponential":
+        block.conv_delay = conversion_delays(c.conversion_delay, c.conversion_delay_mean, c.conversion_delay_shape,
+                                             block.e[:, 1])
+    return block
 
 
 def conversion_delays(distribution: str, mean: float, shape: float, exponentials: np.ndarray) -> np.ndarray:

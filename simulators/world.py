@@ -44,7 +44,7 @@ from banditloop.simulators.blocks import (
     sigmoid,
 )
 from banditloop.simulators.config import WorldConfig, logit
-from banditloop.simulators.conversions import conversion_delays, selection_biased
+from banditloop.simulators.conversions import apply_conversions
 
 __all__ = ["World", "WorldConfig", "Request", "Outcome"]
 
@@ -282,13 +282,7 @@ class World:
                 state[...] = walk[-1]
                 setattr(seg, "bias_steps" if c.context_free else "theta_steps", walk)
             block.add_segment(seg, self._gamma, self._conv_bias, self._value, bool(c.arm_feature_dim))
-        if c.selection_bias:  # conversions specified on the entire space (simulators/conversions.py)
-            block.p_conv[...] = selection_biased(block.p_click, block.p_conv)
-        block.finish(c.reward.kind, c.reward.weight, c.click_delay_mean, c.conversion_delay_mean)
-        if c.conversion_delay != "exponential":  # the same exponential variates, mapped to the distribution
-            block.conv_delay = conversion_delays(c.conversion_delay, c.conversion_delay_mean,
-                                                 c.conversion_delay_shape, block.e[:, 1])
-        return block
+        return apply_conversions(block, c)  # selection bias, delay distribution; then block.finish
 
     def _block_for(self, step: int) -> Block:
         b = self._block
