@@ -35,6 +35,7 @@ At 10 requests/s a run of 200k impressions spans 5.6 h of event time, so under `
     python benchmarks/calibration.py                 # 200k impressions per run, 3 cases x 3 learners
     python benchmarks/calibration.py --quick         # 20k impressions: a smoke run (targets not expected)
     python benchmarks/calibration.py --steps 400000 --cases 30 --only ctr-ftrl:fnw
+    python benchmarks/calibration.py --cvr [--quick]  # conversions: dfm and esmm (benchmarks/calibration_cvr.py)
 
 Figures measured (200k impressions, seed 0, 10 requests/s; tenths 1-10, after the backlog, ECE of the
 served predictions / of the final model):
@@ -219,6 +220,11 @@ def report(results: list[Result]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--cvr" in argv:  # conversion models under delays of days: their own script and options
+        from benchmarks.calibration_cvr import main as cvr_main
+
+        return cvr_main([a for a in argv if a != "--cvr"])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=200_000, help="impressions per run (default 200000)")
     ap.add_argument("--quick", action="store_true", help="20k impressions, 2k fresh requests: a smoke run")

@@ -24,6 +24,8 @@ LEARNERS: dict[str, str] = {
     "logistic-ts": "banditloop.operators.logistic_ts:LogisticTS",
     "ctr-lr": "banditloop.operators.ctr_lr:CTRLogisticRegression",
     "ctr-ftrl": "banditloop.operators.ctr_ftrl:CTRFTRL",
+    "dfm": "banditloop.operators.dfm:DelayedFeedbackModel",
+    "esmm": "banditloop.operators.esmm:ESMM",
     "vw-cb": "banditloop.operators.vw_cb:VWContextualBandit",
     "vw-ctr": "banditloop.operators.vw_ctr:VWLogisticCTR",
 }

@@ -24,7 +24,10 @@ class WorldConfig:
 
     Conversion given a click: ``sigmoid(c_a + γ_a·x)`` with ``c_a ~ N(logit(conversion_rate),
     conversion_spread²)`` and ``γ_a·x`` of standard deviation ``conversion_context`` (0: the
-    conversion rate does not depend on the context). A conversion is worth ``value_a · Exp(1)``
+    conversion rate does not depend on the context); with ``selection_bias`` the conversion is
+    specified on the entire space instead (:mod:`banditloop.simulators.conversions`). The delay from
+    click to conversion has mean ``conversion_delay_mean`` and a ``conversion_delay`` distribution
+    (exponential, or long-tailed log-normal or Weibull). A conversion is worth ``value_a · Exp(1)``
     where the arm's mean value ``value_a`` is log-normal around ``value_mean``.
 
     Settings of the bandit literature:
@@ -52,8 +55,15 @@ class WorldConfig:
     seed: int = 0
     #: mean delay (seconds, exponential) from the impression to its click
     click_delay_mean: float = 30.0
-    #: mean delay (seconds, exponential) from the click to its conversion
+    #: mean delay (seconds) from the click to its conversion
     conversion_delay_mean: float = 3600.0
+    #: distribution of that delay: "exponential", "lognormal" (σ = ``conversion_delay_shape``) or "weibull"
+    #: (k = ``conversion_delay_shape``); see :mod:`banditloop.simulators.conversions`
+    conversion_delay: Literal["exponential", "lognormal", "weibull"] = "exponential"
+    conversion_delay_shape: float = 1.0
+    #: conversions specified on the entire space (pCTCVR logistic, pCVR = pCTCVR / pCTR grows with the
+    #: click probability): the clicked population converts more than the unclicked would have
+    selection_bias: bool = False
     #: per-step standard deviation of the random walk of θ*, relative to its initial scale: after
     #: ``n`` steps an arm's logit for a typical context has moved by about ``drift·sqrt(n)·theta_scale``
     drift: float = 0.0
@@ -98,6 +108,10 @@ class WorldConfig:
             raise ValueError("rate must be > 0")
         if self.click_delay_mean < 0 or self.conversion_delay_mean < 0:
             raise ValueError("delay means must be >= 0")
+        if self.conversion_delay not in ("exponential", "lognormal", "weibull"):
+            raise ValueError("conversion_delay must be 'exponential', 'lognormal' or 'weibull'")
+        if not self.conversion_delay_shape > 0:
+            raise ValueError("conversion_delay_shape must be > 0")
         if self.drift < 0 or not 0.0 <= self.churn <= 1.0:
             raise ValueError("drift must be >= 0 and churn in [0, 1]")
         for name in ("base_ctr", "conversion_rate"):

@@ -44,6 +44,7 @@ from banditloop.simulators.blocks import (
     sigmoid,
 )
 from banditloop.simulators.config import WorldConfig, logit
+from banditloop.simulators.conversions import apply_conversions
 
 __all__ = ["World", "WorldConfig", "Request", "Outcome"]
 
@@ -281,8 +282,7 @@ class World:
                 state[...] = walk[-1]
                 setattr(seg, "bias_steps" if c.context_free else "theta_steps", walk)
             block.add_segment(seg, self._gamma, self._conv_bias, self._value, bool(c.arm_feature_dim))
-        block.finish(c.reward.kind, c.reward.weight, c.click_delay_mean, c.conversion_delay_mean)
-        return block
+        return apply_conversions(block, c)  # selection bias, delay distribution; then block.finish
 
     def _block_for(self, step: int) -> Block:
         b = self._block

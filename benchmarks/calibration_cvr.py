@@ -1,0 +1,392 @@
+"""Calibration of conversion models under conversion delays of days, against the simulator's known pCVR.
+
+Run by ``python benchmarks/calibration.py --cvr`` (or this file). Two measurements, each on 200k
+impressions of one simulated world (10 arms, dim 8, seed 0), a uniformly random arm shown per request,
+run long compared to the delays: ``--days`` (60) days of event time, so a tenth is 6 days.
+
+**1. Delayed conversions** (``WorldConfig(base_ctr=0.25, conversion_rate=0.25, conversion_context=0.5,
+conversion_delay_mean=1 day)``, ``--conversion-rate``, exponential delays, 7-day window): every click is
+a CVR example. Bias of pCVR per tenth of the run = Σ predicted pCVR ÷ Σ true pCVR − 1 over the clicks of
+that tenth, each predicted by the model of that moment (before its own conversion is known). Target:
+ours ``dfm`` within ±2 % at every tenth; the naive model (a negative at the click, a positive when the
+conversion arrives: FTRL with the same features, optimiser and prior) ≥ 20 % off. Peers fed the same stream: river's
+``LogisticRegression`` naively (as the naive model), and ``ctr-ftrl`` with its fake-negative weights
+(Ktena 2019, designed for clicks). ``dfm`` learns the elapsed time of every pending click at ticks every
+``--tick`` hours (item by item) and at the window's close, and each conversion when it arrives.
+
+**2. Selection bias** (``WorldConfig(selection_bias=True, base_ctr=0.1, theta_scale=1.5)``: pCTCVR is
+logistic and the clicked population converts more than the unclicked one would): ESMM (``esmm``, pCTR and
+pCTCVR on every impression, pCVR = pCTCVR/pCTR, conversions by the delayed feedback treatment) against
+the same delayed feedback model trained on clicked impressions only (``dfm`` on clicks: the same delay
+treatment, features and optimiser, so only the training population differs), and river's
+LogisticRegression on clicked impressions with final labels (at the window's close). Error of pCVR over
+all impressions: mean |predicted − true| ÷ mean true over every arm of ``--fresh`` fresh requests
+(the final models), and the bias per tenth over all served impressions. Target: ours ≤ 0.5× the
+clicked-only model's error.
+
+The driver keeps the pending items and their event times (the join's open impressions would hold them):
+the pipeline's learner hooks carry no event times yet, so the models are fed here directly. Clicks come
+at their impression (click delay 0; they are seconds against days of conversion delay).
+
+Figures (200k impressions, seed 0, 60 days; machine shared, load average 13-20 on 2 cores; bias per
+tenth 1 → 10):
+
+* delayed conversions, conversion rate 0.25, daily ticks: ``dfm`` +8.3 % in the first tenth (between
+  daily ticks the early conversions push p up before any survival evidence is learned), then −3.6 % to
+  +1.8 % (max |bias| after the first tenth 3.6 %: the ±2 % target is not met at every tenth); naive FTRL
+  −40 %, then −23 % to −26 % (target ≥ 20 % met: a click's own positive and negative make the naive
+  model estimate p/(1+p), less the conversions still pending); river LR naive −31 %, then −23 % to −27 %;
+  ``ctr-ftrl`` fake-negative weights −29 %, then −2.4 % to +1.8 % (its correction, meant for clicks, is
+  as good as ``dfm`` here once warm: its assumption that every conversion arrives within the window holds
+  for a 1-day mean and a 7-day window).
+* conversion rate 0.1, daily ticks: ``dfm`` +4.5 %, then −1.9 % to +1.8 % (within ±2 % from the second
+  tenth); naive FTRL −39 %, then −13 % to −15 % (below the 20 % the issue expects: with p = 0.1 the naive
+  bias p/(1+p) is 9 %); river LR naive −12 % to −16 %; ``ctr-ftrl`` fnw −35 %, then −3.1 % to +1.0 %.
+* conversion rate 0.25, 6-hour ticks (the default ``--tick 24`` is daily): ``dfm`` −3.0, −0.7, +2.0,
+  −0.7, +0.4, +2.7, −0.4, −1.1, −2.6, −1.7 % (the first tenth's overshoot gone; max |bias| 3.0 %, the
+  ±2 % target missed at 4 tenths of 10); naive as above. ``dfm`` costs most: every pending click is
+  learned at every tick (639 s of model time under that load against 32 s for the naive model).
+* selection bias (daily ticks): error of pCVR over every arm of 2000 fresh requests ``esmm`` 0.158
+  (bias −5.5 %), ``dfm`` clicked-only 0.198 (+5.8 %), river LR clicked-only with final labels 0.98 (it
+  collapses towards 0 under the 7-day lag of its labels and its constant step): ours 0.80× the
+  clicked-only model's error, **the 0.5× target is not met**. Per tenth over all served impressions:
+  ``esmm`` +19.8 %, +5.0 %, then −4 % drifting to −11 %; clicked-only +17 % falling to +1 %. In this
+  world the selection bias is modest once the clicked-only model has converged (its final bias +6 %),
+  and ``esmm`` drifts low as its pCTCVR offset (the pCTR logit) keeps moving under ``δ``: both are
+  where to look next (a stronger-bias world, ``δ`` learned with the pCTR head jointly, finer ticks).
+  ``esmm`` ages every impression, not only clicks: 897 s of model time against 112 s for clicked-only.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from banditloop.operators.ctr_ftrl import CTRFTRL
+from banditloop.operators.dfm import DelayedFeedbackModel
+from banditloop.operators.esmm import ESMM
+from banditloop.simulators.world import World, WorldConfig
+
+DAY = 86400.0
+WINDOW = 7 * DAY
+BIAS_TARGET = 0.02
+NAIVE_TARGET = 0.20
+RATIO_TARGET = 0.5
+
+
+class Contender:
+    """A model fed the delayed stream. ``population``: "clicks" (clicked impressions only) or
+    "impressions" (every impression); ``ticks``: learns the elapsed time of pending items."""
+
+    population = "clicks"
+    ticks = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cvr(self, arm: str, x: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def arrive(self, arm: str, x: np.ndarray, clicked: bool) -> None:
+        """An item enters (an impression, or a click)."""
+
+    def convert(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float) -> None:
+        """Its conversion arrives ``delay`` seconds after it."""
+
+    def tick(self, arms: list[str], X: np.ndarray, e0: np.ndarray, e1: np.ndarray) -> None:
+        """Pending items are still unconverted at elapsed ``e1`` (last learned at ``e0``)."""
+
+    def close(self, arm: str, x: np.ndarray, converted: bool) -> None:
+        """An item's window closed."""
+
+
+class DFM(Contender):
+    ticks = True
+
+    def __init__(self, name: str, model: DelayedFeedbackModel | ESMM, population: str = "clicks") -> None:
+        super().__init__(name)
+        self.model, self.population = model, population
+
+    def cvr(self, arm, x):
+        return self.model.cvr(arm, x)
+
+    def arrive(self, arm, x, clicked):
+        if isinstance(self.model, ESMM):
+            self.model.learn_click(arm, x, clicked)
+
+    def convert(self, arm, x, delay, elapsed_from):
+        self.model.learn_conversion(arm, x, delay, elapsed_from)
+
+    def tick(self, arms, X, e0, e1):
+        self.model.learn_elapsed_batch(arms, X, e0, e1)
+
+
+class NaiveFTRL(Contender):
+    """A negative at the click, a positive on arrival (unweighted), or ctr-ftrl's fake-negative weights."""
+
+    def __init__(self, name: str, dim: int, prior: float, weighted: bool) -> None:
+        super().__init__(name)
+        self.model, self.weighted = CTRFTRL(dim=dim, prior=prior), weighted
+
+    def cvr(self, arm, x):
+        return self.model.ctr(arm, x)
+
+    def arrive(self, arm, x, clicked):
+        if self.weighted:
+            self.model.learn_impression(arm, x)
+        else:
+            self.model._learn(self.model.add_arm(arm), x, 0.0, 1.0)
+
+    def convert(self, arm, x, delay, elapsed_from):
+        if self.weighted:
+            self.model.learn_reward(arm, x, 1.0)
+        else:
+            self.model._learn(self.model.add_arm(arm), x, 1.0, 1.0)
+
+
+class RiverLR(Contender):
+    """river's LogisticRegression on x and arm × x: naive (negative at the click, positive on arrival)
+    or with the final label at the window's close."""
+
+    def __init__(self, name: str, final_labels: bool) -> None:
+        from river import linear_model
+
+        super().__init__(name)
+        self.model, self.final = linear_model.LogisticRegression(), final_labels
+
+    @staticmethod
+    def features(arm: str, x: np.ndarray) -> dict[str, float]:
+        out = {f"x{i}": float(v) for i, v in enumerate(x)}
+        out.update({f"{arm}:x{i}": float(v) for i, v in enumerate(x)})
+        return out
+
+    def cvr(self, arm, x):
+        return float(self.model.predict_proba_one(self.features(arm, x))[True])
+
+    def arrive(self, arm, x, clicked):
+        if not self.final:
+            self.model.learn_one(self.features(arm, x), False)
+
+    def convert(self, arm, x, delay, elapsed_from):
+        if not self.final:
+            self.model.learn_one(self.features(arm, x), True)
+
+    def close(self, arm, x, converted):
+        if self.final:
+            self.model.learn_one(self.features(arm, x), converted)
+
+
+@dataclass
+class Outcome:
+    name: str
+    population: str
+    tenths: list[float] = field(default_factory=list)
+    error: float = float("nan")
+    bias: float = float("nan")
+    seconds: float = 0.0
+
+
+def run(world_config: WorldConfig, contenders: list[Contender], steps: int, tick: float, fresh: int,
+        measure_all: bool) -> list[Outcome]:
+    """The stream: per request a uniformly random arm; conversions and ticks in event-time order."""
+    world = World(world_config)
+    rng = np.random.default_rng(world_config.seed + 1)
+    n_arms = world_config.arms
+    X = np.zeros((steps, world_config.dim + 1))
+    arm_of: list[str] = []
+    t0 = np.zeros(steps)
+    clicked = np.zeros(steps, dtype=bool)
+    converted = np.zeros(steps, dtype=bool)
+    learned = {c.name: np.zeros(steps) for c in contenders}
+    done = {c.name: np.zeros(steps, dtype=bool) for c in contenders}
+    pred = np.full((len(contenders), steps), np.nan)
+    truth = np.zeros(steps)
+    spent = np.zeros(len(contenders))
+    conversions: list[tuple[float, int]] = []
+    next_tick = tick
+
+    def timed(k: int, fn: Callable[[], None]) -> None:
+        s = time.perf_counter()
+        fn()
+        spent[k] += time.perf_counter() - s
+
+    def do_tick(t: float) -> None:
+        for k, c in enumerate(contenders):
+            if not c.ticks:
+                continue
+            live = np.flatnonzero(~done[c.name][:len(arm_of)])
+            if c.population == "clicks":
+                live = live[clicked[live]]
+            if not live.size:
+                continue
+            e = np.minimum(t - t0[live], WINDOW)
+            timed(k, lambda c=c, live=live, e=e: c.tick([arm_of[i] for i in live], X[live], learned[c.name][live], e))
+            learned[c.name][live] = e
+            done[c.name][live[e >= WINDOW]] = True
+
+    def close_due(t: float) -> None:  # non-ticking contenders: windows closing before t
+        for k, c in enumerate(contenders):
+            if c.ticks:
+                continue
+            live = np.flatnonzero(~done[c.name][:len(arm_of)] & (t0[:len(arm_of)] + WINDOW <= t))
+            for i in live:
+                if c.population == "impressions" or clicked[i]:
+                    timed(k, lambda c=c, i=i: c.close(arm_of[i], X[i], bool(converted[i])))
+            done[c.name][live] = True
+
+    def advance(t: float) -> None:
+        nonlocal next_tick
+        while True:
+            t_conv = conversions[0][0] if conversions else math.inf
+            if min(t_conv, next_tick) > t:
+                break
+            if t_conv <= next_tick:
+                tc, i = heapq.heappop(conversions)
+                for k, c in enumerate(contenders):
+                    if c.population == "clicks" and not clicked[i]:
+                        continue
+                    timed(k, lambda c=c, i=i, tc=tc: c.convert(arm_of[i], X[i], tc - t0[i], learned[c.name][i]))
+                    done[c.name][i] = True
+            else:
+                close_due(next_tick)
+                do_tick(next_tick)
+                next_tick += tick
+
+    for step in range(steps):
+        req = world.next_request()
+        advance(req.ts)
+        j = int(rng.integers(n_arms))
+        arm = req.candidates[j]
+        x = np.concatenate(([1.0], req.x))
+        X[step], t0[step] = x, req.ts
+        arm_of.append(arm)
+        tr = req.truth
+        clicked[step] = tr.u_click[j] < tr.p_click[j]
+        converted[step] = clicked[step] and tr.u_conv[j] < tr.p_conv[j]
+        truth[step] = tr.p_conv[j]
+        if converted[step] and tr.conv_delay[j] <= WINDOW:
+            heapq.heappush(conversions, (req.ts + float(tr.conv_delay[j]), step))
+        for k, c in enumerate(contenders):
+            if measure_all or clicked[step]:
+                pred[k, step] = c.cvr(arm, x)
+            if c.population == "impressions" or clicked[step]:
+                timed(k, lambda c=c, arm=arm, x=x, hit=bool(clicked[step]): c.arrive(arm, x, hit))
+            else:
+                done[c.name][step] = True
+    out = []
+    for k, c in enumerate(contenders):
+        o = Outcome(c.name, c.population, seconds=float(spent[k]))
+        for part in np.array_split(np.arange(steps), 10):
+            part = part[~np.isnan(pred[k, part])]
+            o.tenths.append(float(pred[k, part].sum() / truth[part].sum() - 1.0))
+        out.append(o)
+    if fresh:
+        p_true, p_pred = [], [[] for _ in contenders]
+        for _ in range(fresh):
+            req = world.next_request()
+            x = np.concatenate(([1.0], req.x))
+            p_true.append(req.truth.p_conv)
+            for k, c in enumerate(contenders):
+                p_pred[k].append([c.cvr(a, x) for a in req.candidates])
+        true_all = np.concatenate(p_true)
+        for k, o in enumerate(out):
+            every = np.concatenate(p_pred[k])
+            o.error = float(np.abs(every - true_all).mean() / true_all.mean())
+            o.bias = float(every.mean() / true_all.mean() - 1.0)
+    return out
+
+
+def delayed_conversions(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 0.25) -> list[Outcome]:
+    cfg = WorldConfig(seed=seed, base_ctr=0.25, conversion_rate=cvr, conversion_context=0.5,
+                      conversion_delay_mean=DAY, click_delay_mean=0.0, rate=steps / (days * DAY))
+    d = cfg.dim + 1
+    contenders: list[Contender] = [
+        DFM("dfm (ours)", DelayedFeedbackModel(dim=d, prior=cfg.conversion_rate, delay_prior=DAY, window=WINDOW)),
+        NaiveFTRL("naive FTRL", d, cfg.conversion_rate, weighted=False),
+        RiverLR("river LR naive", final_labels=False),
+        NaiveFTRL("ctr-ftrl fnw", d, cfg.conversion_rate, weighted=True)]
+    return run(cfg, contenders, steps, tick_hours * 3600.0, fresh=0, measure_all=False)
+
+
+def selection_bias(steps: int, days: float, tick_hours: float, seed: int, fresh: int) -> list[Outcome]:
+    cfg = WorldConfig(seed=seed, selection_bias=True, base_ctr=0.1, theta_scale=1.5, conversion_rate=0.1,
+                      conversion_delay_mean=DAY, click_delay_mean=0.0, rate=steps / (days * DAY))
+    d = cfg.dim + 1
+    contenders: list[Contender] = [
+        DFM("esmm (ours)", ESMM(dim=d, ctr_prior=cfg.base_ctr, prior=cfg.base_ctr * cfg.conversion_rate,
+                                delay_prior=DAY, window=WINDOW), population="impressions"),
+        DFM("dfm clicked-only", DelayedFeedbackModel(dim=d, prior=cfg.conversion_rate, delay_prior=DAY,
+                                                     window=WINDOW)),
+        RiverLR("river LR clicked-only", final_labels=True)]
+    return run(cfg, contenders, steps, tick_hours * 3600.0, fresh=fresh, measure_all=True)
+
+
+def report(delayed: list[Outcome], biased: list[Outcome]) -> bool:
+    ok = True
+    if delayed:
+        print(f"\n1. pCVR bias (Σ predicted ÷ Σ true − 1) per tenth, clicks; mean conversion delay 1 day, 7-day "
+              f"window; targets: ours within ±{BIAS_TARGET:.0%}, naive ≥ {NAIVE_TARGET:.0%}")
+        print(f"{'model':<22}" + "".join(f"{i / 10:>7.1f}" for i in range(1, 11)) + f"{'max |b|':>9} {'s':>5} ok")
+        for o in delayed:
+            worst = max(abs(b) for b in o.tenths)
+            mine = o.name.endswith("(ours)")
+            met = worst <= BIAS_TARGET if mine else (min(abs(b) for b in o.tenths) >= NAIVE_TARGET
+                                                     if "naive" in o.name else None)
+            ok &= met is not False
+            print(f"{o.name:<22}" + "".join(f"{b:+7.1%}" for b in o.tenths) + f"{worst:9.1%} {o.seconds:5.0f} "
+                  + {True: "yes", False: "no", None: "-"}[met])
+    if biased:
+        print(f"\n2. selection-bias world: pCVR over all impressions (served, per tenth: bias; final models "
+              f"on fresh requests x every arm: error = mean |pred − true| ÷ mean true); "
+              f"target: ours ≤ {RATIO_TARGET}× clicked-only")
+        print(f"{'model':<22}" + "".join(f"{i / 10:>7.1f}" for i in range(1, 11)) + f"{'error':>8}{'bias':>8}"
+              f"{'ratio':>7} {'s':>5}")
+        ref = next((o.error for o in biased if o.name == "dfm clicked-only"), float("nan"))
+        for o in biased:
+            print(f"{o.name:<22}" + "".join(f"{b:+7.1%}" for b in o.tenths) + f"{o.error:8.3f}{o.bias:+8.1%}"
+                  f"{o.error / ref:7.2f} {o.seconds:5.0f}")
+        ours = biased[0].error / ref
+        print(f"ours / clicked-only error: {ours:.2f} (target ≤ {RATIO_TARGET}) "
+              f"{'yes' if ours <= RATIO_TARGET else 'no'}")
+        ok &= ours <= RATIO_TARGET
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import os
+    from dataclasses import asdict
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=200_000, help="impressions per world (default 200000)")
+    ap.add_argument("--quick", action="store_true", help="20k impressions: a smoke run (targets not expected)")
+    ap.add_argument("--days", type=float, default=60.0, help="event-time span of the run (days)")
+    ap.add_argument("--tick", type=float, default=24.0, help="hours between elapsed-time updates")
+    ap.add_argument("--fresh", type=int, default=2000, help="fresh requests (x every arm) for the final models")
+    ap.add_argument("--only", choices=["delay", "selection"], default=None)
+    ap.add_argument("--conversion-rate", type=float, default=0.25,
+                    help="the delayed-conversion world's conversion rate (default 0.25)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    steps = 20_000 if args.quick else args.steps
+    print(f"cvr calibration: {steps} impressions per world over {args.days:g} days, ticks every {args.tick:g} h, "
+          f"seed {args.seed}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
+    delayed = [] if args.only == "selection" else delayed_conversions(steps, args.days, args.tick, args.seed,
+                                                                              args.conversion_rate)
+    biased = [] if args.only == "delay" else selection_bias(steps, args.days, args.tick, args.seed, args.fresh)
+    ok = report(delayed, biased)
+    print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}; all targets met: {ok}")
+    print("JSON " + json.dumps({"benchmark": "calibration-cvr", "steps": steps, "days": args.days, "tick": args.tick,
+                                "seed": args.seed, "delayed": [asdict(o) for o in delayed],
+                                "selection": [asdict(o) for o in biased]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
