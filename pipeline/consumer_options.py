@@ -8,6 +8,7 @@ from typing import Any
 from kafka import KafkaConsumer
 
 from banditloop.core.events import DEFAULT_MAX_FUTURE_SKEW
+from banditloop.pipeline.kafka_client import CLIENTS, KafkaClient, KafkaPythonClient
 from banditloop.pipeline.topics import TopicNames
 
 
@@ -42,6 +43,9 @@ class ConsumeOptions:
     checkpoint_budget: float = 120.0
     #: events dated more than this many seconds after the worker's clock are dead-lettered
     max_future_skew: float = DEFAULT_MAX_FUTURE_SKEW
+    #: the Kafka client library: "kafka-python" or "confluent" (:mod:`banditloop.pipeline.kafka_client`);
+    #: ``consumer_config`` overrides that client's own settings
+    kafka_client: str = "kafka-python"
 
 
 def kafka_consumer_config(options: ConsumeOptions) -> dict[str, Any]:
@@ -76,3 +80,41 @@ def kafka_consumer_config(options: ConsumeOptions) -> dict[str, Any]:
     config.update(options.consumer_config)
     return config
 
+
+
+def confluent_consumer_config(options: ConsumeOptions) -> dict[str, Any]:
+    """librdkafka settings for a worker using confluent-kafka, the same choices as
+    :func:`kafka_consumer_config` (plus ``max.poll.records``: records per poll, read by the adapter);
+    ``options.consumer_config`` overrides any of them."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": options.bootstrap,
+        "group.id": options.group,
+        "client.id": f"banditloop-{options.group}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "range",
+        "check.crcs": True,
+        "allow.auto.create.topics": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "fetch.wait.max.ms": 50,
+        "fetch.max.bytes": 16 * 1024 * 1024,
+        "max.partition.fetch.bytes": 2 * 1024 * 1024,
+        "receive.message.max.bytes": 256 * 1024 * 1024,
+        "max.poll.records": options.max_poll_records,
+    }
+    config.update(options.consumer_config)
+    return config
+
+
+def make_client(options: ConsumeOptions) -> KafkaClient:
+    """The Kafka client ``options.kafka_client`` (one of :data:`~banditloop.pipeline.kafka_client.CLIENTS`)
+    configured for a worker, not subscribed yet."""
+    if options.kafka_client == "kafka-python":
+        return KafkaPythonClient(kafka_consumer_config(options))
+    if options.kafka_client == "confluent":
+        from banditloop.pipeline.kafka_confluent import ConfluentClient
+
+        return ConfluentClient(confluent_consumer_config(options))
+    raise ValueError(f"unknown Kafka client {options.kafka_client!r}: one of {', '.join(CLIENTS)}")

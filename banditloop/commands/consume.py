@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "would drag the event-time watermark into the future)")
     p.add_argument("--checkpoint-budget", type=positive_float, default=120.0, metavar="SECONDS",
                    help="give the partitions back to the group when no checkpoint becomes durable for this long")
+    p.add_argument("--kafka-client", choices=("kafka-python", "confluent"), default="kafka-python",
+                   help="Kafka client library: kafka-python (default, pure Python) or confluent (librdkafka, "
+                        "extra 'confluent'; see docs/kafka-notes.md for the measured difference)")
     p.add_argument("--ready-file", default=None, metavar="PATH",
                    help="after every partition assignment write a JSON status here (pid, partitions, "
                         "restored shards), replaced atomically, for supervisors to poll")
@@ -93,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if args.kafka_client == "confluent":
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError:
+            raise CommandError("--kafka-client confluent needs confluent-kafka: "
+                               "pip install 'banditloop[confluent]'") from None
     config = model_config(args, feature_spec(args))
     model = args.model or args.learner
     topics = topic_names(args)
@@ -130,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_interval=args.checkpoint_interval, max_events=args.max_events,
         idle_timeout=args.idle_timeout, log_interval=args.log_interval, input_idleness=args.input_idleness,
         ready_file=args.ready_file, max_future_skew=args.max_future_skew,
-        checkpoint_budget=args.checkpoint_budget), store,
+        checkpoint_budget=args.checkpoint_budget, kafka_client=args.kafka_client), store,
         dead_letter=producer.send_dead_letter)
     worker.install_signal_handlers()
     # everything allocated so far (modules, the restored model) lives for the whole process: keep it
