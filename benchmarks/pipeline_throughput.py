@@ -451,14 +451,17 @@ CATEGORIES: tuple[tuple[str, tuple[tuple[str | None, str], ...]], ...] = (
     ("kafka-python: CRC32C (pure Python)", ((None, "kafka/record/_crc32c.py"),)),
     ("kafka-python: record parsing", ((None, "kafka/record/default_records.py"), (None, "kafka/record/util.py"),
                                       ("_unpack_records", "kafka/consumer/fetcher.py"))),
-    ("decode_event (msgspec + checks)", (("decode_event", "pipeline/events.py"),)),
+    ("decode (record_decoder: msgspec + checks)", ((None, "pipeline/record_decoder.py"),
+                                                   ("decode_event", "core/events.py"))),
+    ("confluent-kafka: consume + adapter", ((None, "pipeline/kafka_confluent.py"),)),
     ("featurize (Vectorizer.x)", (("x", "pipeline/model.py"), (None, "pipeline/features.py"))),
     ("learner.learn_impression", (("learn_impression", "operators/"),)),
     ("learner.learn_reward", (("learn_reward", "operators/"),)),
     ("join + LearnerSink (own code)", ((None, "pipeline/join.py"), (None, "pipeline/model.py"))),
     ("checkpoint (_save)", (("_save", "pipeline/consumer.py"),)),
     ("consumer: _process_batch/_decode/watermarks (own code)", ((None, "pipeline/consumer.py"),)),
-    ("kafka-python: rest of poll (requests, network, waiting)", (("poll", "kafka/consumer/group.py"),)),
+    ("kafka-python: rest of poll (requests, network, waiting)", (("poll", "kafka/consumer/group.py"),
+                                                                 ("poll", "pipeline/kafka_client.py"))),
 )
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<path>.*?)(?::\d+)?\)$")
 
@@ -567,7 +570,7 @@ def main(argv: list[str] | None = None) -> None:
     if "confluent" in clients:
         import confluent_kafka
 
-        versions = f", confluent-kafka {confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+        versions = f", confluent-kafka {confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
     load_start = os.getloadavg()[0]
     print(f"pipeline throughput: {events:,} events requested, {repeats} repeats, 3 partitions, "
           f"K={ARMS}, d={DIM}+bias, arm features {args.arm_features}, clients {', '.join(clients)}{versions}; "

@@ -43,9 +43,10 @@ class ConsumeOptions:
     checkpoint_budget: float = 120.0
     #: events dated more than this many seconds after the worker's clock are dead-lettered
     max_future_skew: float = DEFAULT_MAX_FUTURE_SKEW
-    #: the Kafka client library: "kafka-python" or "confluent" (:mod:`banditloop.pipeline.kafka_client`);
-    #: ``consumer_config`` overrides that client's own settings
-    kafka_client: str = "kafka-python"
+    #: the Kafka client library: "kafka-python", "confluent", or "auto" (confluent when confluent-kafka is
+    #: installed: it is the faster, see docs/kafka-notes.md); ``consumer_config`` overrides that client's
+    #: own settings (:mod:`banditloop.pipeline.kafka_client`)
+    kafka_client: str = "auto"
 
 
 def kafka_consumer_config(options: ConsumeOptions) -> dict[str, Any]:
@@ -108,13 +109,25 @@ def confluent_consumer_config(options: ConsumeOptions) -> dict[str, Any]:
     return config
 
 
+def resolve_client(name: str) -> str:
+    """``name`` (one of :data:`~banditloop.pipeline.kafka_client.CLIENTS` or ``"auto"``) as the client
+    that runs: ``"auto"`` is ``"confluent"`` when confluent-kafka can be imported, else ``"kafka-python"``."""
+    if name == "auto":
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError:
+            return "kafka-python"
+        return "confluent"
+    if name not in CLIENTS:
+        raise ValueError(f"unknown Kafka client {name!r}: auto or one of {', '.join(CLIENTS)}")
+    return name
+
+
 def make_client(options: ConsumeOptions) -> KafkaClient:
-    """The Kafka client ``options.kafka_client`` (one of :data:`~banditloop.pipeline.kafka_client.CLIENTS`)
-    configured for a worker, not subscribed yet."""
-    if options.kafka_client == "kafka-python":
-        return KafkaPythonClient(kafka_consumer_config(options))
-    if options.kafka_client == "confluent":
+    """The Kafka client ``options.kafka_client`` (:func:`resolve_client`) configured for a worker,
+    not subscribed yet."""
+    if resolve_client(options.kafka_client) == "confluent":
         from banditloop.pipeline.kafka_confluent import ConfluentClient
 
         return ConfluentClient(confluent_consumer_config(options))
-    raise ValueError(f"unknown Kafka client {options.kafka_client!r}: one of {', '.join(CLIENTS)}")
+    return KafkaPythonClient(kafka_consumer_config(options))

@@ -64,11 +64,13 @@ def test_a_confluent_and_a_kafka_python_worker_share_a_group_and_equal_replay(ka
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and store.latest_version("mixed") is None:
         time.sleep(0.1)
-    second = consume_process(kafka_bootstrap, topics, db, "mixed", group, idle="8")  # joins: rebalance
+    second = consume_process(kafka_bootstrap, topics, db, "mixed", group, "--kafka-client", "kafka-python",
+                             idle="8")  # joins: rebalance
     outs = [p.communicate(timeout=300) for p in (first, second)]
     for proc, (_, err) in zip((first, second), outs, strict=True):
         assert proc.returncode == 0, err
     summaries = [json.loads(out) for out, _ in outs]
+    assert [s["kafka_client"] for s in summaries] == ["confluent", "kafka-python"]
     assert sum(s["rebalances"] for s in summaries) >= 2
     assert {cp.shard for cp in store.latest_per_shard("mixed")} == {"p0", "p1", "p2", "p3"}
     assert_same_as_replay(store, "mixed", log, tmp_path)

@@ -73,9 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "would drag the event-time watermark into the future)")
     p.add_argument("--checkpoint-budget", type=positive_float, default=120.0, metavar="SECONDS",
                    help="give the partitions back to the group when no checkpoint becomes durable for this long")
-    p.add_argument("--kafka-client", choices=("kafka-python", "confluent"), default="kafka-python",
-                   help="Kafka client library: kafka-python (default, pure Python) or confluent (librdkafka, "
-                        "extra 'confluent'; see docs/kafka-notes.md for the measured difference)")
+    p.add_argument("--kafka-client", choices=("auto", "confluent", "kafka-python"), default="auto",
+                   help="Kafka client library: confluent (librdkafka, extra 'confluent': faster, see "
+                        "docs/kafka-notes.md) or kafka-python (pure Python); auto (default) = confluent when installed")
     p.add_argument("--ready-file", default=None, metavar="PATH",
                    help="after every partition assignment write a JSON status here (pid, partitions, "
                         "restored shards), replaced atomically, for supervisors to poll")
@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from banditloop.commands.protect import same_config
     from banditloop.pipeline.checkpoints import CheckpointStore
     from banditloop.pipeline.consumer import ConsumeOptions, ConsumerWorker
+    from banditloop.pipeline.consumer_options import resolve_client
     from banditloop.pipeline.producer import EventProducer
     from banditloop.pipeline.topics import ensure_topics
 
@@ -153,5 +154,6 @@ def run(args: argparse.Namespace) -> int:
         producer.close()
         store.close()
     summary["db"] = db_url(args)
+    summary["kafka_client"] = resolve_client(args.kafka_client)
     emit(summary, args)
     return 0
