@@ -4,9 +4,9 @@ A poll batch is decoded a topic-partition at a time (:meth:`RecordDecoder.decode
 msgspec typed decode per record in a list comprehension (ranges, sizes and finiteness are checked
 in C by the schema's constraints), then one pass for what the schema cannot say. Any record the fast
 path is not sure of (not decodable, the wrong type, a time to normalise or in the future, an
-impression with integer arms or candidates) goes through :func:`~banditloop.core.events.decode_event`
-and the exact one-record checks of :meth:`RecordDecoder.decode`, so both give the same events and
-the same dead letters.
+impression with an integer arm or a shown arm not among its candidates) goes through
+:func:`~banditloop.core.events.decode_event` and the exact one-record checks of
+:meth:`RecordDecoder.decode`, so both give the same events and the same dead letters.
 
 >>> from kafka import TopicPartition
 >>> from banditloop.core.events import Click
@@ -84,11 +84,19 @@ class RecordDecoder:
         except (msgspec.DecodeError, TypeError, ValueError):  # something to refuse: one at a time
             return [self.decode(raw, offset, tp, expected) for raw, offset in zip(values, offsets, strict=True)]
         horizon = self.horizon
+        impressions = expected is Impression
         for i, event in enumerate(events):
             # anything to normalise, refuse or explain takes the one-record path
             if event.__class__ is not expected or event.ts.__class__ is not float or event.ts > horizon or (  # type: ignore[union-attr]
-                    expected is Impression and (event.arm.__class__ is not str or event.candidates is not None)):  # type: ignore[union-attr]
+                    impressions and event.arm.__class__ is not str):  # type: ignore[union-attr]
                 events[i] = self.decode(values[i], offsets[i], tp, expected)
+            elif impressions and event.candidates is not None:  # type: ignore[union-attr]
+                # as decode_event normalises them: candidate ids as strings, the shown arm among them
+                candidates = list(map(str, event.candidates))  # type: ignore[union-attr]
+                if event.arm in candidates:  # type: ignore[union-attr]
+                    event.candidates = candidates  # type: ignore[union-attr]
+                else:
+                    events[i] = self.decode(values[i], offsets[i], tp, expected)
         return events
 
     def decode(self, raw: bytes | None, offset: int, tp: TopicPartition, expected: type) -> Event | None:
