@@ -1,28 +1,35 @@
-"""End-to-end pipeline throughput against the raw kafka-python consumer, checkpoint latency, freshness.
+"""End-to-end pipeline throughput against the raw consumer of each Kafka client, checkpoint latency, freshness.
 
 One run, one memory-only Tansu broker (:class:`banditloop.pipeline.broker.DevBroker`), loopback only:
 
 1. **Throughput.** A simulated event log (``banditloop.pipeline.simulate``; ``--events`` events, K=10 arms,
    context of 8 numeric features, bias + 8 numeric slots) is produced to three fresh topics of 3
    partitions (``produce_log``). The same topics are then read, alternately and ``--repeats`` times
-   each, by
+   each, with each Kafka client (``--clients``: kafka-python and, when installed, confluent-kafka), by
 
-   * **raw**: a :class:`kafka.KafkaConsumer` built by ``ConsumerWorker._make_consumer`` itself (so
-     with exactly its settings: a consumer group, range assignor, ``max_poll_records`` 2000, fetch
-     sizes, session timeout 6 s, CRC checks on), subscribed to the three topics with a fresh group and
-     polled until every message was returned, without looking at them;
-   * **ours**: :class:`banditloop.pipeline.consumer.ConsumerWorker` (decode, validate, event-time join,
-     featurize, learn, checkpoint every ``--checkpoint-interval`` s into SQLite in a temporary
-     directory) with a fresh group, per learner (Diag-LinUCB and LinUCB).
+   * **raw**: the client's own consumer built by ``make_client`` with exactly the worker's settings
+     (a consumer group, range assignor, 2000 records per poll, fetch sizes, session timeout 6 s, CRC
+     checks on), subscribed to the three topics with a fresh group and polled with the library's
+     own call (``KafkaConsumer.poll``, ``confluent_kafka.Consumer.consume``) until every message was
+     returned, without looking at them (confluent-kafka: ``error()`` is checked per message);
+   * **ours**: :class:`banditloop.pipeline.consumer.ConsumerWorker` with that client (the adapter of
+     :mod:`banditloop.pipeline.kafka_client`, decode, validate, event-time join, featurize, learn,
+     checkpoint every ``--checkpoint-interval`` s into SQLite in a temporary directory) with a fresh
+     group, per learner (Diag-LinUCB and LinUCB).
+
+   Like ``banditloop consume`` (which calls ``gc.freeze()`` before running), every run starts with
+   everything allocated so far frozen out of the cyclic garbage collector (``gc.collect(); gc.freeze()``,
+   undone after the run), raw and ours alike.
 
    Both are timed the same way, from the return of the first ``poll`` that delivered records to the
    last record counted (raw) or processed (ours, ``_process_batch`` exits), so group joining is
    excluded; events/s = messages / that window (the checkpoints inside it count; the final one does
-   not). The ratio is median(ours) / median(raw); "from assignment" repeats it with windows that
+   not). The ratio is median(ours) / median(raw) of the same client; "from assignment" repeats it with windows that
    start at the partition assignment (the first fetch included), as a check. Per message, ours is
    split into time in ``_process_batch``, in checkpoints (``_save``) and the rest (``poll``:
-   kafka-python fetching and parsing); ``gc`` is the time in Python's cyclic garbage collector
-   (``gc.callbacks``), which is spread over the other columns. Target (issue): Diag-LinUCB ≥ 0.6 × raw.
+   the client fetching and parsing, and for ours the adapter); ``gc`` is the time in Python's cyclic garbage collector
+   (``gc.callbacks``), which is spread over the other columns. Target (issue): Diag-LinUCB ≥ 0.6 × raw,
+   with each client. "confluent / kafka-python" compares the medians across clients (same run).
 
    kafka-python checksums every record batch it reads (``check_crcs``) with the C CRC-32C of the
    optional ``crc32c`` package (extra ``fast-crc``) when it is installed and with a pure-Python
@@ -62,8 +69,8 @@ Figures are printed (tables, then one ``JSON {...}`` line); nothing is asserted.
 freshness only); ``--profile`` adds about 10 s.
 
     python benchmarks/pipeline_throughput.py [--quick] [--events N] [--repeats R] [--profile]
-        [--learners diag-linucb,linucb] [--arm-features K] [--pg URL | --no-pg] [--clicks N]
-        [--crc auto|python] [--checkpoint-interval S] [--saves N] [--seed N]
+        [--learners diag-linucb,linucb] [--clients kafka-python,confluent] [--arm-features K]
+        [--pg URL | --no-pg] [--clicks N] [--crc auto|python] [--checkpoint-interval S] [--saves N] [--seed N]
 """
 
 from __future__ import annotations
@@ -98,7 +105,6 @@ from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
-from kafka.consumer.subscription_state import ConsumerRebalanceListener  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from banditloop.core.events import Click, Impression  # noqa: E402
@@ -106,6 +112,7 @@ from banditloop.core.features import FeatureSpec, dense_names  # noqa: E402
 from banditloop.pipeline.broker import DevBroker  # noqa: E402
 from banditloop.pipeline.checkpoints import CheckpointStore, checkpoints_table  # noqa: E402
 from banditloop.pipeline.consumer import ConsumeOptions, ConsumerWorker, shard_name  # noqa: E402
+from banditloop.pipeline.consumer_options import make_client  # noqa: E402
 from banditloop.pipeline.model import ModelConfig  # noqa: E402
 from banditloop.pipeline.producer import EventProducer, partition_for_key, produce_log  # noqa: E402
 from banditloop.pipeline.simulate import SimulationOptions, simulate  # noqa: E402
@@ -173,21 +180,32 @@ class Measured:
 
 
 def worker_for(bootstrap: str, topics: TopicNames, learner: str, store: CheckpointStore, group: str,
-               interval: float, max_events: int | None = None) -> ConsumerWorker:
+               interval: float, max_events: int | None = None, client: str = "kafka-python") -> ConsumerWorker:
     return ConsumerWorker(model_config(learner), ConsumeOptions(
         bootstrap=bootstrap, group=group, model=f"{group}-model", topics=topics, checkpoint_interval=interval,
-        max_events=max_events, log_interval=3600.0), store)
+        max_events=max_events, log_interval=3600.0, kafka_client=client), store)
 
 
-class _Assigned(ConsumerRebalanceListener):
+class _Assigned:
     def __init__(self) -> None:
         self.at: float | None = None
 
-    def on_partitions_revoked(self, revoked) -> None:
+    def revoked(self, revoked) -> None:
         pass
 
-    def on_partitions_assigned(self, assigned) -> None:
+    def assigned(self, assigned) -> None:
         self.at = time.perf_counter()
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """What ``banditloop consume`` does before running: keep what exists out of the cyclic collector."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class GcTimer:
@@ -211,34 +229,42 @@ class GcTimer:
         gc.callbacks.remove(self)
 
 
-def run_raw(bootstrap: str, topics: TopicNames, total: int, timeout: float = 300.0) -> Measured:
-    """Poll every message once with ConsumerWorker's own consumer settings; no processing."""
+def run_raw(bootstrap: str, topics: TopicNames, total: int, client: str = "kafka-python",
+            timeout: float = 300.0) -> Measured:
+    """Poll every message once with ConsumerWorker's own consumer settings and the library's own
+    poll call (not the adapter's); no processing."""
     group = f"bench-raw-{uuid.uuid4().hex[:8]}"
-    shell = worker_for(bootstrap, topics, "diag-linucb", None, group, 3600.0)  # type: ignore[arg-type]
-    consumer = shell._make_consumer()  # exactly the worker's configuration...
+    shell = worker_for(bootstrap, topics, "diag-linucb", None, group, 3600.0, client=client)  # type: ignore[arg-type]
+    adapter = make_client(shell.options)  # exactly the worker's configuration
     assigned = _Assigned()
-    consumer.subscribe(topics=list(topics.events), listener=assigned)  # ...without its listener
+    adapter.subscribe(list(topics.events), assigned.revoked, assigned.assigned)
+    library = adapter.consumer  # type: ignore[attr-defined]
+    if client == "confluent":
+        def poll() -> int:
+            return sum(1 for m in library.consume(num_messages=2000, timeout=0.2) if m.error() is None)
+    else:
+        def poll() -> int:
+            return sum(len(records) for records in library.poll(timeout_ms=200).values())
     n = 0
     first = last = None
     gc_in_window = 0.0
     deadline = time.monotonic() + timeout
     try:
-        with GcTimer() as gc_timer:
+        with frozen_heap(), GcTimer() as gc_timer:
             while n < total:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"raw consumer read {n} of {total} messages in {timeout:.0f} s")
-                batch = consumer.poll(timeout_ms=200)
-                if batch:
+                got = poll()
+                if got:
                     if first is None:
                         first = time.perf_counter()
                         gc_in_window = -gc_timer.seconds
-                    for records in batch.values():
-                        n += len(records)
+                    n += got
                     last = time.perf_counter()
             gc_in_window += gc_timer.seconds
     finally:
-        consumer.close(autocommit=False)
-    return Measured("raw", n, last - first, since_assigned=last - (assigned.at or first), gc=gc_in_window)
+        adapter.close()
+    return Measured(f"raw {client}", n, last - first, since_assigned=last - (assigned.at or first), gc=gc_in_window)
 
 
 class _Instrumented:
@@ -299,14 +325,15 @@ class _Instrumented:
 
 
 def run_ours(bootstrap: str, topics: TopicNames, total: int, learner: str, store: CheckpointStore,
-             interval: float, end_saves: int = 0, profiler: PySpy | None = None) -> tuple[Measured, list[float]]:
+             interval: float, end_saves: int = 0, profiler: PySpy | None = None,
+             client: str = "kafka-python") -> tuple[Measured, list[float]]:
     """Consume ``total`` messages with a fresh group; returns the measurement and ``end_saves``
     back-to-back checkpoint latencies of the final state."""
     worker = worker_for(bootstrap, topics, learner, store, f"bench-{learner}-{uuid.uuid4().hex[:8]}", interval,
-                        max_events=total)
+                        max_events=total, client=client)
     inst = _Instrumented(worker, total, on_first=profiler.start if profiler else None,
                          on_last=profiler.stop if profiler else None)
-    with inst.gc:
+    with frozen_heap(), inst.gc:
         summary = worker.run()
     if summary["messages"] != total or summary["invalid"]:
         raise RuntimeError(f"{learner}: consumed {summary['messages']} of {total} ({summary['invalid']} invalid)")
@@ -317,7 +344,7 @@ def run_ours(bootstrap: str, topics: TopicNames, total: int, learner: str, store
     for _ in range(end_saves):  # the consumer is closed: _save only snapshots and writes
         worker._save(shards)
         end.append(worker.writer.last_seconds or 0.0)
-    measured = Measured(f"ours {learner}", total, inst.last - inst.first, process=inst.process,
+    measured = Measured(f"ours {learner} {client}", total, inst.last - inst.first, process=inst.process,
                         checkpoint=inst.checkpoint_in_window, checkpoints=inst.saves[:len(inst.saves) - end_saves],
                         open_impressions=open_imps, join_state_bytes=join_bytes,
                         since_assigned=inst.last - (inst.assigned or inst.first),
@@ -423,14 +450,17 @@ CATEGORIES: tuple[tuple[str, tuple[tuple[str | None, str], ...]], ...] = (
     ("kafka-python: CRC32C (pure Python)", ((None, "kafka/record/_crc32c.py"),)),
     ("kafka-python: record parsing", ((None, "kafka/record/default_records.py"), (None, "kafka/record/util.py"),
                                       ("_unpack_records", "kafka/consumer/fetcher.py"))),
-    ("decode_event (msgspec + checks)", (("decode_event", "pipeline/events.py"),)),
+    ("decode (record_decoder: msgspec + checks)", ((None, "pipeline/record_decoder.py"),
+                                                   ("decode_event", "core/events.py"))),
+    ("confluent-kafka: consume + adapter", ((None, "pipeline/kafka_confluent.py"),)),
     ("featurize (Vectorizer.x)", (("x", "pipeline/model.py"), (None, "pipeline/features.py"))),
     ("learner.learn_impression", (("learn_impression", "operators/"),)),
     ("learner.learn_reward", (("learn_reward", "operators/"),)),
     ("join + LearnerSink (own code)", ((None, "pipeline/join.py"), (None, "pipeline/model.py"))),
     ("checkpoint (_save)", (("_save", "pipeline/consumer.py"),)),
     ("consumer: _process_batch/_decode/watermarks (own code)", ((None, "pipeline/consumer.py"),)),
-    ("kafka-python: rest of poll (requests, network, waiting)", (("poll", "kafka/consumer/group.py"),)),
+    ("kafka-python: rest of poll (requests, network, waiting)", (("poll", "kafka/consumer/group.py"),
+                                                                 ("poll", "pipeline/kafka_client.py"))),
 )
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<path>.*?)(?::\d+)?\)$")
 
@@ -497,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=None, help="events in the simulated log (default 150000)")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each consumer, alternating (default 5)")
     parser.add_argument("--learners", default="diag-linucb,linucb")
+    parser.add_argument("--clients", default=None,
+                        help="Kafka clients, comma-separated (default: kafka-python, and confluent when installed)")
     parser.add_argument("--arm-features", type=int, default=0,
                         help="numeric features per arm published with every impression (default 0: compact events)")
     parser.add_argument("--checkpoint-interval", type=float, default=1.0)
@@ -514,6 +546,15 @@ def main(argv: list[str] | None = None) -> None:
     repeats = args.repeats or (2 if args.quick else 5)
     clicks = args.clicks or (20 if args.quick else 25)
     learners = [name.strip() for name in args.learners.split(",") if name.strip()]
+    if args.clients is None:
+        try:
+            import confluent_kafka  # noqa: F401
+            clients = ["kafka-python", "confluent"]
+        except ImportError:
+            clients = ["kafka-python"]
+            print("confluent-kafka not installed (extra 'confluent'): kafka-python only")
+    else:
+        clients = [name.strip() for name in args.clients.split(",") if name.strip()]
     logging.basicConfig(level=logging.WARNING)
     # re-subscribing the raw consumer (to drop the worker's listener) is intended
     logging.getLogger("kafka.consumer.subscription_state").setLevel(logging.ERROR)
@@ -524,9 +565,15 @@ def main(argv: list[str] | None = None) -> None:
         record_util.calc_crc32c.__defaults__ = (record_util.crc32c_py,)
     active = record_util.calc_crc32c.__defaults__[0]
     crc = "C (crc32c package)" if active is not record_util.crc32c_py else "pure Python"
+    versions = ""
+    if "confluent" in clients:
+        import confluent_kafka
+
+        versions = f", confluent-kafka {confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
+    load_start = os.getloadavg()[0]
     print(f"pipeline throughput: {events:,} events requested, {repeats} repeats, 3 partitions, "
-          f"K={ARMS}, d={DIM}+bias, arm features {args.arm_features}, kafka-python CRC32C: {crc}; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+          f"K={ARMS}, d={DIM}+bias, arm features {args.arm_features}, clients {', '.join(clients)}{versions}; "
+          f"kafka-python CRC32C: {crc}; load average {load_start:.2f} on {os.cpu_count()} CPUs")
 
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, DevBroker() as broker, \
             postgres_database(None if args.no_pg else args.pg) as pg_url:
@@ -547,7 +594,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{sim['conversions']:,} conversions), {size / total:.0f} bytes/event; simulated in {simulated:.1f} s, "
               f"produced in {produced['seconds']:.1f} s ({total / produced['seconds']:,.0f}/s)\n")
 
-        runs: dict[str, list[Measured]] = {"raw": []}
+        runs: dict[str, list[Measured]] = {f"raw {client}": [] for client in clients}
         end_saves: dict[str, list[float]] = {}
         stores: list[CheckpointStore] = []
 
@@ -557,27 +604,30 @@ def main(argv: list[str] | None = None) -> None:
             return store
 
         for rep in range(repeats):
-            runs["raw"].append(run_raw(bootstrap, topics, total))
-            print(f"  repeat {rep + 1}: raw {runs['raw'][-1].rate:,.0f}/s", end="", flush=True)
-            for learner in learners:
-                store = sqlite_store(f"{learner}-{rep}")
-                m, end = run_ours(bootstrap, topics, total, learner, store, args.checkpoint_interval,
-                                  end_saves=args.saves if rep == 0 else 0)
-                runs.setdefault(f"ours {learner} (SQLite)", []).append(m)
-                if end:
-                    end_saves[f"ours {learner} (SQLite)"] = end
-                store.close()
-                print(f" | {learner} {m.rate:,.0f}/s", end="", flush=True)
-            print()
+            print(f"  repeat {rep + 1}:", end="", flush=True)
+            for client in clients:
+                runs[f"raw {client}"].append(run_raw(bootstrap, topics, total, client))
+                print(f" | raw {client} {runs[f'raw {client}'][-1].rate:,.0f}/s", end="", flush=True)
+                for learner in learners:
+                    store = sqlite_store(f"{learner}-{client}-{rep}")
+                    m, end = run_ours(bootstrap, topics, total, learner, store, args.checkpoint_interval,
+                                      end_saves=args.saves if rep == 0 and client == clients[0] else 0,
+                                      client=client)
+                    runs.setdefault(f"ours {learner} {client} (SQLite)", []).append(m)
+                    if end:
+                        end_saves[f"ours {learner} {client} (SQLite)"] = end
+                    store.close()
+                    print(f" | {learner} {m.rate:,.0f}/s", end="", flush=True)
+            print(f" | load {os.getloadavg()[0]:.2f}")
         if pg_url:
             pg_store = CheckpointStore(pg_url)
             stores.append(pg_store)
             for rep in range(min(repeats, 2)):
                 m, end = run_ours(bootstrap, topics, total, "diag-linucb", pg_store, args.checkpoint_interval,
                                   end_saves=args.saves if rep == 0 else 0)
-                runs.setdefault("ours diag-linucb (PostgreSQL)", []).append(m)
+                runs.setdefault("ours diag-linucb kafka-python (PostgreSQL)", []).append(m)
                 if end:
-                    end_saves["ours diag-linucb (PostgreSQL)"] = end
+                    end_saves["ours diag-linucb kafka-python (PostgreSQL)"] = end
                 print(f"  PostgreSQL repeat {rep + 1}: diag-linucb {m.rate:,.0f}/s", flush=True)
 
         profile: Counter[str] | None = None
@@ -606,13 +656,17 @@ def main(argv: list[str] | None = None) -> None:
             store.close()
 
     # -- report -----------------------------------------------------------------------------------
-    raw_median = statistics.median(m.rate for m in runs["raw"])
-    raw_assigned = statistics.median(m.rate_since_assigned for m in runs["raw"])
+    def client_of(who: str) -> str:
+        return "confluent" if "confluent" in who else "kafka-python"
+
+    raw_median = {c: statistics.median(m.rate for m in runs[f"raw {c}"]) for c in clients}
+    raw_assigned = {c: statistics.median(m.rate_since_assigned for m in runs[f"raw {c}"]) for c in clients}
     print(f"\nThroughput: {total:,} messages over 3 topics × 3 partitions; window = first delivered record to "
           f"last record read/processed (checkpoints every {args.checkpoint_interval:g} s inside it); medians. "
-          "µs per message split into poll (kafka-python: fetch, parse), _process_batch and _save; gc = time in "
-          "the cyclic garbage collector (spread over the others); '× raw, from assignment' = the same ratio with "
-          "windows that start at the partition assignment (the first fetch included)")
+          "× raw = against the raw consumer of the same client; "
+          "µs per message split into poll (the client: fetch, parse; the adapter), _process_batch and _save; "
+          "gc = time in the cyclic garbage collector (spread over the others); '× raw, from assignment' = the same "
+          "ratio with windows that start at the partition assignment (the first fetch included)")
     rows = []
     result_runs: dict[str, Any] = {}
     for who, ms_ in runs.items():
@@ -620,8 +674,8 @@ def main(argv: list[str] | None = None) -> None:
         median = statistics.median(rates)
         split = {k: statistics.median(m.us_per_message()[k] for m in ms_)
                  for k in ("poll", "process", "checkpoint", "gc")}
-        ratio = median / raw_median
-        ratio_assigned = statistics.median(m.rate_since_assigned for m in ms_) / raw_assigned
+        ratio = median / raw_median[client_of(who)]
+        ratio_assigned = statistics.median(m.rate_since_assigned for m in ms_) / raw_assigned[client_of(who)]
         target = f"{'meets' if ratio >= TARGET_RATIO else 'MISSES'} {TARGET_RATIO}×" if "diag" in who else ""
         rows.append([who, " ".join(f"{r:,.0f}" for r in rates), median, ratio, ratio_assigned, 1e6 / median,
                      split["poll"], split["process"], split["checkpoint"], split["gc"], target])
@@ -644,7 +698,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([label, state, row["n"], row["p50_ms"], row["p95_ms"], row["max_ms"]])
 
     for who, ms_ in runs.items():
-        if who == "raw":
+        if who.startswith("raw"):
             continue
         label = who.removeprefix("ours ").replace(" (", ", ").replace(")", "")
         latency_row(f"{label}, during consumption", [s for m in ms_ for s in m.checkpoints],
@@ -678,12 +732,26 @@ def main(argv: list[str] | None = None) -> None:
         profile_out = {name: round(100.0 * profile[name] / samples, 1) for name in order if profile[name]}
 
     seconds = time.monotonic() - started
-    diag = result_runs.get("ours diag-linucb (SQLite)")
-    print(f"\nDiag-LinUCB / raw = {diag['ratio_to_raw'] if diag else float('nan'):.2f} (target ≥ {TARGET_RATIO}); "
-          f"total time {seconds:.0f} s; load average now {os.getloadavg()[0]:.2f} (other processes skew the figures)")
+    print()
+    for client in clients:
+        diag = result_runs.get(f"ours diag-linucb {client} (SQLite)")
+        print(f"{client}: Diag-LinUCB {diag['median'] if diag else float('nan'):,.0f} msg/s per worker = "
+              f"{diag['ratio_to_raw'] if diag else float('nan'):.2f} × its raw consumer "
+              f"({raw_median[client]:,.0f} msg/s) (target ≥ {TARGET_RATIO})")
+    if len(clients) == 2:
+        cross = {}
+        for label in ("raw", *(f"ours {learner}" for learner in learners)):
+            a = result_runs.get(f"{label} confluent" if label == "raw" else f"{label} confluent (SQLite)")
+            b = result_runs.get(f"{label} kafka-python" if label == "raw" else f"{label} kafka-python (SQLite)")
+            if a and b:
+                cross[label] = round(a["median"] / b["median"], 2)
+        print("confluent / kafka-python, same run, medians: " + ", ".join(f"{k} {v:.2f}×" for k, v in cross.items()))
+    print(f"total time {seconds:.0f} s; load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} now "
+          "(other processes skew the figures)")
     emit_json("pipeline_throughput", {
         "events": total, "bytes_per_event": round(size / total), "repeats": repeats, "partitions": PARTITIONS,
-        "arm_features": args.arm_features, "kafka_crc32c": crc, "raw_median": round(raw_median),
+        "arm_features": args.arm_features, "kafka_crc32c": crc, "clients": clients,
+        "raw_median": {c: round(v) for c, v in raw_median.items()},
         "runs": result_runs, "target_ratio": TARGET_RATIO, "checkpoint_latency": latency, "freshness": fresh_out,
         "profile_percent": profile_out, "seconds": round(seconds, 1), "quick": args.quick,
         "load_average": round(os.getloadavg()[0], 2),

@@ -31,18 +31,17 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from sqlalchemy.exc import SQLAlchemyError
 
 from banditloop.core.backoff import Backoff
 from banditloop.pipeline.checkpoints import CheckpointStore, LeaseLost
-from banditloop.pipeline.consumer_options import ConsumeOptions, kafka_consumer_config
+from banditloop.pipeline.consumer_options import ConsumeOptions, make_client
 from banditloop.pipeline.dead_letters import DeadLetterSink
-from banditloop.pipeline.kafka_partitions import Rebalance, mirror_offsets, wait_polling_paused
+from banditloop.pipeline.kafka_client import KafkaClient, PolledRecords, mirror_offsets, wait_paused
 from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.record_decoder import RecordDecoder
 from banditloop.pipeline.scheduling import CheckpointTimer
@@ -53,7 +52,7 @@ from banditloop.pipeline.status import write_status
 from banditloop.pipeline.watermark import InputWatermarks
 
 log = logging.getLogger("banditloop.consume")
-
+INF = float("inf")
 
 
 class ConsumerWorker:
@@ -71,7 +70,7 @@ class ConsumerWorker:
         self.stop_event = threading.Event()
         self.counters = {"messages": 0, "rebalances": 0, "skipped_checkpoints": 0}
         self.writer = ShardWriter(store, options.model, f"{socket.gethostname()}:{os.getpid()}:{options.group}")
-        self.consumer: KafkaConsumer | None = None
+        self.consumer: KafkaClient | None = None
         self._retired_counters: dict[str, int] = {}
         self._assignments = 0
         self._fatal: Exception | None = None
@@ -89,9 +88,10 @@ class ConsumerWorker:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def _make_consumer(self) -> KafkaConsumer:
-        consumer = KafkaConsumer(**kafka_consumer_config(self.options))
-        consumer.subscribe(topics=list(self.topics.events), listener=Rebalance(self._on_revoked, self._on_assigned))
+    def _make_consumer(self) -> KafkaClient:
+        """The Kafka client (``options.kafka_client``), subscribed with this worker's callbacks."""
+        consumer = make_client(self.options)
+        consumer.subscribe(list(self.topics.events), self._on_revoked, self._on_assigned)
         return consumer
 
     def run(self) -> dict[str, Any]:
@@ -103,7 +103,7 @@ class ConsumerWorker:
         try:
             with CheckpointTimer(self.options.checkpoint_interval) as timer:
                 while not self.stop_event.is_set():
-                    batch = consumer.poll(timeout_ms=200)
+                    batch = consumer.poll(0.2)
                     if self._fatal is not None:
                         raise self._fatal
                     if batch:
@@ -133,44 +133,50 @@ class ConsumerWorker:
                         last_log, processed_at_log = time.monotonic(), self.counters["messages"]
             self.checkpoint(deadline=time.monotonic() + self.options.shutdown_retry_seconds)
         finally:
-            consumer.close(autocommit=False)
+            consumer.close()
             self.consumer = None
         elapsed = time.monotonic() - started
         return self.summary(elapsed)
 
     # -- processing -----------------------------------------------------------------------------
-    def _process_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def _process_batch(self, batch: list[PolledRecords]) -> None:
+        """Decode each topic-partition's records at once, then apply them one by one in offset order."""
         touched: set[int] = set()
         lateness = self.config.join.allowed_lateness
         counters = self.counters
-        decode = self.decoder.decode
+        decode_batch = self.decoder.decode_batch
         self.decoder.refresh_clock()
-        for tp, records in batch.items():
+        for tp, offsets, values in batch:
             shard = self.shards.get(tp.partition)
             role = self._role.get(tp.topic)
             if shard is None or role is None:  # not ours any more (a rebalance is under way)
                 continue
-            expected = EXPECTED_TYPE[role]
+            counters["messages"] += len(values)
+            events = decode_batch(values, offsets, tp, EXPECTED_TYPE[role])
             join = shard.run.join
-            process = join.process
+            process, set_watermark = join.process, join.set_watermark
             inputs = shard.inputs
-            offsets = inputs.offsets
-            newest = inputs.max_ts.get(role)
-            # the watermark follows this input record by record, bounded by the other inputs
+            newest = inputs.max_ts.get(role, -INF)
+            # watermark = min(newest, floor) - lateness, constant once newest reaches the floor; no
+            # floor: an active input without events yet holds it back
             floor = inputs.floor(exclude=role)
-            for record in records:
-                counters["messages"] += 1
-                offsets[role] = record.offset + 1
-                event = decode(record, tp, expected)
+            capped, below = (True, -INF) if floor is None else (False, floor)
+            invalid = 0
+            for event in events:
                 if event is None:
-                    shard.run.invalid += 1
+                    invalid += 1
                     continue
-                if newest is None or event.ts > newest:
-                    newest = event.ts
-                    if floor is not None:
-                        join.set_watermark(min(newest, floor) - lateness)
+                ts = event.ts
+                if ts > newest:
+                    newest = ts
+                    if ts < below:
+                        set_watermark(ts - lateness)
+                    elif not capped:
+                        set_watermark(below - lateness)
+                        capped = True
                 process(event)
-            if newest is not None:
+            shard.run.invalid, inputs.offsets[role] = shard.run.invalid + invalid, offsets[-1] + 1
+            if newest != -INF:
                 inputs.max_ts[role] = newest
             inputs.touch(role)
             shard.dirty = True
@@ -237,9 +243,9 @@ class ConsumerWorker:
             restored += r.version is not None
             self.counters["skipped_checkpoints"] += len(r.skipped)
             run, offsets, max_ts = r.run, r.offsets, r.max_ts
-            inputs = InputWatermarks(
-                self.topics.inputs(), allowed_lateness=self.config.join.allowed_lateness,
-                idleness=self.options.input_idleness, highwater=self._highwater(p), offsets=offsets, max_ts=max_ts)
+            inputs = InputWatermarks(self.topics.inputs(), allowed_lateness=self.config.join.allowed_lateness,
+                                     idleness=self.options.input_idleness, highwater=partial(self._highwater, p),
+                                     offsets=offsets, max_ts=max_ts)
             self.shards[p] = Shard(partition=p, run=run, inputs=inputs)
             for role, topic in self.topics.inputs().items():
                 tp = TopicPartition(topic, p)
@@ -256,15 +262,10 @@ class ConsumerWorker:
                 "pid": os.getpid(), "group": self.options.group, "partitions": partitions,
                 "restored": restored, "assignments": self._assignments})
 
-    def _highwater(self, partition: int) -> Callable[[str], int | None]:
+    def _highwater(self, partition: int, role: str) -> int | None:
         """The high watermark offset of an input of ``partition``, as last seen by the consumer."""
-        topics = self.topics.inputs()
-
-        def highwater(role: str) -> int | None:
-            consumer = self.consumer
-            return None if consumer is None else consumer.highwater(TopicPartition(topics[role], partition))
-
-        return highwater
+        consumer = self.consumer
+        return None if consumer is None else consumer.highwater(TopicPartition(self.topics.inputs()[role], partition))
 
     # -- checkpoints ----------------------------------------------------------------------------
     def checkpoint(self, deadline: float | None = None) -> bool:
@@ -299,9 +300,9 @@ class ConsumerWorker:
                                                f"{self.options.checkpoint_budget:g} s")
                         return False
                     if consumer is not None and not paused:
-                        consumer.pause(*consumer.assignment())
+                        consumer.pause_all()
                         paused = True
-                    wait_polling_paused(consumer, delay)
+                    wait_paused(consumer, delay)
                     shards = [s for s in self.shards.values() if s.dirty]  # a rebalance may have moved some
                     if not shards:
                         return True
@@ -309,7 +310,7 @@ class ConsumerWorker:
                         deadline = time.monotonic() + self.options.shutdown_retry_seconds
         finally:
             if paused and consumer is not None:
-                consumer.resume(*consumer.paused())
+                consumer.resume_all()
                 self._last_activity = time.monotonic()  # time paused for the database is not idle time
 
     def _drop_lost(self, exc: LeaseLost) -> None:
@@ -334,8 +335,7 @@ class ConsumerWorker:
         self._rejoin_reason = None
         self.counters["rebalances"] += 1
         if consumer is not None:
-            consumer.unsubscribe()
-            consumer.subscribe(topics=list(self.topics.events), listener=Rebalance(self._on_revoked, self._on_assigned))
+            consumer.resubscribe()
         self._last_activity = time.monotonic()
 
     def _backoff(self) -> Backoff:
@@ -344,7 +344,7 @@ class ConsumerWorker:
     def _save(self, shards: list[Shard]) -> None:
         self.writer.save(shards)
         if self.consumer is not None:
-            mirror_offsets(self.consumer, self.topics, shards)
+            mirror_offsets(self.consumer, self.topics.inputs(), shards)
 
     # -- reporting ------------------------------------------------------------------------------
     def lag(self) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 from kafka import KafkaConsumer
 
 from banditloop.core.events import DEFAULT_MAX_FUTURE_SKEW
+from banditloop.pipeline.kafka_client import CLIENTS, KafkaClient, KafkaPythonClient
 from banditloop.pipeline.topics import TopicNames
 
 
@@ -42,6 +43,10 @@ class ConsumeOptions:
     checkpoint_budget: float = 120.0
     #: events dated more than this many seconds after the worker's clock are dead-lettered
     max_future_skew: float = DEFAULT_MAX_FUTURE_SKEW
+    #: the Kafka client library: "kafka-python", "confluent", or "auto" (confluent when confluent-kafka is
+    #: installed: it is the faster, see docs/kafka-notes.md); ``consumer_config`` overrides that client's
+    #: own settings (:mod:`banditloop.pipeline.kafka_client`)
+    kafka_client: str = "auto"
 
 
 def kafka_consumer_config(options: ConsumeOptions) -> dict[str, Any]:
@@ -76,3 +81,53 @@ def kafka_consumer_config(options: ConsumeOptions) -> dict[str, Any]:
     config.update(options.consumer_config)
     return config
 
+
+
+def confluent_consumer_config(options: ConsumeOptions) -> dict[str, Any]:
+    """librdkafka settings for a worker using confluent-kafka, the same choices as
+    :func:`kafka_consumer_config` (plus ``max.poll.records``: records per poll, read by the adapter);
+    ``options.consumer_config`` overrides any of them."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": options.bootstrap,
+        "group.id": options.group,
+        "client.id": f"banditloop-{options.group}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "range",
+        "check.crcs": True,
+        "allow.auto.create.topics": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "fetch.wait.max.ms": 50,
+        "fetch.max.bytes": 16 * 1024 * 1024,
+        "max.partition.fetch.bytes": 2 * 1024 * 1024,
+        "receive.message.max.bytes": 256 * 1024 * 1024,
+        "max.poll.records": options.max_poll_records,
+    }
+    config.update(options.consumer_config)
+    return config
+
+
+def resolve_client(name: str) -> str:
+    """``name`` (one of :data:`~banditloop.pipeline.kafka_client.CLIENTS` or ``"auto"``) as the client
+    that runs: ``"auto"`` is ``"confluent"`` when confluent-kafka can be imported, else ``"kafka-python"``."""
+    if name == "auto":
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError:
+            return "kafka-python"
+        return "confluent"
+    if name not in CLIENTS:
+        raise ValueError(f"unknown Kafka client {name!r}: auto or one of {', '.join(CLIENTS)}")
+    return name
+
+
+def make_client(options: ConsumeOptions) -> KafkaClient:
+    """The Kafka client ``options.kafka_client`` (:func:`resolve_client`) configured for a worker,
+    not subscribed yet."""
+    if resolve_client(options.kafka_client) == "confluent":
+        from banditloop.pipeline.kafka_confluent import ConfluentClient
+
+        return ConfluentClient(confluent_consumer_config(options))
+    return KafkaPythonClient(kafka_consumer_config(options))

@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "would drag the event-time watermark into the future)")
     p.add_argument("--checkpoint-budget", type=positive_float, default=120.0, metavar="SECONDS",
                    help="give the partitions back to the group when no checkpoint becomes durable for this long")
+    p.add_argument("--kafka-client", choices=("auto", "confluent", "kafka-python"), default="auto",
+                   help="Kafka client library: confluent (librdkafka, extra 'confluent': faster, see "
+                        "docs/kafka-notes.md) or kafka-python (pure Python); auto (default) = confluent when installed")
     p.add_argument("--ready-file", default=None, metavar="PATH",
                    help="after every partition assignment write a JSON status here (pid, partitions, "
                         "restored shards), replaced atomically, for supervisors to poll")
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from banditloop.commands.protect import same_config
     from banditloop.pipeline.checkpoints import CheckpointStore
     from banditloop.pipeline.consumer import ConsumeOptions, ConsumerWorker
+    from banditloop.pipeline.consumer_options import resolve_client
     from banditloop.pipeline.producer import EventProducer
     from banditloop.pipeline.topics import ensure_topics
 
@@ -93,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if args.kafka_client == "confluent":
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError:
+            raise CommandError("--kafka-client confluent needs confluent-kafka: "
+                               "pip install 'banditloop[confluent]'") from None
     config = model_config(args, feature_spec(args))
     model = args.model or args.learner
     topics = topic_names(args)
@@ -130,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_interval=args.checkpoint_interval, max_events=args.max_events,
         idle_timeout=args.idle_timeout, log_interval=args.log_interval, input_idleness=args.input_idleness,
         ready_file=args.ready_file, max_future_skew=args.max_future_skew,
-        checkpoint_budget=args.checkpoint_budget), store,
+        checkpoint_budget=args.checkpoint_budget, kafka_client=args.kafka_client), store,
         dead_letter=producer.send_dead_letter)
     worker.install_signal_handlers()
     # everything allocated so far (modules, the restored model) lives for the whole process: keep it
@@ -144,5 +154,6 @@ def run(args: argparse.Namespace) -> int:
         producer.close()
         store.close()
     summary["db"] = db_url(args)
+    summary["kafka_client"] = resolve_client(args.kafka_client)
     emit(summary, args)
     return 0
