@@ -5,7 +5,6 @@ with the older versions their join-state chains are built on (:mod:`banditloop.p
 
 from __future__ import annotations
 
-
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
