@@ -60,6 +60,9 @@ class EvaluationOptions:
     draws: int | None = None
     strict: bool = False
     quiet: bool = True
+    #: confidence interval of IPS, SNIPS, DR, clipped IPS and switch-DR: "normal", "el" (empirical
+    #: likelihood) or None, each estimator's default (see banditloop.evaluation.estimators)
+    interval: str | None = None
 
 
 @dataclass
@@ -196,15 +199,16 @@ def estimate(data: LoggedData, options: EvaluationOptions | None = None) -> dict
     r, p, t = data.reward, data.pscore, data.target_pscore
     out: dict[str, Estimate] = {"logging": OnPolicy().estimate(r)}
     out["replay"] = Replay().estimate(r, data.matched)
-    out["ips"] = IPS().estimate(r, p, t)
-    out["snips"] = SNIPS().estimate(r, p, t)
+    chosen = {} if opts.interval is None else {"interval": opts.interval}
+    out["ips"] = IPS(**chosen).estimate(r, p, t)
+    out["snips"] = SNIPS(**chosen).estimate(r, p, t)
     q = cross_fit(data.X, data.logged_arm, r, data.cand_arm, len(data.arm_names),
                   folds=opts.folds, ridge=opts.ridge, seed=opts.seed)
     q_logged = q[np.arange(r.size), data.logged_col]
     q_target = (q * data.cand_prob).sum(axis=1)
-    out["dr"] = DR().estimate(r, p, t, q_logged, q_target)
-    out["clipped_ips"] = ClippedIPS(opts.clip).estimate(r, p, t)
-    out["switch_dr"] = SwitchDR(opts.clip).estimate(r, p, t, q_logged, q_target)
+    out["dr"] = DR(**chosen).estimate(r, p, t, q_logged, q_target)
+    out["clipped_ips"] = ClippedIPS(opts.clip, **chosen).estimate(r, p, t)
+    out["switch_dr"] = SwitchDR(opts.clip, **chosen).estimate(r, p, t, q_logged, q_target)
     return out
 
 
@@ -215,7 +219,8 @@ def _finite(value: float) -> float | None:
 def evaluate_log(path: str | Path, target: TargetPolicy, options: EvaluationOptions | None = None) -> dict[str, Any]:
     """Estimate the value of ``target`` on the log at ``path``; the summary ``banditloop evaluate`` prints.
 
-    Each estimator's entry holds ``value``, ``ci_low``, ``ci_high`` (95%, normal), ``std_error``,
+    Each estimator's entry holds ``value``, ``ci_low``, ``ci_high`` (95%, of the kind named by
+    ``interval``: ``normal`` or ``el``), ``std_error``,
     ``n``, ``ess`` and ``lift`` (relative to the logging policy's own value: ``value / logging − 1``).
     """
     opts = options or EvaluationOptions()

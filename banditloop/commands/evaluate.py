@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="estimate what a policy would have earned on a logged stream (off-policy evaluation)",
         description="Joins the log as replay does and estimates the target policy's value (mean reward per "
                     "impression) with replay, IPS, SNIPS, cross-fitted DR, clipped IPS and switch-DR, each "
-                    "with a 95% normal confidence interval and effective sample size, beside the logging "
+                    "with a 95% confidence interval (--interval) and effective sample size, beside the logging "
                     "policy's own value. The target is a learner (--learner, fresh, with --param) or a "
                     "checkpointed model (--model, merged over its shards as the scorer serves it); "
                     "--progressive lets it learn as it goes through the log. Impressions without a "
@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weight cap of clipped IPS and switch threshold of switch-DR (default 20)")
     g.add_argument("--draws", type=int, default=None,
                    help="Monte Carlo draws for Thompson-sampling targets (default: the learner's, or 256)")
+    g.add_argument("--interval", choices=("default", "normal", "el"), default="default",
+                   help="95%% intervals: el = empirical likelihood with E[w]=1 (covers under heavy importance "
+                        "weights), normal = CLT; default: el for ips/snips/dr, normal for the clipped ones, "
+                        "replay and the logging policy")
     g.add_argument("--seed", type=int, default=0, help="seed of the replay matching and the DR folds")
     g.add_argument("--plot", default=None, metavar="FILE.png", help="write the estimates with their intervals")
     p.add_argument("--strict", action="store_true", help="stop at the first invalid line")
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         target = TargetPolicy.fresh(model_config(args, feature_spec(args)), draws=args.draws)
     options = EvaluationOptions(progressive=args.progressive, folds=args.folds, clip=args.clip, seed=args.seed,
-                                draws=args.draws, strict=args.strict, quiet=args.quiet or args.json)
+                                draws=args.draws, strict=args.strict, quiet=args.quiet or args.json,
+                                interval=None if args.interval == "default" else args.interval)
     try:
         summary = evaluate_log(args.log, target, options)
     except FileNotFoundError as exc:
@@ -103,13 +108,14 @@ def _print(summary: dict[str, Any]) -> None:
     out = sys.stdout
     out.write(f"policy {summary['policy']} ({summary['mode']}) on {summary['log']}: {summary['used']} of "
               f"{summary['impressions']} impressions used; reward = {summary['reward']}\n")
-    out.write(f"{'estimator':<12} {'value':>10} {'95% CI':>23} {'ESS':>10} {'lift':>9}\n")
+    out.write(f"{'estimator':<12} {'value':>10} {'95% CI':>23} {'kind':>6} {'ESS':>10} {'lift':>9}\n")
     for name in ("logging", *ESTIMATORS):
         e = summary[name]
         ci = f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}]"
         lift = e.get("lift")
         lift_s = "-" if lift is None else f"{100 * lift:+.1f}%"
-        out.write(f"{name:<12} {_fmt(e['value']):>10} {ci:>23} {_fmt(e['ess']):>10} {lift_s:>9}\n")
+        out.write(f"{name:<12} {_fmt(e['value']):>10} {ci:>23} {e['interval']:>6} {_fmt(e['ess']):>10} "
+                  f"{lift_s:>9}\n")
     out.write(f"excluded: {summary['excluded']}; logged arm not playable by the target: "
               f"{summary['logged_arm_ineligible']}; uniformly random log: {summary['uniform_logging']}\n")
     if "note" in summary["replay"]:
