@@ -48,8 +48,7 @@ from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from banditloop.evaluation.estimators import DR, IPS, SNIPS, ClippedIPS, SwitchDR  # noqa: E402
-from banditloop.evaluation.estimators import LOGGED_BOUND  # noqa: E402
+from banditloop.evaluation.estimators import DR, IPS, LOGGED_BOUND, SNIPS, ClippedIPS, SwitchDR  # noqa: E402
 from banditloop.evaluation.reward_model import cross_fit  # noqa: E402
 from banditloop.operators.registry import make_learner  # noqa: E402
 from banditloop.simulators.config import WorldConfig  # noqa: E402
@@ -201,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="keep each seed's simulated log arrays here (.npz) and reuse them")
     parser.add_argument("--wait", action="store_true",
                         help="wait for seeds missing from --cache (filled by --simulate-only processes)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="only the seeds of the range already in --cache (a partial run; says how many)")
     parser.add_argument("--simulate-only", action="store_true",
                         help="only fill --cache (e.g. seed ranges in parallel), print nothing else")
     args = parser.parse_args(argv)
@@ -209,7 +210,14 @@ def main(argv: list[str] | None = None) -> dict:
     n_truth = args.truth or (20_000 if args.quick else 50_000)
     started = time.perf_counter()
     results = []
-    for i, s in enumerate(range(args.first_seed, args.first_seed + seeds)):
+    wanted = list(range(args.first_seed, args.first_seed + seeds))
+    if args.cached_only:
+        if args.cache is None:
+            parser.error("--cached-only needs --cache")
+        wanted = [s for s in wanted if (args.cache / f"seed{s}-n{n}-truth{n_truth}.npz").exists()]
+        print(f"--cached-only: {len(wanted)} of {seeds} seeds are cached", file=sys.stderr)
+        seeds = len(wanted)
+    for i, s in enumerate(wanted):
         if args.simulate_only:
             load_seed(s, n, n_truth, args.cache)
         else:

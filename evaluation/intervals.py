@@ -31,7 +31,7 @@ With all weights 1 this is the classical EL interval of a mean (close to the bin
 >>> r = np.array([1.0, 0.0] * 50)          # on-policy, 50 clicks in 100
 >>> low, high = el_interval(r, np.ones(100), delta_range=(0.0, 1.0))
 >>> round(low, 3), round(high, 3)
-(0.403, 0.597)
+(0.402, 0.598)
 """
 
 from __future__ import annotations
@@ -126,10 +126,11 @@ def _dual_max(c: np.ndarray, w: np.ndarray, scale: float, weight_bound: float | 
         if not np.all(np.isfinite(step)) or float(grad @ step) <= 0.0:
             step = grad.copy()  # not an ascent direction (numerically flat): gradient step
         on_boundary = normal is not None and float(normal @ x) <= 1e-12 * (1.0 + float(np.abs(x).max()))
-        if on_boundary and float(normal @ step) < 0.0:  # would leave the feasible set: move along its edge
-            curvature = float(along @ hess @ along)  # type: ignore[operator]
-            slope = float(along @ grad)  # type: ignore[operator]
-            step = along * (-slope / curvature if curvature < 0.0 else slope)  # type: ignore[operator]
+        if on_boundary and normal is not None and along is not None and float(normal @ step) < 0.0:
+            # would leave the feasible set: Newton along its edge instead
+            curvature = float(along @ hess @ along)
+            slope = float(along @ grad)
+            step = along * (-slope / curvature if curvature < 0.0 else slope)
         decrement = float(grad @ step)
         if decrement <= 1e-14 * max(1.0, abs(current)):
             break
@@ -175,6 +176,8 @@ def el_interval(terms: np.ndarray, weights: np.ndarray, *, delta_range: tuple[fl
         raise ValueError(f"a weight {w.max():g} exceeds weight_bound {weight_bound:g}")
     if np.all(w == 1.0):
         weight_bound = None  # the weight constraint holds already: the classical EL of a mean
+        if np.all(d == d[0]):  # every reweighting has the same mean (the dual's optimum is not attained)
+            return float(d[0]), float(d[0])
     best = _max_loglik(w, weight_bound)
     if not math.isfinite(best):
         return math.nan, math.nan

@@ -44,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="95%% intervals: el = empirical likelihood with E[w]=1 (covers under heavy importance "
                         "weights), normal = CLT; default: el for ips/snips/dr, normal for the clipped ones, "
                         "replay and the logging policy")
+    g.add_argument("--weight-bound", default="logged", metavar="W|logged|inf|none",
+                   help="el intervals: the largest importance weight the logging policy can produce (e.g. K/ε "
+                        "for ε-greedy over K arms); logged (default) = 1 / the smallest logged propensity; "
+                        "inf = unbounded (widest); none = no unseen weight (plain EL with E[w]=1)")
     g.add_argument("--seed", type=int, default=0, help="seed of the replay matching and the DR folds")
     g.add_argument("--plot", default=None, metavar="FILE.png", help="write the estimates with their intervals")
     p.add_argument("--strict", action="store_true", help="stop at the first invalid line")
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--folds must be >= 2")
     if not args.clip > 0:
         raise CommandError("--clip must be > 0")
+    weight_bound = _weight_bound(args.weight_bound)
     if args.draws is not None and args.draws < 1:
         raise CommandError("--draws must be >= 1")
     if args.model is not None:
@@ -80,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         target = TargetPolicy.fresh(model_config(args, feature_spec(args)), draws=args.draws)
     options = EvaluationOptions(progressive=args.progressive, folds=args.folds, clip=args.clip, seed=args.seed,
                                 draws=args.draws, strict=args.strict, quiet=args.quiet or args.json,
-                                interval=None if args.interval == "default" else args.interval)
+                                interval=None if args.interval == "default" else args.interval,
+                                weight_bound=weight_bound)
     try:
         summary = evaluate_log(args.log, target, options)
     except FileNotFoundError as exc:
@@ -96,6 +102,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print(summary)
     return 0
+
+
+def _weight_bound(text: str) -> float | str | None:
+    from banditloop.commands.common import CommandError
+
+    word = text.strip().lower()
+    if word in ("logged", "none"):
+        return None if word == "none" else "logged"
+    try:
+        bound = float(word)
+    except ValueError:
+        bound = math.nan
+    if not bound > 1:  # also NaN
+        raise CommandError(f"--weight-bound must be a number > 1, logged, inf or none, got {text!r}")
+    return bound
 
 
 def _fmt(value: Any) -> str:
