@@ -184,4 +184,4 @@ def el_interval(terms: np.ndarray, weights: np.ndarray, *, delta_range: tuple[fl
     scale = math.exp((best - critical_value(n, level) / 2.0) / n)
     low = lo_delta + _dual_max(d - w * lo_delta, w, scale, weight_bound)
     high = hi_delta - _dual_max(w * hi_delta - d, w, scale, weight_bound)
-    return low, high
+    return float(low), float(high)
