@@ -42,13 +42,23 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from banditloop.evaluation.estimators import DR, IPS, LOGGED_BOUND, SNIPS, ClippedIPS, SwitchDR  # noqa: E402
+from banditloop.evaluation.estimators import (  # noqa: E402
+    DR,
+    IPS,
+    LOGGED_BOUND,
+    SNIPS,
+    ClippedIPS,
+    Estimate,
+    SwitchDR,
+)
 from banditloop.evaluation.reward_model import cross_fit  # noqa: E402
 from banditloop.operators.registry import make_learner  # noqa: E402
 from banditloop.simulators.config import WorldConfig  # noqa: E402
@@ -165,8 +175,40 @@ def load_seed(seed: int, n: int, n_truth: int, cache: Path | None, *, wait: bool
     return data
 
 
+#: bump when the estimators change: cached estimates of another version are recomputed
+ESTIMATES_VERSION = 1
+
+
 def one_seed(seed: int, n: int, n_truth: int, cache: Path | None = None, wait: bool = False) -> dict:
-    data = load_seed(seed, n, n_truth, cache, wait=wait)
+    """The seed's true values and estimates; with ``cache``, the estimates are kept there as JSON."""
+    path = cache / f"seed{seed}-n{n}-truth{n_truth}-estimates-v{ESTIMATES_VERSION}.json" if cache else None
+    if path is not None and path.exists():
+        return _from_json(json.loads(path.read_text()))
+    out = _estimate_seed(load_seed(seed, n, n_truth, cache, wait=wait))
+    if path is not None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_to_json(out)))
+        tmp.replace(path)
+    return out
+
+
+def _to_json(out: dict) -> dict:
+    cells = {}
+    for (logger, t), cell in out["estimates"].items():
+        cells[f"{logger}|{t}"] = {("|".join(k) if isinstance(k, tuple) else k):
+                                  (dataclasses.asdict(v) if isinstance(v, Estimate) else v) for k, v in cell.items()}
+    return {"truth": out["truth"], "estimates": cells}
+
+
+def _from_json(raw: dict) -> dict:
+    estimates = {}
+    for key, cell in raw["estimates"].items():
+        estimates[tuple(key.split("|"))] = {(tuple(k.split("|")) if "|" in k else k):
+                                            (Estimate(**v) if isinstance(v, dict) else v) for k, v in cell.items()}
+    return {"truth": {t: tuple(v) for t, v in raw["truth"].items()}, "estimates": estimates}
+
+
+def _estimate_seed(data: dict[str, np.ndarray]) -> dict:
     truth = {t: (float(data[f"truth/{t}"][0]), float(data[f"truth/{t}"][1])) for t in TARGETS}
     out: dict = {"truth": truth, "estimates": {}}
     for logger in LOGGERS:
@@ -200,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="keep each seed's simulated log arrays here (.npz) and reuse them")
     parser.add_argument("--wait", action="store_true",
                         help="wait for seeds missing from --cache (filled by --simulate-only processes)")
+    parser.add_argument("--order", choices=("sequential", "interleaved"), default="sequential",
+                        help="interleaved: seeds first, first+half, first+1, ... (follows two --simulate-only halves)")
     parser.add_argument("--cached-only", action="store_true",
                         help="only the seeds of the range already in --cache (a partial run; says how many)")
     parser.add_argument("--simulate-only", action="store_true",
@@ -211,6 +255,10 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     results = []
     wanted = list(range(args.first_seed, args.first_seed + seeds))
+    if args.order == "interleaved":
+        half = (seeds + 1) // 2
+        padded = wanted[half:] + [None] * (2 * half - seeds)
+        wanted = [s for pair in zip(wanted[:half], padded, strict=True) for s in pair if s is not None]
     if args.cached_only:
         if args.cache is None:
             parser.error("--cached-only needs --cache")
