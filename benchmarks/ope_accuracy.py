@@ -19,16 +19,24 @@ world's realised click (common random numbers). Estimators are those of ``bandit
 (``banditloop.evaluation.estimators``; DR and switch-DR with the cross-fitted per-arm ridge reward
 model, 2 folds); replay is left out: it is valid only for uniform logs.
 
-Printed per (logger, target, estimator) over the seeds: bias, standard deviation and RMSE of the
-errors ``estimate − truth`` (each seed is its own world with its own truth; RMSE also relative to
-the mean true value), mean |relative error|, and the coverage
-of the 95% normal intervals. **Targets (issue 10): mean |relative error| of SNIPS and DR ≤ 5%;
-coverage in [90%, 99%] over 100 seeds; DR's variance below IPS's.**
+Printed per (logger, target, estimator, interval kind) over the seeds: bias, standard deviation and
+RMSE of the errors ``estimate − truth`` (each seed is its own world with its own truth; RMSE also
+relative to the mean true value), mean |relative error|, the coverage of the 95% intervals and their
+mean width. Interval kinds (``banditloop.evaluation.intervals``): ``normal``; ``el``, empirical
+likelihood with E[w] = 1 and no unseen row; ``el-logged``, with an unseen row of weight up to
+1 / min(logged propensity); ``el-inf``, of unbounded weight. IPS, SNIPS and DR get all four (SNIPS
+shares IPS's EL interval: same value, same constraint), clipped IPS and switch-DR the normal one;
+``*`` marks each estimator's default, on which the targets are checked. **Targets (issue 10): mean
+|relative error| of SNIPS and DR ≤ 5%; coverage in [90%, 99%] over 100 seeds; DR's variance below
+IPS's.**
 
     nice -n 10 python benchmarks/ope_accuracy.py [--seeds 100] [--n 100000] [--truth 50000] [--quick]
 
 The default (100 seeds of 100k impressions) took 39 min in one process on the shared 2-core machine
 (the world's per-request draws dominate); ``--quick`` is 10 seeds of 20k impressions (~1 min).
+``--cache DIR`` keeps each seed's simulated log arrays (.npz, ~3 MB) and its estimates (JSON) there,
+so seeds can be simulated by parallel ``--simulate-only --first-seed A --seeds B`` processes and
+the estimates re-run without simulating (``--cached-only`` uses the seeds present and says how many).
 """
 
 from __future__ import annotations

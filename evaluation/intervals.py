@@ -51,7 +51,7 @@ def critical_value(n: int, level: float = 0.95) -> float:
     return float(f.isf(1.0 - level, 1, max(n, 1)))
 
 
-def _max_loglik(w: np.ndarray, weight_bound: float | None) -> float:
+def _max_loglik(w: np.ndarray, weight_bound: float | None, k: np.ndarray) -> float:
     """``ℓ̂ = max Σ log(n q_i)`` over the rows' ``q ≥ 0`` and the missing row's ``q₀ ≥ 0`` (weight
     ``W = weight_bound``; none when None) with ``Σ q + q₀ = 1`` and ``Σ q w + q₀ W = 1``.
 
@@ -59,8 +59,8 @@ def _max_loglik(w: np.ndarray, weight_bound: float | None) -> float:
     ``q_i = (W − 1) / (n (W − w_i))`` (``q_i = 1/n`` for ``W = ∞``), valid when it sums to ≤ 1;
     otherwise ``q₀ = 0`` and ``q_i = 1 / (n (1 + β (w_i − 1)))`` with ``β`` the root of
     ``Σ (w_i − 1) / (1 + β (w_i − 1)) = 0`` (bisection). ``-inf`` when nothing is feasible."""
-    n = w.size
-    mean = float(w.mean())
+    n = float(k.sum())
+    mean = float(k @ w) / n
     if weight_bound is not None:
         if math.isinf(weight_bound):
             if mean <= 1.0:
@@ -68,8 +68,8 @@ def _max_loglik(w: np.ndarray, weight_bound: float | None) -> float:
         else:
             with np.errstate(divide="ignore"):
                 q = (weight_bound - 1.0) / (n * (weight_bound - w))
-            if np.all(np.isfinite(q)) and q.sum() <= 1.0:
-                return float(np.sum(np.log(n * q)))
+            if np.all(np.isfinite(q)) and float(k @ q) <= 1.0:
+                return float(k @ np.log(n * q))
     if mean == 1.0:
         return 0.0
     u = w - 1.0
@@ -79,16 +79,16 @@ def _max_loglik(w: np.ndarray, weight_bound: float | None) -> float:
     low, high = (0.0, -1.0 / u.min()) if mean > 1.0 else (-1.0 / u.max(), 0.0)
     for _ in range(200):
         beta = 0.5 * (low + high)
-        if np.sum(u / (1.0 + beta * u)) > 0.0:
+        if float(k @ (u / (1.0 + beta * u))) > 0.0:
             low = beta
         else:
             high = beta
         if high - low <= 1e-15 * max(abs(high), abs(low)):
             break
-    return -float(np.sum(np.log1p(0.5 * (low + high) * u)))
+    return -float(k @ np.log1p(0.5 * (low + high) * u))
 
 
-def _dual_max(c: np.ndarray, w: np.ndarray, scale: float, weight_bound: float | None) -> float:
+def _dual_max(c: np.ndarray, w: np.ndarray, scale: float, weight_bound: float | None, k: np.ndarray) -> float:
     """``max scale · exp(mean log(c + ν w + γ)) − ν − γ`` over the dual variables ``ν`` (weight
     constraint) and ``γ`` (normalisation), subject to ``γ + ν W ≥ 0`` for a missing row of weight
     ``W = weight_bound`` (``ν ≥ 0`` for ``W = ∞``; unconstrained without one). Damped Newton; on
@@ -100,12 +100,13 @@ def _dual_max(c: np.ndarray, w: np.ndarray, scale: float, weight_bound: float | 
     else:
         normal = np.array([weight_bound, 1.0]) / math.hypot(weight_bound, 1.0)
     along = None if normal is None else np.array([normal[1], -normal[0]])
+    f = k / k.sum()  # row frequencies: means are f @ (...)
 
     def value(x: np.ndarray) -> float:
         d = c + x[0] * w + x[1]
         if d.min() <= 0.0:
             return -math.inf
-        return scale * math.exp(float(np.mean(np.log(d)))) - x[0] - x[1]
+        return scale * math.exp(float(f @ np.log(d))) - x[0] - x[1]
 
     # start at ν = 0, γ above both −min c and 0 (feasible for every variant)
     x = np.array([0.0, max(0.0, -float(c.min())) + 1.0])
@@ -113,11 +114,13 @@ def _dual_max(c: np.ndarray, w: np.ndarray, scale: float, weight_bound: float | 
     for _ in range(200):
         d = c + x[0] * w + x[1]
         inv = 1.0 / d
-        g = scale * math.exp(float(np.mean(np.log(d))))
-        a = np.array([float(np.mean(w * inv)), float(np.mean(inv))])
+        g = scale * math.exp(float(f @ np.log(d)))
+        fi = f * inv
+        a = np.array([float(fi @ w), float(fi.sum())])
         inv2 = inv * inv
-        m12 = float(np.mean(w * inv2))
-        hess = g * (np.outer(a, a) - np.array([[float(np.mean(w * w * inv2)), m12], [m12, float(np.mean(inv2))]]))
+        fw = f * w * inv2
+        m12 = float(fw.sum())
+        hess = g * (np.outer(a, a) - np.array([[float(fw @ w), m12], [m12, float(f @ inv2)]]))
         grad = g * a - 1.0
         try:
             step = -np.linalg.solve(hess, grad)
@@ -178,10 +181,13 @@ def el_interval(terms: np.ndarray, weights: np.ndarray, *, delta_range: tuple[fl
         weight_bound = None  # the weight constraint holds already: the classical EL of a mean
         if np.all(d == d[0]):  # every reweighting has the same mean (the dual's optimum is not attained)
             return float(d[0]), float(d[0])
-    best = _max_loglik(w, weight_bound)
+    # identical rows (e.g. every row the target never plays) are solved once, with their count
+    rows, counts = np.unique(np.stack([d, w], axis=1), axis=0, return_counts=True)
+    d, w, k = rows[:, 0], rows[:, 1], counts.astype(float)
+    best = _max_loglik(w, weight_bound, k)
     if not math.isfinite(best):
         return math.nan, math.nan
     scale = math.exp((best - critical_value(n, level) / 2.0) / n)
-    low = lo_delta + _dual_max(d - w * lo_delta, w, scale, weight_bound)
-    high = hi_delta - _dual_max(w * hi_delta - d, w, scale, weight_bound)
+    low = lo_delta + _dual_max(d - w * lo_delta, w, scale, weight_bound, k)
+    high = hi_delta - _dual_max(w * hi_delta - d, w, scale, weight_bound, k)
     return float(low), float(high)
