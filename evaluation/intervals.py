@@ -175,8 +175,12 @@ def el_interval(terms: np.ndarray, weights: np.ndarray, *, delta_range: tuple[fl
         raise ValueError(f"delta_range {delta_range} is not an interval")
     if weight_bound is not None and not weight_bound > 1.0:
         raise ValueError(f"weight_bound must be > 1, got {weight_bound}")
-    if weight_bound is not None and w.max() > weight_bound:
+    if weight_bound is not None and w.max() > weight_bound * (1.0 + 1e-12):
         raise ValueError(f"a weight {w.max():g} exceeds weight_bound {weight_bound:g}")
+    if weight_bound is not None and math.isfinite(weight_bound):
+        # an unseen row exactly as heavy as an observed one is that row (the dual's optimum then
+        # sits on its boundary, unattained): keep W strictly above the observed weights
+        weight_bound = max(weight_bound, float(w.max()) * (1.0 + 1e-6))
     if np.all(w == 1.0):
         weight_bound = None  # the weight constraint holds already: the classical EL of a mean
         if np.all(d == d[0]):  # every reweighting has the same mean (the dual's optimum is not attained)

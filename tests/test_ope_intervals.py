@@ -165,3 +165,11 @@ def test_evaluate_reports_its_interval_and_refuses_a_bad_bound(tmp_path):
     bad = _evaluate(str(log), "--learner", "random", "--weight-bound", "0.5", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and "--weight-bound must be" in bad.stderr
+
+
+def test_a_bound_equal_to_the_largest_weight_is_no_unseen_row():
+    # the heaviest row is clicked: an unseen row of the same weight and reward is that row again
+    w = np.array([0.5, 2.0, 0.5, 3.0, 0.5, 0.2, 0.3, 1.0])
+    r = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    plain = el_interval(w * r, w, delta_range=(0.0, 1.0))
+    assert el_interval(w * r, w, delta_range=(0.0, 1.0), weight_bound=3.0) == pytest.approx(plain, abs=1e-5)
