@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="interleaved: seeds first, first+half, first+1, ... (follows two --simulate-only halves)")
     parser.add_argument("--cached-only", action="store_true",
                         help="only the seeds of the range already in --cache (a partial run; says how many)")
+    parser.add_argument("--estimated-only", action="store_true",
+                        help="only the seeds of the range whose estimates are in --cache (a partial run)")
     parser.add_argument("--simulate-only", action="store_true",
                         help="only fill --cache (e.g. seed ranges in parallel), print nothing else")
     args = parser.parse_args(argv)
@@ -262,16 +264,18 @@ def main(argv: list[str] | None = None) -> dict:
     n_truth = args.truth or (20_000 if args.quick else 50_000)
     started = time.perf_counter()
     results = []
+    requested = seeds
     wanted = list(range(args.first_seed, args.first_seed + seeds))
     if args.order == "interleaved":
         half = (seeds + 1) // 2
         padded = wanted[half:] + [None] * (2 * half - seeds)
         wanted = [s for pair in zip(wanted[:half], padded, strict=True) for s in pair if s is not None]
-    if args.cached_only:
+    if args.cached_only or args.estimated_only:
         if args.cache is None:
-            parser.error("--cached-only needs --cache")
-        wanted = [s for s in wanted if (args.cache / f"seed{s}-n{n}-truth{n_truth}.npz").exists()]
-        print(f"--cached-only: {len(wanted)} of {seeds} seeds are cached", file=sys.stderr)
+            parser.error("--cached-only and --estimated-only need --cache")
+        suffix = f"-estimates-v{ESTIMATES_VERSION}.json" if args.estimated_only else ".npz"
+        wanted = [s for s in wanted if (args.cache / f"seed{s}-n{n}-truth{n_truth}{suffix}").exists()]
+        print(f"partial run: {len(wanted)} of {seeds} seeds are cached", file=sys.stderr)
         seeds = len(wanted)
     for i, s in enumerate(wanted):
         if args.simulate_only:
@@ -320,7 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
                                         "outside [90%, 99%]")
             if seeds > 1 and not var["dr"] < var["ips"]:
                 verdicts.append(f"MISSED: {logger} → {t} DR variance {var['dr']:.3g} ≥ IPS {var['ips']:.3g}")
-    print(f"{seeds} seeds × {n:,} impressions per log; true values from {n_truth:,} held-out requests "
+    partial = f" (partial run: {seeds} of the {requested} seeds requested were in the cache)" if seeds < requested else ""
+    print(f"{seeds} seeds × {n:,} impressions per log{partial}; true values from {n_truth:,} held-out requests "
           f"(their standard error ≤ {max(p['truth_se'] for p in payload):.1e}); "
           f"{time.perf_counter() - started:.0f} s")
     print(table(["logger → target", "estimator", "interval", "truth", "bias", "std", "rel. RMSE", "mean |rel. err|",
