@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
                                         "outside [90%, 99%]")
             if seeds > 1 and not var["dr"] < var["ips"]:
                 verdicts.append(f"MISSED: {logger} → {t} DR variance {var['dr']:.3g} ≥ IPS {var['ips']:.3g}")
-    partial = f" (partial run: {seeds} of the {requested} seeds requested were in the cache)" if seeds < requested else ""
+    partial = f" (partial run: {seeds} of the {requested} seeds asked were in the cache)" if seeds < requested else ""
     print(f"{seeds} seeds × {n:,} impressions per log{partial}; true values from {n_truth:,} held-out requests "
           f"(their standard error ≤ {max(p['truth_se'] for p in payload):.1e}); "
           f"{time.perf_counter() - started:.0f} s")
