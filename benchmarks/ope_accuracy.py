@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> dict:
         suffix = f"-estimates-v{ESTIMATES_VERSION}.json" if args.estimated_only else ".npz"
         wanted = [s for s in wanted if (args.cache / f"seed{s}-n{n}-truth{n_truth}{suffix}").exists()]
         print(f"partial run: {len(wanted)} of {seeds} seeds are cached", file=sys.stderr)
+        if not wanted:
+            parser.error(f"no seed of the range is in {args.cache}")
         seeds = len(wanted)
     for i, s in enumerate(wanted):
         if args.simulate_only:
