@@ -63,9 +63,9 @@ class EvaluationOptions:
     #: confidence interval of IPS, SNIPS, DR, clipped IPS and switch-DR: "normal", "el" (empirical
     #: likelihood) or None, each estimator's default (see banditloop.evaluation.estimators)
     interval: str | None = None
-    #: the EL interval's bound on the importance weights: a number, "logged" (1 / min propensity,
-    #: the default) or None (no missing row; see banditloop.evaluation.intervals)
-    weight_bound: float | str | None = "logged"
+    #: the EL interval's bound on the importance weights: None (the default: no unseen row), a
+    #: number, "logged" (1 / min propensity) or inf (see banditloop.evaluation.intervals)
+    weight_bound: float | str | None = None
 
 
 @dataclass
@@ -249,8 +249,8 @@ def evaluate_log(path: str | Path, target: TargetPolicy, options: EvaluationOpti
                      **{k: join_counters[k] for k in ("duplicates", "late", "unmatched")}},
         "logged_arm_ineligible": data.counts["logged_arm_ineligible"],
         "uniform_logging": data.uniform_logging,
-        "weight_bound": "inf" if isinstance(opts.weight_bound, float) and math.isinf(opts.weight_bound)
-        else opts.weight_bound,
+        "weight_bound": "none" if opts.weight_bound is None else "inf"
+        if isinstance(opts.weight_bound, float) and math.isinf(opts.weight_bound) else opts.weight_bound,
     }
     if data.reward.size == 0:
         raise ValueError(f"{path}: no impression carries a propensity, candidates and position 0 "
