@@ -63,9 +63,9 @@ class EvaluationOptions:
     #: confidence interval of IPS, SNIPS, DR, clipped IPS and switch-DR: "normal", "el" (empirical
     #: likelihood) or None, each estimator's default (see banditloop.evaluation.estimators)
     interval: str | None = None
-    #: the EL interval's bound on the importance weights: None (the default: no unseen row), a
-    #: number, "logged" (1 / min propensity) or inf (see banditloop.evaluation.intervals)
-    weight_bound: float | str | None = None
+    #: the EL interval's bound on the importance weights: "logged" (the default: 1 / min propensity),
+    #: a number, inf, or None (no unseen row; see banditloop.evaluation.intervals)
+    weight_bound: float | str | None = "logged"
 
 
 @dataclass

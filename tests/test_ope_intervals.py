@@ -157,7 +157,7 @@ def test_evaluate_reports_its_interval_and_refuses_a_bad_bound(tmp_path):
     out = json.loads(done.stdout)
     assert [out[k]["interval"] for k in ("ips", "snips", "dr", "clipped_ips", "logging")] == \
         ["el", "el", "el", "normal", "normal"]
-    assert out["weight_bound"] == "none"
+    assert out["weight_bound"] == "logged"
     done = _evaluate(str(log), "--learner", "random", "--json", "--interval", "normal", "--weight-bound", "inf",
                      cwd=tmp_path)
     out = json.loads(done.stdout)

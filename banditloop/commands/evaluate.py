@@ -44,10 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="95%% intervals: el = empirical likelihood with E[w]=1 (covers under heavy importance "
                         "weights), normal = CLT; default: el for ips/snips/dr, normal for the clipped ones, "
                         "replay and the logging policy")
-    g.add_argument("--weight-bound", default="none", metavar="none|W|logged|inf",
-                   help="el intervals: none (default) = plain EL with E[w]=1; else the sample may miss rows "
-                        "of weight up to W (e.g. K/ε for ε-greedy over K arms), logged = 1 / the smallest logged "
-                        "propensity, inf = unbounded: more conservative, wider")
+    g.add_argument("--weight-bound", default="logged", metavar="logged|W|inf|none",
+                   help="el intervals: the sample may miss rows of weight up to W (e.g. K/ε for ε-greedy over K "
+                        "arms); logged (default) = 1 / the smallest logged propensity; inf = unbounded (widest); "
+                        "none = no unseen row (plain EL with E[w]=1, narrowest)")
     g.add_argument("--seed", type=int, default=0, help="seed of the replay matching and the DR folds")
     g.add_argument("--plot", default=None, metavar="FILE.png", help="write the estimates with their intervals")
     p.add_argument("--strict", action="store_true", help="stop at the first invalid line")
