@@ -19,16 +19,24 @@ world's realised click (common random numbers). Estimators are those of ``bandit
 (``banditloop.evaluation.estimators``; DR and switch-DR with the cross-fitted per-arm ridge reward
 model, 2 folds); replay is left out: it is valid only for uniform logs.
 
-Printed per (logger, target, estimator) over the seeds: bias, standard deviation and RMSE of the
-errors ``estimate − truth`` (each seed is its own world with its own truth; RMSE also relative to
-the mean true value), mean |relative error|, and the coverage
-of the 95% normal intervals. **Targets (issue 10): mean |relative error| of SNIPS and DR ≤ 5%;
-coverage in [90%, 99%] over 100 seeds; DR's variance below IPS's.**
+Printed per (logger, target, estimator, interval kind) over the seeds: bias, standard deviation and
+RMSE of the errors ``estimate − truth`` (each seed is its own world with its own truth; RMSE also
+relative to the mean true value), mean |relative error|, the coverage of the 95% intervals and their
+mean width. Interval kinds (``banditloop.evaluation.intervals``): ``normal``; ``el``, empirical
+likelihood with E[w] = 1 and no unseen row; ``el-logged``, with an unseen row of weight up to
+1 / min(logged propensity); ``el-inf``, of unbounded weight. IPS, SNIPS and DR get all four (SNIPS
+shares IPS's EL interval: same value, same constraint), clipped IPS and switch-DR the normal one;
+``*`` marks each estimator's default, on which the targets are checked. **Targets (issue 10): mean
+|relative error| of SNIPS and DR ≤ 5%; coverage in [90%, 99%] over 100 seeds; DR's variance below
+IPS's.**
 
     nice -n 10 python benchmarks/ope_accuracy.py [--seeds 100] [--n 100000] [--truth 50000] [--quick]
 
 The default (100 seeds of 100k impressions) took 39 min in one process on the shared 2-core machine
 (the world's per-request draws dominate); ``--quick`` is 10 seeds of 20k impressions (~1 min).
+``--cache DIR`` keeps each seed's simulated log arrays (.npz, ~3 MB) and its estimates (JSON) there,
+so seeds can be simulated by parallel ``--simulate-only --first-seed A --seeds B`` processes and
+the estimates re-run without simulating (``--cached-only`` uses the seeds present and says how many).
 """
 
 from __future__ import annotations
@@ -42,11 +50,23 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from banditloop.evaluation.estimators import DR, IPS, SNIPS, ClippedIPS, SwitchDR  # noqa: E402
+from banditloop.evaluation.estimators import (  # noqa: E402
+    DR,
+    IPS,
+    LOGGED_BOUND,
+    SNIPS,
+    ClippedIPS,
+    Estimate,
+    SwitchDR,
+)
 from banditloop.evaluation.reward_model import cross_fit  # noqa: E402
 from banditloop.operators.registry import make_learner  # noqa: E402
 from banditloop.simulators.config import WorldConfig  # noqa: E402
@@ -56,6 +76,21 @@ from benchmarks.common import emit_json, table  # noqa: E402
 LOGGERS = ("egreedy", "softmax")
 TARGETS = ("oracle", "linucb", "uniform")
 ESTIMATORS = ("ips", "snips", "dr", "clipped_ips", "switch_dr")
+#: the intervals compared: normal, and EL without a missing row / with one of weight 1/min(pscore) / of
+#: unbounded weight (``weight_bound`` None / "logged" / inf); clipped IPS and switch-DR: normal only
+KINDS = {"normal": ("normal", None), "el": ("el", None), "el-logged": ("el", LOGGED_BOUND),
+         "el-inf": ("el", math.inf)}
+
+
+def _kind(est) -> str:
+    if est.interval == "normal":
+        return "normal"
+    return {None: "el", LOGGED_BOUND: "el-logged"}.get(est.weight_bound, "el-inf")
+
+
+#: each estimator's default interval (the estimator classes' ``interval`` and ``weight_bound`` fields)
+DEFAULT_INTERVAL = {"ips": _kind(IPS()), "snips": _kind(SNIPS()), "dr": _kind(DR()),
+                    "clipped_ips": "normal", "switch_dr": "normal"}
 EPSILON, TEMPERATURE, STALE_SIGMA, CLIP = 0.2, 0.1, 0.5, 20.0
 TRAIN = 5_000
 
@@ -90,7 +125,8 @@ def target_probabilities(kind: str, X: np.ndarray, expected: np.ndarray, learner
     return np.array([learner.action_probabilities(Xb[i], arms) for i in range(n)])
 
 
-def one_seed(seed: int, n: int, n_truth: int) -> dict:
+def simulate_seed(seed: int, n: int, n_truth: int) -> dict[str, np.ndarray]:
+    """One seed's logs as flat arrays (everything the estimators need; cached by ``--cache``)."""
     config = WorldConfig(seed=seed)
     stream = draw_stream(config, n + TRAIN + n_truth)
     # every request offers the same K arms in the same order (no churn): columns are arms
@@ -107,31 +143,98 @@ def one_seed(seed: int, n: int, n_truth: int) -> dict:
     learner.learn_batch([arms[j] for j in shown], Xb[train], realised[train][np.arange(TRAIN), shown])
 
     targets = {t: target_probabilities(t, X[log], mu[log], learner) for t in TARGETS}
-    truth = {}
+    data: dict[str, np.ndarray] = {}
     for t in TARGETS:
         v = (target_probabilities(t, X[hold], mu[hold], learner) * mu[hold]).sum(axis=1)
-        truth[t] = (float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size)))
+        data[f"truth/{t}"] = np.array([v.mean(), v.std(ddof=1) / np.sqrt(v.size)])
 
     stale_error = np.exp(STALE_SIGMA * rng.standard_normal(k))
     rows = np.arange(n)
     cand = np.tile(np.arange(k), (n, 1))
-    out: dict = {"truth": truth, "estimates": {}}
     for logger in LOGGERS:
         p_all = logging_probabilities(logger, mu[log] * stale_error)
         a = sample_rows(p_all, rng)
-        p = p_all[rows, a]
         r = realised[log][rows, a]
         q = cross_fit(Xb[log], a, r, cand, k, folds=2, ridge=1.0, seed=seed)
-        ql = q[rows, a]
+        data[f"{logger}/reward"], data[f"{logger}/pscore"] = r, p_all[rows, a]
+        data[f"{logger}/q_logged"] = q[rows, a]
+        data[f"{logger}/logging_value"] = np.array([(p_all * mu[log]).sum(axis=1).mean()])
         for t in TARGETS:
-            pi = targets[t]
-            tp = pi[rows, a]
-            qt = (q * pi).sum(axis=1)
+            data[f"{logger}/{t}/target_pscore"] = targets[t][rows, a]
+            data[f"{logger}/{t}/q_target"] = (q * targets[t]).sum(axis=1)
+    return data
+
+
+def load_seed(seed: int, n: int, n_truth: int, cache: Path | None, *, wait: bool = False) -> dict[str, np.ndarray]:
+    """The seed's arrays, from ``cache`` when it holds them (same seed, n and truth size), else simulated
+    (``wait``: wait for another process filling the cache instead)."""
+    path = cache / f"seed{seed}-n{n}-truth{n_truth}.npz" if cache is not None else None
+    while wait and path is not None and not path.exists():
+        time.sleep(5)
+    if path is not None and path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    data = simulate_seed(seed, n, n_truth)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **data)
+        tmp.replace(path)
+    return data
+
+
+#: bump when the estimators change: cached estimates of another version are recomputed
+ESTIMATES_VERSION = 2
+
+
+def one_seed(seed: int, n: int, n_truth: int, cache: Path | None = None, wait: bool = False) -> dict:
+    """The seed's true values and estimates; with ``cache``, the estimates are kept there as JSON."""
+    path = cache / f"seed{seed}-n{n}-truth{n_truth}-estimates-v{ESTIMATES_VERSION}.json" if cache else None
+    if path is not None and path.exists():
+        return _from_json(json.loads(path.read_text()))
+    out = _estimate_seed(load_seed(seed, n, n_truth, cache, wait=wait))
+    if path is not None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_to_json(out)))
+        tmp.replace(path)
+    return out
+
+
+def _to_json(out: dict) -> dict:
+    cells = {}
+    for (logger, t), cell in out["estimates"].items():
+        cells[f"{logger}|{t}"] = {("|".join(k) if isinstance(k, tuple) else k):
+                                  (dataclasses.asdict(v) if isinstance(v, Estimate) else v) for k, v in cell.items()}
+    return {"truth": out["truth"], "estimates": cells}
+
+
+def _from_json(raw: dict) -> dict:
+    estimates = {}
+    for key, cell in raw["estimates"].items():
+        estimates[tuple(key.split("|"))] = {(tuple(k.split("|")) if "|" in k else k):
+                                            (Estimate(**v) if isinstance(v, dict) else v) for k, v in cell.items()}
+    return {"truth": {t: tuple(v) for t, v in raw["truth"].items()}, "estimates": estimates}
+
+
+def _estimate_seed(data: dict[str, np.ndarray]) -> dict:
+    truth = {t: (float(data[f"truth/{t}"][0]), float(data[f"truth/{t}"][1])) for t in TARGETS}
+    out: dict = {"truth": truth, "estimates": {}}
+    for logger in LOGGERS:
+        r, p, ql = data[f"{logger}/reward"], data[f"{logger}/pscore"], data[f"{logger}/q_logged"]
+        for t in TARGETS:
+            tp, qt = data[f"{logger}/{t}/target_pscore"], data[f"{logger}/{t}/q_target"]
+            cell: dict = {("clipped_ips", "normal"): ClippedIPS(CLIP, interval="normal").estimate(r, p, tp),
+                          ("switch_dr", "normal"): SwitchDR(CLIP, interval="normal").estimate(r, p, tp, ql, qt)}
+            for kind, (interval, bound) in KINDS.items():
+                cell[("ips", kind)] = ips = IPS(interval=interval, weight_bound=bound).estimate(r, p, tp)
+                snips = SNIPS(interval="normal").estimate(r, p, tp)
+                # SNIPS's EL interval is IPS's (same value estimated, same constraint): not solved twice
+                cell[("snips", kind)] = snips if interval == "normal" else replace(
+                    snips, ci_low=ips.ci_low, ci_high=ips.ci_high, interval=ips.interval)
+                cell[("dr", kind)] = DR(interval=interval, weight_bound=bound).estimate(r, p, tp, ql, qt)
             out["estimates"][(logger, t)] = {
-                "ips": IPS().estimate(r, p, tp), "snips": SNIPS().estimate(r, p, tp),
-                "dr": DR().estimate(r, p, tp, ql, qt), "clipped_ips": ClippedIPS(CLIP).estimate(r, p, tp),
-                "switch_dr": SwitchDR(CLIP).estimate(r, p, tp, ql, qt),
-                "logging_value": float((p_all * mu[log]).sum(axis=1).mean()),
+                **cell,
+                "logging_value": float(data[f"{logger}/logging_value"][0]),
                 "min_pscore": float(p.min())}
     return out
 
@@ -142,16 +245,49 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=None, help="impressions per log (default 100000)")
     parser.add_argument("--truth", type=int, default=None, help="held-out requests for the true values (50000)")
     parser.add_argument("--quick", action="store_true", help="10 seeds of 20k impressions")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (default 0)")
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help="keep each seed's simulated log arrays here (.npz) and reuse them")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for seeds missing from --cache (filled by --simulate-only processes)")
+    parser.add_argument("--order", choices=("sequential", "interleaved"), default="sequential",
+                        help="interleaved: seeds first, first+half, first+1, ... (follows two --simulate-only halves)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="only the seeds of the range already in --cache (a partial run; says how many)")
+    parser.add_argument("--estimated-only", action="store_true",
+                        help="only the seeds of the range whose estimates are in --cache (a partial run)")
+    parser.add_argument("--simulate-only", action="store_true",
+                        help="only fill --cache (e.g. seed ranges in parallel), print nothing else")
     args = parser.parse_args(argv)
     seeds = args.seeds or (10 if args.quick else 100)
     n = args.n or (20_000 if args.quick else 100_000)
     n_truth = args.truth or (20_000 if args.quick else 50_000)
     started = time.perf_counter()
     results = []
-    for s in range(seeds):
-        results.append(one_seed(s, n, n_truth))
-        print(f"seed {s + 1}/{seeds} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    requested = seeds
+    wanted = list(range(args.first_seed, args.first_seed + seeds))
+    if args.order == "interleaved":
+        half = (seeds + 1) // 2
+        padded = wanted[half:] + [None] * (2 * half - seeds)
+        wanted = [s for pair in zip(wanted[:half], padded, strict=True) for s in pair if s is not None]
+    if args.cached_only or args.estimated_only:
+        if args.cache is None:
+            parser.error("--cached-only and --estimated-only need --cache")
+        suffix = f"-estimates-v{ESTIMATES_VERSION}.json" if args.estimated_only else ".npz"
+        wanted = [s for s in wanted if (args.cache / f"seed{s}-n{n}-truth{n_truth}{suffix}").exists()]
+        print(f"partial run: {len(wanted)} of {seeds} seeds are cached", file=sys.stderr)
+        if not wanted:
+            parser.error(f"no seed of the range is in {args.cache}")
+        seeds = len(wanted)
+    for i, s in enumerate(wanted):
+        if args.simulate_only:
+            load_seed(s, n, n_truth, args.cache)
+        else:
+            results.append(one_seed(s, n, n_truth, args.cache, wait=args.wait))
+        print(f"seed {i + 1}/{seeds} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
+    if args.simulate_only:
+        return {}
     rows, payload = [], []
     verdicts: list[str] = []
     for logger in LOGGERS:
@@ -161,34 +297,46 @@ def main(argv: list[str] | None = None) -> dict:
             min_p = min(res["estimates"][(logger, t)]["min_pscore"] for res in results)
             var = {}
             for name in ESTIMATORS:
-                ests = [res["estimates"][(logger, t)][name] for res in results]
-                values = np.array([e.value for e in ests])
-                err = values - truths
-                rel = np.abs(err) / truths
-                cover = float(np.mean([e.covers(v) for e, v in zip(ests, truths, strict=True)]))
-                bias, std = float(err.mean()), float(err.std(ddof=1)) if seeds > 1 else float("nan")
-                rmse = float(np.sqrt(np.mean(err ** 2)))
-                var[name] = float(np.var(err, ddof=1)) if seeds > 1 else float("nan")
-                mean_truth = float(truths.mean())
-                rows.append([f"{logger} → {t}", name, mean_truth, bias, std, rmse / mean_truth,
-                             float(rel.mean()), cover, float(np.mean([e.ess for e in ests]))])
-                payload.append({"logger": logger, "target": t, "estimator": name, "truth": mean_truth,
-                                "truth_se": truth_se, "bias": bias, "std": std, "rel_rmse": rmse / mean_truth,
-                                "mean_abs_rel_error": float(rel.mean()), "coverage": cover,
-                                "min_pscore": min_p})
-                if name in ("snips", "dr") and rel.mean() > 0.05:
-                    verdicts.append(f"MISSED: {logger} → {t} {name} mean |rel. error| {rel.mean():.1%} > 5%")
-                if name in ("ips", "snips", "dr") and seeds >= 20 and not 0.90 <= cover <= 0.99:
-                    verdicts.append(f"MISSED: {logger} → {t} {name} coverage {cover:.0%} outside [90%, 99%]")
+                for kind in KINDS if name in ("ips", "snips", "dr") else ("normal",):
+                    ests = [res["estimates"][(logger, t)][(name, kind)] for res in results]
+                    values = np.array([e.value for e in ests])
+                    err = values - truths
+                    rel = np.abs(err) / truths
+                    cover = float(np.mean([e.covers(v) for e, v in zip(ests, truths, strict=True)]))
+                    width = float(np.mean([e.ci_high - e.ci_low for e in ests]))
+                    bias, std = float(err.mean()), float(err.std(ddof=1)) if seeds > 1 else float("nan")
+                    rmse = float(np.sqrt(np.mean(err ** 2)))
+                    var[name] = float(np.var(err, ddof=1)) if seeds > 1 else float("nan")
+                    mean_truth = float(truths.mean())
+                    default = kind == DEFAULT_INTERVAL[name]
+                    rows.append([f"{logger} → {t}", name, kind + (" *" if default else ""), mean_truth, bias, std,
+                                 rmse / mean_truth, float(rel.mean()), cover, width,
+                                 float(np.mean([e.ess for e in ests]))])
+                    payload.append({"logger": logger, "target": t, "estimator": name, "interval": kind,
+                                    "default": default, "truth": mean_truth, "truth_se": truth_se, "bias": bias,
+                                    "std": std, "rel_rmse": rmse / mean_truth,
+                                    "mean_abs_rel_error": float(rel.mean()), "coverage": cover,
+                                    "mean_width": width, "min_pscore": min_p})
+                    if not default:
+                        continue
+                    if name in ("snips", "dr") and rel.mean() > 0.05:
+                        verdicts.append(f"MISSED: {logger} → {t} {name} mean |rel. error| {rel.mean():.1%} > 5%")
+                    if name in ("ips", "snips", "dr") and seeds >= 20 and not 0.90 <= cover <= 0.99:
+                        verdicts.append(f"MISSED: {logger} → {t} {name} ({kind}) coverage {cover:.0%} "
+                                        "outside [90%, 99%]")
             if seeds > 1 and not var["dr"] < var["ips"]:
                 verdicts.append(f"MISSED: {logger} → {t} DR variance {var['dr']:.3g} ≥ IPS {var['ips']:.3g}")
-    print(f"{seeds} seeds × {n:,} impressions per log; true values from {n_truth:,} held-out requests "
+    partial = f" (partial run: {seeds} of the {requested} seeds asked were in the cache)" if seeds < requested else ""
+    print(f"{seeds} seeds × {n:,} impressions per log{partial}; true values from {n_truth:,} held-out requests "
           f"(their standard error ≤ {max(p['truth_se'] for p in payload):.1e}); "
           f"{time.perf_counter() - started:.0f} s")
-    print(table(["logger → target", "estimator", "truth", "bias", "std", "rel. RMSE", "mean |rel. err|",
-                 "95% coverage", "mean ESS"], rows))
+    print(table(["logger → target", "estimator", "interval", "truth", "bias", "std", "rel. RMSE", "mean |rel. err|",
+                 "95% coverage", "mean width", "mean ESS"], rows))
+    print("* = the estimator's default interval; targets are checked on it (clipped IPS and switch-DR "
+          "estimate a clipped value: their coverage of the true value reflects their bias)")
     print("\n".join(verdicts) if verdicts else
-          "all targets met: SNIPS and DR mean |relative error| ≤ 5%, coverage of IPS/SNIPS/DR in [90%, 99%]"
+          "all targets met: SNIPS and DR mean |relative error| ≤ 5%, coverage of IPS/SNIPS/DR (default "
+          "intervals) in [90%, 99%]"
           + (" " if seeds >= 20 else " (not checked: fewer than 20 seeds) ") + "and DR variance < IPS's")
     summary = {"seeds": seeds, "n": n, "truth_requests": n_truth, "rows": payload, "missed": verdicts,
                "seconds": round(time.perf_counter() - started, 1)}

@@ -60,6 +60,12 @@ class EvaluationOptions:
     draws: int | None = None
     strict: bool = False
     quiet: bool = True
+    #: confidence interval of IPS, SNIPS, DR, clipped IPS and switch-DR: "normal", "el" (empirical
+    #: likelihood) or None, each estimator's default (see banditloop.evaluation.estimators)
+    interval: str | None = None
+    #: the EL interval's bound on the importance weights: "logged" (the default: 1 / min propensity),
+    #: a number, inf, or None (no unseen row; see banditloop.evaluation.intervals)
+    weight_bound: float | str | None = "logged"
 
 
 @dataclass
@@ -196,15 +202,17 @@ def estimate(data: LoggedData, options: EvaluationOptions | None = None) -> dict
     r, p, t = data.reward, data.pscore, data.target_pscore
     out: dict[str, Estimate] = {"logging": OnPolicy().estimate(r)}
     out["replay"] = Replay().estimate(r, data.matched)
-    out["ips"] = IPS().estimate(r, p, t)
-    out["snips"] = SNIPS().estimate(r, p, t)
+    chosen: dict[str, Any] = {} if opts.interval is None else {"interval": opts.interval}
+    bounded = {**chosen, "weight_bound": opts.weight_bound}
+    out["ips"] = IPS(**bounded).estimate(r, p, t)
+    out["snips"] = SNIPS(**bounded).estimate(r, p, t)
     q = cross_fit(data.X, data.logged_arm, r, data.cand_arm, len(data.arm_names),
                   folds=opts.folds, ridge=opts.ridge, seed=opts.seed)
     q_logged = q[np.arange(r.size), data.logged_col]
     q_target = (q * data.cand_prob).sum(axis=1)
-    out["dr"] = DR().estimate(r, p, t, q_logged, q_target)
-    out["clipped_ips"] = ClippedIPS(opts.clip).estimate(r, p, t)
-    out["switch_dr"] = SwitchDR(opts.clip).estimate(r, p, t, q_logged, q_target)
+    out["dr"] = DR(**bounded).estimate(r, p, t, q_logged, q_target)
+    out["clipped_ips"] = ClippedIPS(opts.clip, **chosen).estimate(r, p, t)
+    out["switch_dr"] = SwitchDR(opts.clip, **chosen).estimate(r, p, t, q_logged, q_target)
     return out
 
 
@@ -215,7 +223,8 @@ def _finite(value: float) -> float | None:
 def evaluate_log(path: str | Path, target: TargetPolicy, options: EvaluationOptions | None = None) -> dict[str, Any]:
     """Estimate the value of ``target`` on the log at ``path``; the summary ``banditloop evaluate`` prints.
 
-    Each estimator's entry holds ``value``, ``ci_low``, ``ci_high`` (95%, normal), ``std_error``,
+    Each estimator's entry holds ``value``, ``ci_low``, ``ci_high`` (95%, of the kind named by
+    ``interval``: ``normal`` or ``el``), ``std_error``,
     ``n``, ``ess`` and ``lift`` (relative to the logging policy's own value: ``value / logging − 1``).
     """
     opts = options or EvaluationOptions()
@@ -240,6 +249,8 @@ def evaluate_log(path: str | Path, target: TargetPolicy, options: EvaluationOpti
                      **{k: join_counters[k] for k in ("duplicates", "late", "unmatched")}},
         "logged_arm_ineligible": data.counts["logged_arm_ineligible"],
         "uniform_logging": data.uniform_logging,
+        "weight_bound": "none" if opts.weight_bound is None else "inf"
+        if isinstance(opts.weight_bound, float) and math.isinf(opts.weight_bound) else opts.weight_bound,
     }
     if data.reward.size == 0:
         raise ValueError(f"{path}: no impression carries a propensity, candidates and position 0 "

@@ -28,7 +28,7 @@ T = np.array([1.0, 0.5, 0.4, 0.0])  # target's probability of the logged arm
 
 
 def test_ips_by_hand():
-    est = IPS().estimate(R, P, T)
+    est = IPS(interval="normal").estimate(R, P, T)
     # w = [2, 0.625, 2, 0]; w r = [2, 0, 2, 0]
     assert est.value == pytest.approx(1.0, abs=1e-15)
     terms = np.array([2.0, 0.0, 2.0, 0.0])

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="estimate what a policy would have earned on a logged stream (off-policy evaluation)",
         description="Joins the log as replay does and estimates the target policy's value (mean reward per "
                     "impression) with replay, IPS, SNIPS, cross-fitted DR, clipped IPS and switch-DR, each "
-                    "with a 95% normal confidence interval and effective sample size, beside the logging "
+                    "with a 95% confidence interval (--interval) and effective sample size, beside the logging "
                     "policy's own value. The target is a learner (--learner, fresh, with --param) or a "
                     "checkpointed model (--model, merged over its shards as the scorer serves it); "
                     "--progressive lets it learn as it goes through the log. Impressions without a "
@@ -40,6 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weight cap of clipped IPS and switch threshold of switch-DR (default 20)")
     g.add_argument("--draws", type=int, default=None,
                    help="Monte Carlo draws for Thompson-sampling targets (default: the learner's, or 256)")
+    g.add_argument("--interval", choices=("default", "normal", "el"), default="default",
+                   help="95%% intervals: el = empirical likelihood with E[w]=1 (covers under heavy importance "
+                        "weights), normal = CLT; default: el for ips/snips/dr, normal for the clipped ones, "
+                        "replay and the logging policy")
+    g.add_argument("--weight-bound", default="logged", metavar="logged|W|inf|none",
+                   help="el intervals: the sample may miss rows of weight up to W (e.g. K/ε for ε-greedy over K "
+                        "arms); logged (default) = 1 / the smallest logged propensity; inf = unbounded (widest); "
+                        "none = no unseen row (plain EL with E[w]=1, narrowest)")
     g.add_argument("--seed", type=int, default=0, help="seed of the replay matching and the DR folds")
     g.add_argument("--plot", default=None, metavar="FILE.png", help="write the estimates with their intervals")
     p.add_argument("--strict", action="store_true", help="stop at the first invalid line")
@@ -60,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--folds must be >= 2")
     if not args.clip > 0:
         raise CommandError("--clip must be > 0")
+    weight_bound = _weight_bound(args.weight_bound)
     if args.draws is not None and args.draws < 1:
         raise CommandError("--draws must be >= 1")
     if args.model is not None:
@@ -75,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         target = TargetPolicy.fresh(model_config(args, feature_spec(args)), draws=args.draws)
     options = EvaluationOptions(progressive=args.progressive, folds=args.folds, clip=args.clip, seed=args.seed,
-                                draws=args.draws, strict=args.strict, quiet=args.quiet or args.json)
+                                draws=args.draws, strict=args.strict, quiet=args.quiet or args.json,
+                                interval=None if args.interval == "default" else args.interval,
+                                weight_bound=weight_bound)
     try:
         summary = evaluate_log(args.log, target, options)
     except FileNotFoundError as exc:
@@ -93,6 +104,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weight_bound(text: str) -> float | str | None:
+    from banditloop.commands.common import CommandError
+
+    word = text.strip().lower()
+    if word in ("logged", "none"):
+        return None if word == "none" else "logged"
+    try:
+        bound = float(word)
+    except ValueError:
+        bound = math.nan
+    if not bound > 1:  # also NaN
+        raise CommandError(f"--weight-bound must be a number > 1, logged, inf or none, got {text!r}")
+    return bound
+
+
 def _fmt(value: Any) -> str:
     return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.5g}"
 
@@ -103,13 +129,14 @@ def _print(summary: dict[str, Any]) -> None:
     out = sys.stdout
     out.write(f"policy {summary['policy']} ({summary['mode']}) on {summary['log']}: {summary['used']} of "
               f"{summary['impressions']} impressions used; reward = {summary['reward']}\n")
-    out.write(f"{'estimator':<12} {'value':>10} {'95% CI':>23} {'ESS':>10} {'lift':>9}\n")
+    out.write(f"{'estimator':<12} {'value':>10} {'95% CI':>23} {'kind':>6} {'ESS':>10} {'lift':>9}\n")
     for name in ("logging", *ESTIMATORS):
         e = summary[name]
         ci = f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}]"
         lift = e.get("lift")
         lift_s = "-" if lift is None else f"{100 * lift:+.1f}%"
-        out.write(f"{name:<12} {_fmt(e['value']):>10} {ci:>23} {_fmt(e['ess']):>10} {lift_s:>9}\n")
+        out.write(f"{name:<12} {_fmt(e['value']):>10} {ci:>23} {e['interval']:>6} {_fmt(e['ess']):>10} "
+                  f"{lift_s:>9}\n")
     out.write(f"excluded: {summary['excluded']}; logged arm not playable by the target: "
               f"{summary['logged_arm_ineligible']}; uniformly random log: {summary['uniform_logging']}\n")
     if "note" in summary["replay"]:
