@@ -184,7 +184,7 @@ def load_seed(seed: int, n: int, n_truth: int, cache: Path | None, *, wait: bool
 
 
 #: bump when the estimators change: cached estimates of another version are recomputed
-ESTIMATES_VERSION = 2
+ESTIMATES_VERSION = 3
 
 
 def one_seed(seed: int, n: int, n_truth: int, cache: Path | None = None, wait: bool = False) -> dict:

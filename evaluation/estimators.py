@@ -27,7 +27,7 @@ same numbers.
   ``benchmarks/ope_accuracy.py`` with logging propensities down to 3e-5).
 * ``"el"``, empirical likelihood with the constraint E[w] = 1 (Karampatziakis, Langford & Mineiro
   2020; :mod:`banditloop.evaluation.intervals`). ``weight_bound`` (default ``"logged"``) lets
-  the sample miss rows of weight up to that bound (a number, ``"logged"`` = 1 / min(pscore), or
+  the sample miss rows of weight up to that bound (a number, ``"logged"`` = max(target_pscore) / min(pscore), or
   ``inf``), whose reward lies in ``reward_range`` (default: the logged rewards' min and max): wider,
   more conservative intervals. IPS and SNIPS estimate the same value, so they share one EL
   interval; DR's is over its own terms (a missing row adds reward minus model, within the rewards'
@@ -138,7 +138,9 @@ def mean_estimate(name: str, terms: np.ndarray, ess: float) -> Estimate:
     return Estimate(name, value, value - Z95 * se, value + Z95 * se, se, n, ess)
 
 
-#: ``weight_bound`` spelled this way: the largest weight the logged propensities allow, ``1 / min(pscore)``
+#: ``weight_bound`` spelled this way: the largest weight the log suggests, ``max(target_pscore) / min(pscore)``
+#: (the target's largest probability over the logger's smallest: ``1 / min(pscore)`` for a deterministic
+#: target, ``K`` times less for a uniform one over ``K`` arms)
 LOGGED_BOUND = "logged"
 WeightBound = float | str | None
 
@@ -156,9 +158,10 @@ def _check_interval(interval: str, reward_range: tuple[float, float] | None = No
 
 
 def _bound(weight_bound: WeightBound, p: np.ndarray, w: np.ndarray) -> float | None:
-    """The EL's ``W``: the given bound, ``1 / min(pscore)`` for ``"logged"`` (at least the largest weight)."""
+    """The EL's ``W``: the given bound, ``max(target_pscore) / min(pscore)`` for ``"logged"`` (at least
+    the largest weight)."""
     if weight_bound == LOGGED_BOUND:
-        return max(1.0 / float(p.min()), float(w.max()), 1.0 + 1e-9)
+        return max(float((w * p).max()) / float(p.min()), float(w.max()), 1.0 + 1e-9)
     if weight_bound is None:
         return None
     return max(float(weight_bound), float(w.max()))

@@ -254,7 +254,9 @@ def test_two_workers_and_a_rebalance_equal_one_worker(kafka_bootstrap, big_log, 
     for proc, (_, err) in zip((first, second), outs, strict=True):
         assert proc.returncode == 0, err
     summaries = [json.loads(out) for out, _ in outs]
-    assert sum(s["rebalances"] for s in summaries) >= 2
+    # (the first worker's partitions were revoked when the second joined; kafka-python also counts the
+    # empty revocation before each first join, confluent-kafka does not)
+    assert sum(s["rebalances"] for s in summaries) >= 1
     # (which partitions each held at exit depends on who stopped first: a worker whose idle timeout
     # fires during the last rebalance exits with none, having checkpointed them on revocation)
     assert all(s["checkpoints"] >= 1 for s in summaries)

@@ -173,3 +173,21 @@ def test_a_bound_equal_to_the_largest_weight_is_no_unseen_row():
     r = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
     plain = el_interval(w * r, w, delta_range=(0.0, 1.0))
     assert el_interval(w * r, w, delta_range=(0.0, 1.0), weight_bound=3.0) == pytest.approx(plain, abs=1e-5)
+
+
+def test_the_logged_bound_is_the_targets_largest_probability_over_the_loggers_smallest():
+    """W = max(π) / min(μ): for a uniform target over K arms, K times below 1 / min(μ)."""
+    rng = np.random.default_rng(3)
+    k, n = 10, 400
+    p = rng.uniform(0.01, 0.3, n)
+    r = (rng.uniform(size=n) < 0.2).astype(float)
+    uniform = np.full(n, 1.0 / k)
+    logged = IPS().estimate(r, p, uniform)
+    assert (logged.ci_low, logged.ci_high) == pytest.approx(
+        (IPS(weight_bound=(1.0 / k) / p.min()).estimate(r, p, uniform).ci_low,
+         IPS(weight_bound=(1.0 / k) / p.min()).estimate(r, p, uniform).ci_high))
+    wider = IPS(weight_bound=1.0 / p.min()).estimate(r, p, uniform)
+    assert wider.ci_high - wider.ci_low > logged.ci_high - logged.ci_low
+    greedy = np.where(rng.uniform(size=n) < 0.3, 1.0, 0.0)  # a deterministic target: 1 / min(μ)
+    assert IPS().estimate(r, p, greedy).ci_high == pytest.approx(
+        IPS(weight_bound=1.0 / p.min()).estimate(r, p, greedy).ci_high)

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "replay and the logging policy")
     g.add_argument("--weight-bound", default="logged", metavar="logged|W|inf|none",
                    help="el intervals: the sample may miss rows of weight up to W (e.g. K/ε for ε-greedy over K "
-                        "arms); logged (default) = 1 / the smallest logged propensity; inf = unbounded (widest); "
+                        "arms); logged (default) = the target's largest probability / the smallest logged propensity; "
+                        "inf = unbounded (widest); "
                         "none = no unseen row (plain EL with E[w]=1, narrowest)")
     g.add_argument("--seed", type=int, default=0, help="seed of the replay matching and the DR folds")
     g.add_argument("--plot", default=None, metavar="FILE.png", help="write the estimates with their intervals")
