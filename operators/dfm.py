@@ -143,6 +143,22 @@ class FTRLHeads(Learner):
         for name in self.additive_arrays:
             a[name][rows] += theirs[name]
 
+    def learn_elapsed(self, arm: str, x: np.ndarray, elapsed_from: float, elapsed_to: float) -> None:
+        """Learn that an item shown with context ``x`` is still not converted from ``elapsed_from`` to
+        ``elapsed_to`` seconds after its click or impression: each model defines its own factor."""
+        raise NotImplementedError(f"{type(self).__name__} learns no elapsed time")
+
+    def learn_elapsed_batch(self, arms: Sequence[str], X: np.ndarray, elapsed_from: np.ndarray,
+                            elapsed_to: np.ndarray) -> None:
+        """``learn_elapsed`` (of the subclass) for many pending items at one tick, in order (equal to the
+        single calls); every time is checked before anything is learned."""
+        e0, e1 = np.asarray(elapsed_from, dtype=float), np.asarray(elapsed_to, dtype=float)
+        if not (np.all(np.isfinite(e0)) and np.all(np.isfinite(e1)) and np.all(e0 >= 0) and np.all(e1 >= 0)):
+            raise ValueError("times must be finite and >= 0 seconds")
+        X = np.asarray(X, dtype=float)
+        for arm, x, a, b in zip(arms, X, e0.tolist(), e1.tolist(), strict=True):
+            self.learn_elapsed(arm, x, a, b)
+
 
 def check_ftrl(alpha: float, beta: float, l1: float, l2: float, prior: float, delay_prior: float,
                window: float) -> None:
@@ -238,17 +254,6 @@ class DelayedFeedbackModel(FTRLHeads):
         s0 = survival_grad(p, out[1], np.array(elapsed_from))
         self._step(r, x, np.array([ga - s0[0], gl - s0[1]], dtype=float))
         self._arrays["conversions"][r] += 1.0
-
-    def learn_elapsed_batch(self, arms: Sequence[str], X: np.ndarray, elapsed_from: np.ndarray,
-                            elapsed_to: np.ndarray) -> None:
-        """:meth:`learn_elapsed` for many pending items at one tick, in order (equal to the single calls);
-        every time is checked before anything is learned."""
-        e0, e1 = np.asarray(elapsed_from, dtype=float), np.asarray(elapsed_to, dtype=float)
-        if not (np.all(np.isfinite(e0)) and np.all(np.isfinite(e1)) and np.all(e0 >= 0) and np.all(e1 >= 0)):
-            raise ValueError("times must be finite and >= 0 seconds")
-        X = np.asarray(X, dtype=float)
-        for arm, x, a, b in zip(arms, X, e0.tolist(), e1.tolist(), strict=True):
-            self.learn_elapsed(arm, x, a, b)
 
     # -- the pipeline's hooks (no event times) ---------------------------------------------------------
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:

@@ -166,17 +166,6 @@ class ESMM(FTRLHeads):
         self._step(r, x, self._delay_grad(out, (ga - s0[0], gl - s0[1])))
         self._arrays["conversions"][r] += 1.0
 
-    def learn_elapsed_batch(self, arms: Sequence[str], X: np.ndarray, elapsed_from: np.ndarray,
-                            elapsed_to: np.ndarray) -> None:
-        """:meth:`learn_elapsed` for many pending items at one tick, in order (equal to the single calls);
-        every time is checked before anything is learned."""
-        e0, e1 = np.asarray(elapsed_from, dtype=float), np.asarray(elapsed_to, dtype=float)
-        if not (np.all(np.isfinite(e0)) and np.all(np.isfinite(e1)) and np.all(e0 >= 0) and np.all(e1 >= 0)):
-            raise ValueError("times must be finite and >= 0 seconds")
-        X = np.asarray(X, dtype=float)
-        for arm, x, a, b in zip(arms, X, e0.tolist(), e1.tolist(), strict=True):
-            self.learn_elapsed(arm, x, a, b)
-
     # -- the pipeline's hooks (no event times, one reward) ---------------------------------------------
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
         self._count(impressions=1.0)
