@@ -202,11 +202,18 @@ class SortedLog:
                 if raw:
                     yield number, raw
 
+    def _refused(self, number: int, raw: bytes, exc: InvalidEvent) -> None:
+        """Count a line that does not decode, keep its reason (the first ``keep_errors``), dead-letter it."""
+        self.invalid += 1
+        if len(self.errors) < self.keep_errors:
+            self.errors.append((number, exc.reason))
+        if self.on_invalid is not None:
+            self.on_invalid(number, raw, exc.reason)
+
     # -- pass 2 ---------------------------------------------------------------------------------
     def _in_file_order(self) -> Iterator[Event]:
         """Pass 2 for a log already in event-time order (pass 1 proved it): no buffer, no keys."""
         last_ts, last_order = -1.0, 0
-        errors = self.errors
         order_of = _TYPE_ORDER
         for first, lines in line_chunks(self.path):
             for number, raw in enumerate(lines, first):
@@ -216,11 +223,7 @@ class SortedLog:
                 try:
                     event = decode_log_event(raw)
                 except InvalidEvent as exc:
-                    self.invalid += 1
-                    if len(errors) < self.keep_errors:
-                        errors.append((number, exc.reason))
-                    if self.on_invalid is not None:
-                        self.on_invalid(number, raw, exc.reason)
+                    self._refused(number, raw, exc)
                     continue
                 ts, order = event.ts, order_of[event.__class__]
                 if ts < last_ts or (ts == last_ts and order < last_order):
@@ -231,16 +234,11 @@ class SortedLog:
 
     def _decoded(self) -> Iterator[tuple[float, int, int, Event | None]]:
         """Every line with a key, decoded, in file order (invalid ones as ``None`` placeholders)."""
-        errors = self.errors
         for number, raw in self._lines():
             try:
                 event = decode_log_event(raw)
             except InvalidEvent as exc:
-                self.invalid += 1
-                if len(errors) < self.keep_errors:
-                    errors.append((number, exc.reason))
-                if self.on_invalid is not None:
-                    self.on_invalid(number, raw, exc.reason)
+                self._refused(number, raw, exc)
                 key = line_key(raw, number)
                 if key is not None:
                     yield (*key, None)
