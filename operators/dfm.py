@@ -143,6 +143,15 @@ class FTRLHeads(Learner):
         for name in self.additive_arrays:
             a[name][rows] += theirs[name]
 
+    def _at_close(self, arm: str, x: np.ndarray, reward: float) -> tuple[int, np.ndarray, np.ndarray, float]:
+        """What ``learn_close`` needs: the arm's row, ``x`` as floats, the heads' logits, the label in [0, 1]."""
+        r = self.add_arm(arm)
+        x = np.asarray(x, dtype=float)
+        return r, x, self._logits(r, x), min(max(float(reward), 0.0), 1.0)
+
+    def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
+        self._count(reward=reward, rewarded=1.0)  # learned at the close, with the final reward
+
     def learn_elapsed(self, arm: str, x: np.ndarray, elapsed_from: float, elapsed_to: float) -> None:
         """Learn that an item shown with context ``x`` is still not converted from ``elapsed_from`` to
         ``elapsed_to`` seconds after its click or impression: each model defines its own factor."""
@@ -261,15 +270,9 @@ class DelayedFeedbackModel(FTRLHeads):
         self._arrays["clicks"][row] += 1.0
         self._count(impressions=1.0)
 
-    def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
-        self._count(reward=reward, rewarded=1.0)
-
     def learn_close(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
         if x is None:
             return
-        r = self.add_arm(arm)
-        x = np.asarray(x, dtype=float)
-        out = self._logits(r, x)
-        label = min(max(float(reward), 0.0), 1.0)
+        r, x, out, label = self._at_close(arm, x, reward)
         self._step(r, x, np.array(window_grad(float(_sigmoid(out[0])), float(out[1]), self.window, label)))
         self._arrays["conversions"][r] += label

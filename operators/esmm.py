@@ -170,16 +170,10 @@ class ESMM(FTRLHeads):
     def learn_impression(self, arm: str, x: np.ndarray, shared: np.ndarray | None = None) -> None:
         self._count(impressions=1.0)
 
-    def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
-        self._count(reward=reward, rewarded=1.0)
-
     def learn_close(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
         if x is None:
             return
-        r = self.add_arm(arm)
-        x = np.asarray(x, dtype=float)
-        out = self._logits(r, x)
-        label = min(max(float(reward), 0.0), 1.0)
+        r, x, out, label = self._at_close(arm, x, reward)
         ga, gl = window_grad(float(_sigmoid(out[CTR] + out[CTCVR])), float(out[DELAY]), self.window, label)
         grad = np.zeros(self.heads)
         grad[CTCVR], grad[DELAY] = ga, gl
