@@ -241,15 +241,27 @@ def test_kill_9_at_random_points_gives_identical_parameters(kafka_bootstrap, big
 def test_two_workers_and_a_rebalance_equal_one_worker(kafka_bootstrap, big_log, tmp_path):
     topics = fresh_topics()
     ensure_topics(kafka_bootstrap, topics, 4)
-    produce_log(big_log, kafka_bootstrap, topics)
+    # the second half is produced only once both workers hold partitions, so each has new work to
+    # checkpoint (a worker that joins after the stream is drained has nothing dirty and writes nothing)
+    lines = big_log.read_text().splitlines(keepends=True)  # in event-time order
+    halves = [tmp_path / "first.jsonl", tmp_path / "second.jsonl"]
+    halves[0].write_text("".join(lines[: len(lines) // 2]))
+    halves[1].write_text("".join(lines[len(lines) // 2:]))
+    produce_log(halves[0], kafka_bootstrap, topics)
     db = f"sqlite:///{tmp_path / 'two.db'}"
     group = "g-" + topics.impressions
-    first = consume_process(kafka_bootstrap, topics, db, "pair", group, idle="8")
+    first = consume_process(kafka_bootstrap, topics, db, "pair", group, idle="12")
     store = CheckpointStore(db)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and store.latest_version("pair") is None:
         time.sleep(0.1)
-    second = consume_process(kafka_bootstrap, topics, db, "pair", group, idle="8")  # joins: rebalance
+    second = consume_process(kafka_bootstrap, topics, db, "pair", group, idle="12")  # joins: rebalance
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len({owner for _, owner in store.leases("pair").values()}) < 2:
+        time.sleep(0.1)
+    owners = {owner for _, owner in store.leases("pair").values()}
+    assert len(owners) == 2, f"the second worker never claimed partitions: {store.leases('pair')}"
+    produce_log(halves[1], kafka_bootstrap, topics)
     outs = [p.communicate(timeout=300) for p in (first, second)]
     for proc, (_, err) in zip((first, second), outs, strict=True):
         assert proc.returncode == 0, err
@@ -257,8 +269,6 @@ def test_two_workers_and_a_rebalance_equal_one_worker(kafka_bootstrap, big_log, 
     # (the first worker's partitions were revoked when the second joined; kafka-python also counts the
     # empty revocation before each first join, confluent-kafka does not)
     assert sum(s["rebalances"] for s in summaries) >= 1
-    # (which partitions each held at exit depends on who stopped first: a worker whose idle timeout
-    # fires during the last rebalance exits with none, having checkpointed them on revocation)
     assert all(s["checkpoints"] >= 1 for s in summaries)
     shards = {cp.shard for cp in store.latest_per_shard("pair")}
     assert shards == {"p0", "p1", "p2", "p3"}
