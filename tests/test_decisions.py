@@ -193,6 +193,27 @@ def test_ucb1_pending_impressions_shrink_the_bonus_not_the_mean():
     assert learner.score(None, ["a"])[0] == pytest.approx(2 / 6 + np.sqrt(2 * log_n / 6))
 
 
+def test_ucb1_wait_counts_only_closed_windows():
+    from banditloop.operators.ucb1 import UCB1
+
+    learner = UCB1(c=1.0, pending="wait")
+    for arm, r in (("a", 1.0), ("a", 0.0), ("b", 1.0), ("b", 0.0)):
+        learner.learn_one(arm, None, r)
+    before = learner.score(None, ["a", "b"])
+    log_n = np.log(4.0)
+    np.testing.assert_allclose(before, 0.5 + np.sqrt(2 * log_n / 2))
+    for _ in range(4):
+        learner.learn_impression("a")
+    np.testing.assert_array_equal(learner.score(None, ["a", "b"]), before)  # pending: nothing moves
+    for r in (1.0, 0.0, 0.0, 0.0):
+        learner.learn_close("a", None, r)
+    a, b = learner.score(None, ["a", "b"])
+    assert a == pytest.approx(2 / 6 + np.sqrt(2 * np.log(8.0) / 6))
+    assert b == pytest.approx(0.5 + np.sqrt(2 * np.log(8.0) / 2))
+    with pytest.raises(ValueError, match="pending"):
+        UCB1(pending="failure")
+
+
 # -- logistic Thompson sampling --------------------------------------------------------------------
 def _irls(X: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     """L2-regularised logistic regression by iteratively reweighted least squares (textbook form)."""
