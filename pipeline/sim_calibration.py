@@ -65,7 +65,8 @@ def reward_probability(learner: Learner, reward_kind: str) -> Predict | None:
 
 def true_probabilities(world: World, x: np.ndarray, arms: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The world's click probability and conversion-given-click probability of each arm for context ``x``,
-    under the parameters of the world's last request (drift included)."""
+    under the parameters of the world's last request (drift included). The conversion probability is NaN
+    for an arm already replaced (``churn``) in the steps the world has drawn ahead: its parameters are gone."""
     c = world.config
     seg = world._current()
     step = world.step - 1
@@ -77,8 +78,8 @@ def true_probabilities(world: World, x: np.ndarray, arms: list[str]) -> tuple[np
         else:
             theta, bias = seg.params_at(step, seg.slot(arm))
         click_logit[i] = float(theta @ x + bias)
-        slot = world._slot[arm]  # the arm's conversion parameters are constant while it is active
-        conv_logit[i] = float(world._gamma[slot] @ x + world._conv_bias[slot])
+        slot = world._slot.get(arm)  # the arm's conversion parameters are constant while it is active
+        conv_logit[i] = math.nan if slot is None else float(world._gamma[slot] @ x + world._conv_bias[slot])
     p_click = 1.0 / (1.0 + np.exp(-click_logit))
     return p_click, conversion_probabilities(click_logit, conv_logit, c.selection_bias)
 
@@ -115,6 +116,8 @@ def final_calibration(run: LearningRun, world: World, reward_kind: str,
     c = world.config
     rng = np.random.default_rng([c.seed, 0xCA1B])
     arms = world.active_arms
+    if reward_kind != "click" or heads:  # arms whose conversion parameters are known (see true_probabilities)
+        arms = [a for a in arms if a in world._slot]
     names = [f"x{i}" for i in range(c.dim)]
     served = np.zeros(2)  # predicted, true
     every = np.zeros(2)
@@ -122,8 +125,8 @@ def final_calibration(run: LearningRun, world: World, reward_kind: str,
     for _ in range(contexts):
         x_world = np.round(rng.standard_normal(c.dim), 4)
         context: dict[str, float | str] = dict(zip(names, x_world.tolist(), strict=True))
-        candidates = arms if c.candidates is None else [arms[i] for i in sorted(
-            rng.choice(len(arms), size=min(c.candidates, len(arms)), replace=False).tolist())]
+        candidates = arms if c.candidates is None or c.candidates >= len(arms) else [arms[i] for i in sorted(
+            rng.choice(len(arms), size=c.candidates, replace=False).tolist())]
         p_click, p_conv = true_probabilities(world, x_world, candidates)
         truth = p_click if reward_kind == "click" else p_click * p_conv
         x = vectorizer.x(context)

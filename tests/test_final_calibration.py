@@ -76,3 +76,12 @@ def test_true_probabilities_match_the_worlds_own():
     p_click, p_conv = true_probabilities(world, req.x, req.candidates)
     np.testing.assert_allclose(p_click, req.truth.p_click, rtol=1e-9)
     np.testing.assert_allclose(p_conv, req.truth.p_conv, rtol=1e-9)
+
+
+def test_churn_with_arms_replaced_in_the_steps_drawn_ahead():
+    # the world draws blocks ahead: an arm active at the last request may already be replaced there
+    for kind, learner in (("click", "ctr-ftrl"), ("conversion", "esmm")):
+        world = WorldConfig(arms=5, dim=3, seed=3, churn=0.01, candidates=3, reward=RewardSpec(kind))
+        config = ModelConfig(learner, features=FEATURES, reward=RewardSpec(kind))
+        out = simulate(world, config, "m", None, SimulationOptions(steps=3000, checkpoint_interval=None, quiet=True))
+        assert out["final_calibration"] is not None and np.isfinite(out["final_calibration_all_arms"])
