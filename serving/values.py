@@ -86,12 +86,9 @@ def expected_values(learner: Learner, reward_kind: str, x: np.ndarray, candidate
                     values: Mapping[str, float] | None = None) -> np.ndarray:
     """The expected value of every candidate, in candidate order."""
     values = values or {}
-    out = np.empty(len(candidates))
-    for i, arm in enumerate(candidates):
-        ev = predictions(learner, reward_kind, arm, x, values.get(arm, 1.0)).expected_value
-        assert ev is not None
-        out[i] = ev
-    return out
+    # pCTR × pCVR = pCTCVR for esmm, one call per candidate either way
+    per_impression = getattr(learner, "ctcvr", None) or learner.ctr  # type: ignore[attr-defined]
+    return np.array([per_impression(arm, x) * float(values.get(arm, 1.0)) for arm in candidates])
 
 
 def rank_by_value(learner: Learner, reward_kind: str, x: np.ndarray, candidates: Sequence[str],
