@@ -62,3 +62,48 @@ def plot_estimates(summaries: Sequence[dict[str, Any]], path: str | Path,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_reliability(summary: dict[str, Any], path: str | Path) -> Path:
+    """Reliability diagram of a calibration report (:func:`banditloop.evaluation.calibration_log.calibration_report`):
+    each bin's observed rate against its mean prediction, the diagonal (perfect calibration), and under it
+    a histogram of the bins' sizes. The axes end just above the largest rate when it is below 0.2 (click rates)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary.get("reliability") or []
+    if not rows:
+        raise ValueError("nothing to plot")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6.0), height_ratios=(3, 1), sharex=True)
+    predicted = [r["predicted"] for r in rows]
+    observed = [r["observed"] for r in rows]
+    top = max(max(predicted), max(observed), 1e-6) * 1.1
+    small = top < 0.22
+    limit = top if small else 1.0
+    ax.plot([0, limit], [0, limit], color="gray", lw=0.8, ls="--", label="perfectly calibrated")
+    ax.plot(predicted, observed, "o-", label=f"{summary.get('model', 'model')} ({summary.get('prediction', 'p')})")
+    ax.set_xlim(0, limit)
+    ax.set_ylim(0, limit)
+    ax.set_ylabel(f"observed rate ({summary.get('reward', 'reward')})")
+    ece = summary.get("ece")
+    ratio = summary.get("predicted_over_observed")
+    ece_s = "-" if ece is None else f"{ece:.4f}"
+    ratio_s = "-" if ratio is None else f"{ratio:.3f}"
+    ax.set_title(f"reliability, {len(rows)} {summary.get('binning', '')} bins: ECE {ece_s}, "
+                 f"predicted/observed {ratio_s}", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    # each bin from its smallest to its largest prediction (equal-mass bins: equal heights, the width shows the spread)
+    widths = [max(r["high"] - r["low"], limit / 200) for r in rows]
+    hist.bar([r["low"] for r in rows], [r["count"] for r in rows], width=widths, align="edge", color="C0",
+             alpha=0.6, edgecolor="white")
+    hist.set_xlabel("mean predicted probability")
+    hist.set_ylabel("impressions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -9,10 +9,13 @@ same parameters.
 Regret is exact because the world knows its probabilities: per step the expected reward of the
 chosen arm, of the best candidate (oracle) and the mean over candidates (uniform random policy).
 
-``calibration``: for a learner that predicts the probability of a binary reward (a ``ctr(arm, x)``
-method: ``ctr-lr``, ``ctr-ftrl``, ``vw-ctr``) and a click or conversion reward, Σ the served model's
-predicted probability of the arm it chose ÷ Σ the world's true probability of that arm's reward,
-over every impression of the run (1 = calibrated on what it served); ``None`` otherwise.
+``calibration``: for a learner that predicts the probability of a binary reward (``ctr-lr``,
+``ctr-ftrl``, ``vw-ctr``, ``dfm``, ``esmm``: see :func:`~banditloop.pipeline.sim_calibration.reward_probability`)
+and a click or conversion reward, Σ the served model's predicted probability of the arm it chose ÷ Σ
+the world's true probability of that arm's reward, over every impression of the run (1 = calibrated on
+what it served); ``None`` otherwise. ``final_calibration`` (and ``final_calibration_all_arms``, and
+``final_calibration_heads`` for ``esmm``): the same for the final model once every open window is
+closed, on fresh contexts (:func:`~banditloop.pipeline.sim_calibration.final_calibration`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from banditloop.pipeline.model import ModelConfig, Vectorizer
 from banditloop.pipeline.progress import progress_bar
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.scheduling import CheckpointTimer
+from banditloop.pipeline.sim_calibration import final_calibration, reward_probability
 from banditloop.simulators.blocks import Block
 from banditloop.simulators.world import Request, World, WorldConfig
 
@@ -213,8 +217,8 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
     started = time.perf_counter()
     checkpoints = 0
     # calibration of a model that predicts the probability of a binary reward (``ctr``), on what it served
-    predict: Callable[[str, Any], float] | None = getattr(learner, "ctr", None)
-    if config.reward.kind not in ("click", "conversion") or world_config.reward.kind != config.reward.kind:
+    predict: Callable[[str, Any], float] | None = reward_probability(learner, config.reward.kind)
+    if world_config.reward.kind != config.reward.kind:
         predict = None
     predicted_sum = true_sum = 0.0
     dense = _dense_context(config, world_config)
@@ -308,6 +312,9 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
         checkpoints += 1
     elapsed = time.perf_counter() - started
     counters = run.counters()
+    final = {"final_calibration": None, "final_calibration_all_arms": None}
+    if predict is not None:  # on a copy with every window closed, fresh contexts: the run is unchanged
+        final = final_calibration(run, world, config.reward.kind)
     return {
         "command": "simulate",
         "model": model,
@@ -318,6 +325,7 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
         "dim": world_config.dim,
         **tracker.summary(),
         "calibration": round(predicted_sum / true_sum, 6) if predict is not None and true_sum > 0 else None,
+        **final,
         **{k: counters[k] for k in ("impressions", "clicks", "conversions", "rewarded")},
         "log": None if opts.out is None else str(opts.out),
         "checkpoints": checkpoints,

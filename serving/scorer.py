@@ -31,6 +31,7 @@ from banditloop.operators.registry import learner_from_state
 from banditloop.pipeline.checkpoints import Checkpoint, CheckpointStore
 from banditloop.pipeline.model import ModelConfig, Vectorizer
 from banditloop.serving.guards import NewArmsRefused, TokenBucket, check_usable
+from banditloop.serving.values import Predictions, predictions, rank_by_value
 
 log = logging.getLogger("banditloop.scorer")
 
@@ -66,6 +67,8 @@ class ScoreResult:
     propensity: float
     #: probability of each candidate being chosen first, when the policy is randomised
     probabilities: dict[str, float] | None = None
+    #: pCTR, pCVR, expected value of the chosen arm (:mod:`banditloop.serving.values`)
+    predictions: Predictions | None = None
 
 
 @dataclass
@@ -309,10 +312,11 @@ class Scorer:
 
     # -- answering ------------------------------------------------------------------------------
     def choose(self, context: Features, candidates: Sequence[str] | None = None,
-               arm_features: Mapping[str, Features] | None = None, k: int = 1, *,
-               blocking: bool = True) -> ScoreResult:
+               arm_features: Mapping[str, Features] | None = None, k: int = 1, *, blocking: bool = True,
+               values: Mapping[str, float] | None = None, rank_by: str = "model") -> ScoreResult:
         """The decision for one request. With ``blocking=False``, raise :class:`WouldBlock` (having
-        changed nothing) instead of waiting for another request or admitting never-seen arms."""
+        changed nothing) instead of waiting for another request or admitting never-seen arms.
+        ``values`` (per candidate, default 1) and ``rank_by``: see :mod:`banditloop.serving.values`."""
         served = self.served
         vec = served.vectorizer
         # learners keep an RNG and a candidate cache, featurizers an LRU cache: one request at a time
@@ -329,8 +333,12 @@ class Scorer:
                 eligible = learner.eligible(candidates)
             else:  # nothing to filter out (the common case): skip the per-candidate membership tests
                 eligible = list(candidates)
-            shared = vec.shared_for(context, eligible, arm_features)
-            decision = learner.choose(x, eligible, shared)
+            kind = served.config.reward.kind
+            if rank_by == "expected_value":
+                decision = rank_by_value(learner, kind, x, eligible, values)
+            else:
+                decision = learner.choose(x, eligible, vec.shared_for(context, eligible, arm_features))
+            predicted = predictions(learner, kind, decision.arm, x, (values or {}).get(decision.arm, 1.0))
         finally:
             served.lock.release()
         probs = decision.probabilities
@@ -339,7 +347,8 @@ class Scorer:
         return ScoreResult(
             model=served.name, version=served.version, arm=decision.arm,
             ranking=ranking, scores=decision.scores, propensity=decision.propensity,
-            probabilities=None if probs is None else dict(zip(eligible, np.asarray(probs).tolist(), strict=True)))
+            probabilities=None if probs is None else dict(zip(eligible, np.asarray(probs).tolist(), strict=True)),
+            predictions=predicted)
 
     def _admit_new_arms(self, served: ServedModel, candidates: Sequence[str]) -> Learner:
         """Check the request's never-seen arms against the limits (raising :class:`NewArmsRefused`),

@@ -28,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "policy's own value. The target is a learner (--learner, fresh, with --param) or a "
                     "checkpointed model (--model, merged over its shards as the scorer serves it); "
                     "--progressive lets it learn as it goes through the log. Impressions without a "
-                    "propensity or candidates, and slate positions > 0, are counted and excluded.")
+                    "propensity or candidates, and slate positions > 0, are counted and excluded. "
+                    "--calibration --model NAME instead compares the model's predicted probability of each "
+                    "impression's outcome (click, or conversion for a conversion model) with the outcome: log loss, "
+                    "AUC, expected calibration error, predicted / observed overall and per arm, and with --plot a "
+                    "reliability diagram.")
     p.add_argument("log", help="event log path (.jsonl / .jsonl.gz) whose impressions carry propensities")
     add_model_options(p, learner_required=False)
     add_feature_options(p)
@@ -50,7 +54,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "inf = unbounded (widest); "
                         "none = no unseen row (plain EL with E[w]=1, narrowest)")
     g.add_argument("--seed", type=int, default=0, help="seed of the replay matching and the DR folds")
-    g.add_argument("--plot", default=None, metavar="FILE.png", help="write the estimates with their intervals")
+    g.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="write the estimates with their intervals (with --calibration: the reliability diagram)")
+    c = p.add_argument_group("calibration")
+    c.add_argument("--calibration", action="store_true",
+                   help="report the calibration of --model's predicted probabilities on the log instead of "
+                        "off-policy estimates")
+    c.add_argument("--bins", type=int, default=10, help="bins of the ECE and the reliability diagram (default 10)")
+    c.add_argument("--binning", choices=("mass", "width"), default="mass",
+                   help="equal-mass bins (as many impressions each; default) or equal-width bins on [0, 1]")
     p.add_argument("--strict", action="store_true", help="stop at the first invalid line")
     add_db_option(p)
     add_output_options(p)
@@ -63,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from banditloop.evaluation.run import EvaluationOptions, evaluate_log
     from banditloop.pipeline.logs import StrictModeError
 
+    if args.calibration:
+        return _run_calibration(args)
+    if args.bins != 10 or args.binning != "mass":
+        raise CommandError("--bins and --binning go with --calibration")
     if (args.learner is None) == (args.model is None):
         raise CommandError("give the target policy as --learner NAME or --model NAME (a checkpoint), one of them")
     if args.folds < 2:
@@ -103,6 +119,68 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print(summary)
     return 0
+
+
+def _run_calibration(args: argparse.Namespace) -> int:
+    from banditloop.commands.common import CommandError
+    from banditloop.evaluation.calibration_log import calibration_report
+    from banditloop.evaluation.policy import TargetPolicy
+    from banditloop.pipeline.checkpoints import CheckpointStore
+    from banditloop.pipeline.logs import StrictModeError
+
+    if args.model is None or args.learner is not None:
+        raise CommandError("--calibration needs --model NAME (a checkpointed model), not --learner")
+    if args.progressive:
+        raise CommandError("--calibration evaluates the checkpointed model as it is: not with --progressive")
+    if args.bins < 1:
+        raise CommandError("--bins must be >= 1")
+    store = CheckpointStore(db_url(args))
+    try:
+        target = TargetPolicy.from_store(store, args.model)
+    except LookupError as exc:
+        raise CommandError(f"{exc} in {db_url(args)}") from None
+    finally:
+        store.close()
+    try:
+        summary = calibration_report(args.log, target, bins=args.bins, binning=args.binning, strict=args.strict,
+                                     quiet=args.quiet or args.json)
+    except FileNotFoundError as exc:
+        raise CommandError(f"no such log: {exc.filename}") from None
+    except (StrictModeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    if args.plot:
+        from banditloop.evaluation.plot import plot_reliability
+
+        summary["plot"] = str(plot_reliability(summary, args.plot))
+    if args.json:
+        emit(summary, args)
+    else:
+        _print_calibration(summary)
+    return 0
+
+
+def _print_calibration(s: dict[str, Any]) -> None:
+    out = sys.stdout
+    out.write(f"calibration of {s['model']} ({s['learner']}, {s['prediction']}) on {s['log']}: {s['impressions']} "
+              f"impressions, {s['positives']} with a {s['reward']} reward\n")
+    out.write(f"log loss {_fmt(s['log_loss'])}   AUC {_fmt(s['auc'])}   ECE {_fmt(s['ece'])} ({s['bins']} equal-"
+              f"{s['binning']} bins)\n")
+    out.write(f"predicted mean {_fmt(s['predicted_mean'])}   observed rate {_fmt(s['observed_rate'])}   "
+              f"predicted / observed {_fmt(s['predicted_over_observed'])}\n")
+    width = max([len("arm"), *(len(a) for a in s["per_arm"])])
+    out.write(f"{'arm':<{width}} {'impressions':>11} {'predicted':>10} {'observed':>10} {'pred/obs':>9}\n")
+    for arm, row in s["per_arm"].items():
+        out.write(f"{arm:<{width}} {row['impressions']:>11} {_fmt(row['predicted_mean']):>10} "
+                  f"{_fmt(row['observed_rate']):>10} {_fmt(row['predicted_over_observed']):>9}\n")
+    out.write(f"{'bin':>3} {'count':>8} {'predicted':>10} {'observed':>10}\n")
+    for i, row in enumerate(s["reliability"]):
+        out.write(f"{i:>3} {row['count']:>8} {_fmt(row['predicted']):>10} {_fmt(row['observed']):>10}\n")
+    if s["unknown_arm_impressions"]:
+        out.write(f"note: {s['unknown_arm_impressions']} impressions of arms the model never learned "
+                  "(predicted from its shared weights)\n")
+    if "plot" in s:
+        out.write(f"plot: {s['plot']}\n")
+    out.flush()
 
 
 def _weight_bound(text: str) -> float | str | None:

@@ -52,6 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
     group.add_argument("--max-new-arms", type=int, default=1000,
                        help="arms first seen in requests kept before the model is reset to its checkpoint")
+    p.add_argument("--rank-by", choices=["model", "expected-value"], default="model",
+                   help="how requests that do not say (their rank_by) are ranked: the model's own choice, or the "
+                        "argmax of pCTR x pCVR x value (esmm; pCTR x value for click models) with the model's "
+                        "epsilon-greedy exploration")
     p.add_argument("--feedback-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long POST /feedback waits for Kafka's acknowledgement")
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
@@ -165,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     service = ScoringService(scorer, publisher=publisher, limits=limits, metrics=metrics,
                              reload_interval=args.reload_interval or None, feedback_timeout=args.feedback_timeout,
                              auth=auth, auth_all=args.auth_all, scoring_threads=args.scoring_threads,
-                             max_pending=args.max_pending, max_future_skew=args.max_future_skew)
+                             max_pending=args.max_pending, max_future_skew=args.max_future_skew,
+                             rank_by=args.rank_by.replace("-", "_"))
     metrics.watch_connections(stats)
     config = uvicorn.Config(create_app(service), host=args.host, port=args.port, log_config=None,
                             log_level=args.log_level, access_log=args.access_log, lifespan="on",

@@ -5,7 +5,9 @@ Endpoints (JSON in and out; errors are ``{"error": "..."}`` with a 4xx/5xx statu
 * ``POST /score`` — body :class:`~banditloop.serving.http.schemas.ScoreRequest`; answers
   :class:`~banditloop.serving.http.schemas.ScoreResponse`: the chosen arm, the slate (``k`` arms with
   position, propensity and impression id each), every eligible candidate's score, the model name,
-  version and ``policy`` (``"model:version"``). With a publisher, one impression event per shown arm
+  version and ``policy`` (``"model:version"``), and the chosen arm's ``pctr``, ``pcvr`` and
+  ``expected_value`` when the model predicts them (absent otherwise; ``values`` and ``rank_by`` in the
+  request: :mod:`banditloop.serving.values`). With a publisher, one impression event per shown arm
   goes to the impressions topic (queued, never waited for).
 * ``POST /feedback`` — one click or conversion event (the event model of :mod:`banditloop.core.events`),
   published to its topic; 202 once Kafka acknowledged it, 503 without ``--bootstrap`` or when Kafka
@@ -70,6 +72,7 @@ from banditloop.serving.http.schemas import (
 from banditloop.serving.http.security import BearerAuth
 from banditloop.serving.http.slate import loggable, slate_propensities
 from banditloop.serving.scorer import NoModel, Scorer, ScoreResult, WouldBlock
+from banditloop.serving.values import RANK_BY, Predictions
 
 log = logging.getLogger("banditloop.serve")
 
@@ -138,11 +141,16 @@ class ScoringService:
                  metrics: ServiceMetrics | None = None, reload_interval: float | None = 1.0,
                  feedback_timeout: float = 10.0, auth: BearerAuth | None = None, auth_all: bool = False,
                  scoring_threads: int = 1, max_pending: int = 256,
-                 max_future_skew: float = DEFAULT_MAX_FUTURE_SKEW, clock: Callable[[], float] = time.time) -> None:
+                 max_future_skew: float = DEFAULT_MAX_FUTURE_SKEW, clock: Callable[[], float] = time.time,
+                 rank_by: str = "model") -> None:
         """``auth``: bearer tokens for ``POST /score`` and ``POST /feedback`` (None: open); with
         ``auth_all`` for ``GET /healthz`` and ``GET /metrics`` too. ``scoring_threads``: threads that
         score (0: on the event loop); ``max_pending``: requests waiting for one before 503.
-        ``max_future_skew``: seconds a feedback event's time may be ahead of ``clock()``."""
+        ``max_future_skew``: seconds a feedback event's time may be ahead of ``clock()``. ``rank_by``:
+        the ranking of requests that do not name one (:mod:`banditloop.serving.values`)."""
+        if rank_by not in RANK_BY:
+            raise ValueError(f"rank_by must be one of {RANK_BY}")
+        self.rank_by = rank_by
         if scoring_threads < 0 or max_pending < 1:
             raise ValueError("scoring_threads must be >= 0 and max_pending >= 1")
         if not max_future_skew >= 0:
@@ -233,7 +241,8 @@ class ScoringService:
             req = decode_score_request(body, self.limits)
             if inline and len(req.candidates) > INLINE_MAX_CANDIDATES:
                 return None
-            result = self.scorer.choose(req.context, req.candidates, req.arm_features, req.k, blocking=not inline)
+            result = self.scorer.choose(req.context, req.candidates, req.arm_features, req.k, blocking=not inline,
+                                        values=req.values, rank_by=req.rank_by or self.rank_by)
         except WouldBlock:
             return None
         except RequestError as exc:
@@ -253,10 +262,13 @@ class ScoringService:
         if self.publisher is not None:
             self._publish_impressions(req, result, slate, policy)
         first = slate[0]
+        predicted = result.predictions or Predictions()
+        self.metrics.observe_prediction(predicted.p_reward)
         return json_response(ScoreResponse(
             impression_id=first.impression_id, arm=first.arm, propensity=first.propensity, model=result.model,
             version=result.version, policy=policy, slate=slate, scores=_finite(result.scores),
-            request_id=req.request_id))
+            request_id=req.request_id, pctr=_number(predicted.pctr), pcvr=_number(predicted.pcvr),
+            expected_value=_number(predicted.expected_value)))
 
     def _publish_impressions(self, req: ScoreRequest, result: ScoreResult, slate: list[SlateItem],
                              policy: str) -> None:
@@ -319,6 +331,11 @@ class ScoringService:
         if refused is not None:
             return refused
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _number(value: float | None) -> float | None:
+    """A prediction for JSON: absent when the model has none (or, never expected, a non-finite one)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _finite(scores: dict[str, float]) -> dict[str, float | None]:

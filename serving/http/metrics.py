@@ -19,11 +19,21 @@ Series:
 * ``banditloop_new_arms_refused_total``, ``banditloop_arm_table_resets_total``,
   ``banditloop_feature_cache_bytes`` (the scorer's bounded resources) and
   ``banditloop_connections_closed_total{reason}`` (``too_many``, ``evicted_half_open``,
-  ``header_timeout``, ``oversized_headers``).
+  ``header_timeout``, ``oversized_headers``);
+* calibration: ``banditloop_served_predicted_probability_sum`` and ``..._count`` (counters) and
+  ``banditloop_served_predicted_probability_mean`` (gauge, since start): the model's predicted
+  probability of its own reward (click, or conversion for ``esmm``/``dfm``: what ``simulate`` calls
+  ``calibration``) for the arm chosen first, over every answered ``/score`` of a model that predicts
+  one (``ctr-lr``, ``ctr-ftrl``, ``vw-ctr``, ``dfm``, ``esmm``). It is the *predicted* side only: the
+  scorer does not see every outcome, so compare ``rate(..._sum[1h]) / rate(..._count[1h])`` with the
+  clicks (or conversions) per served impression counted downstream (the learners' counters,
+  ``banditloop models``) over the same period; their ratio is the calibration on what was served.
+  Checkpoints carry no calibration figure, so none is exported from them.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -61,6 +71,32 @@ class ServiceMetrics:
             self.published.labels(kind)
         self._latency_children = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
         self._request_children: dict[tuple[str, int], Any] = {}
+        self.predicted_sum = Counter("banditloop_served_predicted_probability_sum",
+                                     "Sum of the model's predicted probability of its reward for the served "
+                                     "choices (models that predict one)", registry=self.registry)
+        self.predicted_count = Counter("banditloop_served_predicted_probability_count",
+                                       "Served choices with a predicted probability of the reward",
+                                       registry=self.registry)
+        self._predicted = [0.0, 0]
+        self._predicted_lock = threading.Lock()
+        mean = Gauge("banditloop_served_predicted_probability_mean",
+                     "Mean predicted probability of the reward of the served choices since start (NaN before "
+                     "any); compare with the observed rate downstream", registry=self.registry)
+        mean.set_function(self._predicted_mean)
+
+    def observe_prediction(self, p: float | None) -> None:
+        """One served choice's predicted probability of the reward (None: the model predicts none)."""
+        if p is None or not 0.0 <= p <= 1.0:
+            return
+        with self._predicted_lock:
+            self._predicted[0] += p
+            self._predicted[1] += 1
+        self.predicted_sum.inc(p)
+        self.predicted_count.inc()
+
+    def _predicted_mean(self) -> float:
+        total, n = self._predicted
+        return total / n if n else float("nan")
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         child = self._request_children.get((endpoint, status))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
@@ -80,6 +80,10 @@ class ScoreRequest(msgspec.Struct, forbid_unknown_fields=True):
     k: Annotated[int, msgspec.Meta(ge=1, le=MAX_K)] = 1
     user_id: _Id | None = None
     request_id: _Id | None = None
+    #: value of a conversion (or, for a click model, of a click: a bid) per candidate; 1 when not given
+    values: Annotated[dict[_Key, float], msgspec.Meta(max_length=MAX_CANDIDATES)] | None = None
+    #: "model" (the model's own choice) or "expected_value"; None: the service's ``--rank-by``
+    rank_by: Literal["model", "expected_value"] | None = None
 
 
 class SlateItem(msgspec.Struct):
@@ -102,6 +106,10 @@ class ScoreResponse(msgspec.Struct, omit_defaults=True):
     #: null for a non-finite score (never expected; never a 500 either)
     scores: dict[str, float | None]
     request_id: str | None = None
+    #: of the chosen arm, when the model predicts them (absent otherwise; :mod:`banditloop.serving.values`)
+    pctr: float | None = None
+    pcvr: float | None = None
+    expected_value: float | None = None
 
 
 class FeedbackResponse(msgspec.Struct):
@@ -142,6 +150,13 @@ def decode_score_request(body: bytes, limits: Limits) -> ScoreRequest:
             if arm not in known:
                 raise RequestError(422, f"arm_features: {arm!r} is not among the candidates")
             _check_features(f"arm_features.{arm}", feats, limits)
+    if req.values is not None:
+        known = set(candidates)
+        for arm, value in req.values.items():
+            if arm not in known:
+                raise RequestError(422, f"values: {arm!r} is not among the candidates")
+            if not (math.isfinite(value) and 0.0 <= value <= MAX_ABS_VALUE):
+                raise RequestError(422, f"values.{arm}: not a finite number in [0, {MAX_ABS_VALUE:g}]")
     return req
 
 
