@@ -30,9 +30,9 @@ conversion with its delay since the impression when it is joined, the elapsed ti
 unconverted impression at each multiple of ``tick`` seconds of event time (default 6 h: each tick costs
 one FTRL step per pending impression, ``window / tick`` of them over an impression's life), and the
 final elapsed time (the join's window) at the close. With ``tick = 0`` the model learns each impression
-once when its window closes instead, with the final reward as label: converted within the window
-(``log p F(window)``, the delay unknown) or not (``log S(window)``), through ``learn_close``, unbiased
-but a window late.
+once when its window closes instead (so does a state written before ``tick`` existed), with the final
+reward as label: converted within the window (``log p F(window)``, the delay unknown) or not
+(``log S(window)``), through ``learn_close``, unbiased but a window late.
 
 **State**: per arm ``z``, ``n`` (shape 2 × dim: conversion head, delay head), ``clicks`` and
 ``conversions``; global ``z_shared``, ``n_shared`` (2 × dim) and ``z_bias``, ``n_bias`` (2). Weights are
@@ -42,12 +42,14 @@ rebuilt from ``(z, n)`` on load, so a restored model continues identically. Merg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
 
+from banditloop.core.state_codec import LearnerState
 from banditloop.operators.base import Learner, Shared
 from banditloop.operators.ctr_ftrl import ftrl_step, ftrl_weights
 
@@ -114,6 +116,12 @@ class FTRLHeads(Learner):
     l1: float
     l2: float
     _offsets: np.ndarray
+
+    @classmethod
+    def from_state(cls, state: LearnerState) -> Learner:
+        if "tick" not in state.params:  # written before event times: keeps learning at the close
+            state = dataclasses.replace(state, params={**state.params, "tick": 0.0})
+        return super().from_state(state)
 
     def _arm_arrays(self):
         hd = (self.heads, self.dim)

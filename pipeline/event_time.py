@@ -77,7 +77,7 @@ class EventTimeSink(LearnerSink):
     def __init__(self, learner: Learner, vectorizer: Vectorizer, batch: int = 0, record: bool = False) -> None:
         super().__init__(learner, vectorizer, None, batch)
         self.record = record
-        self.tick = float(learner.tick)
+        self.tick = float(learner.tick)  # type: ignore[attr-defined]
         self.join: EventJoin | None = None
         #: with ``record``: what was learned, as (kind, times...) tuples (tests and examples)
         self.learned: list[tuple[Any, ...]] = []

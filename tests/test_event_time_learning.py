@@ -157,3 +157,15 @@ def test_restored_mid_stream_continues_identically(conversion_log, tmp_path, mon
         out = replay_interrupted(conversion_log, config(learner), f"cut{cut}", store, cut, monkeypatch)
         assert out["resumed_from_event"] == cut
         assert_states_equal(store.latest(f"cut{cut}").state, store.latest("whole").state, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [DelayedFeedbackModel, ESMM])
+def test_a_state_written_before_event_times_keeps_learning_at_the_close(cls):
+    import dataclasses
+
+    from banditloop.operators.registry import learner_from_state
+
+    state = cls(dim=2).export_state()
+    assert state.params["tick"] == 21600.0 and learner_from_state(state).tick == 21600.0
+    old = dataclasses.replace(state, params={k: v for k, v in state.params.items() if k != "tick"})
+    assert learner_from_state(old).tick == 0.0
