@@ -24,9 +24,9 @@ all impressions: mean |predicted − true| ÷ mean true over every arm of ``--fr
 (the final models), and the bias per tenth over all served impressions. Target: ours ≤ 0.5× the
 clicked-only model's error.
 
-The driver keeps the pending items and their event times (the join's open impressions would hold them):
-the pipeline's learner hooks carry no event times yet, so the models are fed here directly. Clicks come
-at their impression (click delay 0; they are seconds against days of conversion delay).
+The driver keeps the pending items and their event times and feeds the models directly (clicks come at
+their impression: click delay 0). **3.** ``--only pipeline`` (or ``--pipeline``): the same world through
+the join and ``LearningRun`` as simulate/replay learn (``benchmarks/calibration_pipeline.py``).
 
 Figures (200k impressions, seed 0, 60 days; machine shared, load average 13-20 on 2 cores; bias per
 tenth 1 → 10):
@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=float, default=60.0, help="event-time span of the run (days)")
     ap.add_argument("--tick", type=float, default=24.0, help="hours between elapsed-time updates")
     ap.add_argument("--fresh", type=int, default=2000, help="fresh requests (x every arm) for the final models")
-    ap.add_argument("--only", choices=["delay", "selection"], default=None)
+    ap.add_argument("--only", choices=["delay", "selection", "pipeline"], default=None)
+    ap.add_argument("--pipeline", action="store_true", help="also measure 3. (through the pipeline)")
     ap.add_argument("--conversion-rate", type=float, default=0.25,
                     help="the delayed-conversion world's conversion rate (default 0.25)")
     ap.add_argument("--seed", type=int, default=0)
@@ -377,10 +378,15 @@ def main(argv: list[str] | None = None) -> int:
     steps = 20_000 if args.quick else args.steps
     print(f"cvr calibration: {steps} impressions per world over {args.days:g} days, ticks every {args.tick:g} h, "
           f"seed {args.seed}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
-    delayed = [] if args.only == "selection" else delayed_conversions(steps, args.days, args.tick, args.seed,
-                                                                              args.conversion_rate)
-    biased = [] if args.only == "delay" else selection_bias(steps, args.days, args.tick, args.seed, args.fresh)
+    delayed = [] if args.only in ("selection", "pipeline") else delayed_conversions(
+        steps, args.days, args.tick, args.seed, args.conversion_rate)
+    biased = [] if args.only in ("delay", "pipeline") else selection_bias(steps, args.days, args.tick, args.seed,
+                                                                          args.fresh)
     ok = report(delayed, biased)
+    if args.pipeline or args.only == "pipeline":
+        from benchmarks import calibration_pipeline as through
+
+        ok &= through.report(through.measure(steps, args.days, args.tick, args.seed, args.conversion_rate))
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}; all targets met: {ok}")
     print("JSON " + json.dumps({"benchmark": "calibration-cvr", "steps": steps, "days": args.days, "tick": args.tick,
                                 "seed": args.seed, "delayed": [asdict(o) for o in delayed],

@@ -10,10 +10,9 @@ shared vector per arm; hyper-parameters are constructor arguments, as in river a
 * ``export_state()`` / ``from_state()`` move the whole state as plain arrays (no pickle), and
   ``merge(other)`` combines two states learned on disjoint event streams.
 
-Most state is per arm (growable arrays, ``_arm_arrays``), some global (``_global_arrays``, e.g. hybrid
-LinUCB's shared sums): both are exported, validated and imported alike, and summed on merge when listed
-in ``additive_arrays``. Arms are strings, added on first sight; ``retire_arm`` keeps an arm's
-statistics but never chooses it again.
+Most state is per arm (``_arm_arrays``), some global (``_global_arrays``, e.g. hybrid LinUCB's shared
+sums): both are exported, validated, imported alike, and summed on merge if in ``additive_arrays``.
+Arms are strings, added on first sight; ``retire_arm`` keeps their statistics but never chooses them.
 """
 
 from __future__ import annotations
@@ -37,8 +36,7 @@ Shared = Mapping[str, np.ndarray] | None
 TIE_TOLERANCE = 1e-12
 
 #: candidate-tuple caches: at most this many entries of at most this many arms (bounded memory)
-_CACHE_MAX_ENTRIES = 1024
-_CACHE_MAX_CANDIDATES = 512
+_CACHE_MAX_ENTRIES, _CACHE_MAX_CANDIDATES = 1024, 512
 
 
 class Learner(ABC):
@@ -246,6 +244,8 @@ class Learner(ABC):
     #: ``learn_close`` ignores ``x`` and ``shared`` (context-free learners): the sink passes ``None``
     #: instead of featurizing the impression's context again
     close_without_context: ClassVar[bool] = False
+    #: learns feedback delays and pending impressions' elapsed times (``banditloop.pipeline.event_time``)
+    learns_event_times: ClassVar[bool] = False
 
     def learn_close(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
         """The feedback window of an impression of ``arm`` closed; ``reward`` is its final reward (the sum

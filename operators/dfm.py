@@ -23,10 +23,16 @@ step with the gradients summed was tried: one huge step per tick swings the mode
 tens of per cent).
 
 The caller keeps the pending clicks (the join keeps open impressions with their event times), so the
-state is the weights only. Through the pipeline's reward hooks, which carry no event times yet, the
-model learns each impression once when its window closes (``learns_at_close``), with the final
+state is the weights only. **Through the pipeline** (simulate, replay, consume) every impression is a
+"click" here (``p`` is then the probability that an impression earns the reward, e.g. converts) and
+the join drives these factors with event times (:mod:`banditloop.pipeline.event_time`): each
+conversion with its delay since the impression when it is joined, the elapsed time of every open,
+unconverted impression at each multiple of ``tick`` seconds of event time (default 6 h: each tick costs
+one FTRL step per pending impression, ``window / tick`` of them over an impression's life), and the
+final elapsed time (the join's window) at the close. With ``tick = 0`` the model learns each impression
+once when its window closes instead (so does a state written before ``tick`` existed), with the final
 reward as label: converted within the window (``log p F(window)``, the delay unknown) or not
-(``log S(window)``). That is unbiased but lags the stream by the window.
+(``log S(window)``), through ``learn_close``, unbiased but a window late.
 
 **State**: per arm ``z``, ``n`` (shape 2 × dim: conversion head, delay head), ``clicks`` and
 ``conversions``; global ``z_shared``, ``n_shared`` (2 × dim) and ``z_bias``, ``n_bias`` (2). Weights are
@@ -36,11 +42,14 @@ rebuilt from ``(z, n)`` on load, so a restored model continues identically. Merg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
+from banditloop.core.state_codec import LearnerState
 from banditloop.operators.base import Learner, Shared
 from banditloop.operators.ctr_ftrl import ftrl_step, ftrl_weights
 
@@ -95,12 +104,24 @@ class FTRLHeads(Learner):
 
     exact_merge = False
     derived_arrays = ("w", "w_shared", "w_bias")
+    #: through the pipeline: conversions with their delays, elapsed times at ticks every ``tick`` seconds
+    #: (:mod:`banditloop.pipeline.event_time`); ``tick = 0``: once per impression at its window's close
+    learns_event_times = True
+    #: learns each impression's click label (``learn_click``) at the end of its click window
+    click_labels: ClassVar[bool] = False
+    tick: float
     heads: int = 2
     alpha: float
     beta: float
     l1: float
     l2: float
     _offsets: np.ndarray
+
+    @classmethod
+    def from_state(cls, state: LearnerState) -> Learner:
+        if "tick" not in state.params:  # written before event times: keeps learning at the close
+            state = dataclasses.replace(state, params={**state.params, "tick": 0.0})
+        return super().from_state(state)
 
     def _arm_arrays(self):
         hd = (self.heads, self.dim)
@@ -170,7 +191,9 @@ class FTRLHeads(Learner):
 
 
 def check_ftrl(alpha: float, beta: float, l1: float, l2: float, prior: float, delay_prior: float,
-               window: float) -> None:
+               window: float, tick: float = 0.0) -> None:
+    if not (tick >= 0 and math.isfinite(tick)):
+        raise ValueError("tick must be finite and >= 0 seconds (0: learn once at the close)")
     if not alpha > 0 or not beta >= 0 or not l1 >= 0 or not l2 >= 0:
         raise ValueError("alpha must be > 0, beta, l1 and l2 >= 0")
     if not 0.0 < prior < 1.0:
@@ -210,8 +233,9 @@ class DelayedFeedbackModel(FTRLHeads):
 
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  prior: float = 0.1, delay_prior: float = 86400.0, window: float = 604800.0,
-                 seed: int = 0) -> None:
-        check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window)
+                 tick: float = 21600.0, seed: int = 0) -> None:
+        check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        self.tick = float(tick)
         self.alpha, self.beta, self.l1, self.l2 = float(alpha), float(beta), float(l1), float(l2)
         self.prior = float(prior)
         self.delay_prior = float(delay_prior)

@@ -26,10 +26,13 @@ bias pCTCVR down, as unweighted fake negatives do (the conditional on the click 
 form, which is no longer the entire-space loss). The pCTR head learns each impression's click label
 once, when its click window closes (:meth:`learn_click`; minutes).
 
-Through the pipeline's reward hooks (one reward, no event times, no click/conversion split), the model
-learns the pCTCVR head from the final reward at each window's close, as ``dfm`` does; the pCTR head needs
-:meth:`learn_click`. Scores (greedy) are the expected value per impression, ``pCTCVR`` (× the value given
-to :meth:`expected_value`).
+Through the pipeline (simulate, replay, consume; a conversion reward), the join drives the model with
+event times as ``dfm`` (:mod:`banditloop.pipeline.event_time`, ticks every ``tick`` seconds): each
+conversion with its delay since the impression, elapsed times at the ticks and at the close, and the
+pCTR head learns each impression's click label (``imp.clicked``) at the first tick after its click
+window. With ``tick = 0`` it learns only the pCTCVR head, from the final reward at each window's close,
+and the pCTR head stays at its prior. Scores (greedy) are the expected value per impression,
+``pCTCVR`` (× the value given to :meth:`expected_value`).
 
 **State**: per arm ``z``, ``n`` (3 × dim: CTR, CTCVR, delay heads), ``impressions``, ``clicks`` and
 ``conversions``; global ``z_shared``, ``n_shared`` (3 × dim), ``z_bias``, ``n_bias`` (3). Approximate
@@ -78,13 +81,15 @@ class ESMM(FTRLHeads):
     kind = "esmm"
     binary_reward = True
     learns_at_close = True
+    click_labels = True
     additive_arrays = ("impressions", "clicks", "conversions")
     heads = 3
 
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  ctr_prior: float = 0.05, prior: float = 0.005, delay_prior: float = 86400.0,
-                 window: float = 604800.0, seed: int = 0) -> None:
-        check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window)
+                 window: float = 604800.0, tick: float = 21600.0, seed: int = 0) -> None:
+        check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        self.tick = float(tick)
         if not 0.0 < ctr_prior < 1.0:
             raise ValueError("ctr_prior must be in (0, 1)")
         self.alpha, self.beta, self.l1, self.l2 = float(alpha), float(beta), float(l1), float(l2)

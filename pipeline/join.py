@@ -36,6 +36,10 @@ The state (open impressions and held feedback) is checkpointed as full snapshots
 what changed since the previous checkpoint (:mod:`banditloop.pipeline.join_state`). An open
 impression keeps the feature vectors its sink stored at its opening (``x``, ``z``) rather than its
 context, when the sink stores them (:class:`~banditloop.pipeline.model.LearnerSink` does).
+
+With ``tick`` set (learners that learn event times, :mod:`banditloop.pipeline.event_time`), the sink
+also gets each feedback's time (``on_reward(imp, delta, ts)``), and moves the watermark itself
+(``ticks_until``) through every multiple of ``tick`` it passes, learning at each.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Protocol
 
 import msgspec
@@ -55,36 +58,8 @@ from banditloop.core.events import Click, Event, Feedback, Impression, encode_ev
 from banditloop.core.reward import RewardSpec
 from banditloop.pipeline import join_state
 from banditloop.pipeline.dead_letters import DeadLetterSink
+from banditloop.pipeline.join_config import JoinConfig
 from banditloop.pipeline.join_state import DeltaPolicy, JoinCodec
-
-
-@dataclass(frozen=True)
-class JoinConfig:
-    """Join windows in seconds of event time: feedback joins its impression when it is at most
-    ``clock_skew`` earlier and ``click_window``/``conversion_window`` later; the watermark trails the
-    newest event time by ``allowed_lateness``.
-
-    >>> JoinConfig(click_window=1800.0).to_dict()["click_window"]
-    1800.0
-    """
-
-    click_window: float = 3600.0
-    conversion_window: float = 7 * 86400.0
-    allowed_lateness: float = 60.0
-    clock_skew: float = 5.0
-
-    def __post_init__(self) -> None:
-        for name in ("click_window", "conversion_window", "allowed_lateness", "clock_skew"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-
-    @cached_property  # read for every impression and watermark move; the config is frozen
-    def retention(self) -> float:
-        return max(self.click_window, self.conversion_window)
-
-    def to_dict(self) -> dict:
-        return {"click_window": self.click_window, "conversion_window": self.conversion_window,
-                "allowed_lateness": self.allowed_lateness, "clock_skew": self.clock_skew}
 
 
 class OpenImpression(msgspec.Struct, array_like=True, gc=False):
@@ -133,6 +108,8 @@ class JoinSink(Protocol):
     def on_close(self, imp: OpenImpression) -> None:
         """The impression's feedback window closed; ``imp.applied`` is its final reward."""
 
+    # with ``EventJoin.tick`` set, ``on_reward`` takes the feedback's time too (see ``event_time``)
+
 
 COUNTER_NAMES = ("impressions", "clicks", "conversions", "duplicates", "unmatched", "late", "held",
                  "evicted", "rewarded", "closed", "conflicts")
@@ -168,6 +145,8 @@ class EventJoin:
     dead_letter_source: str = "join"
     #: when a checkpoint writes a full snapshot rather than a delta
     delta_policy: DeltaPolicy = field(default_factory=DeltaPolicy)
+    #: event-time ticks every ``tick`` seconds, and feedback times to ``on_reward`` (see ``event_time``)
+    tick: float | None = None
     codec = _CODEC
 
     def __post_init__(self) -> None:
@@ -205,6 +184,11 @@ class EventJoin:
     def set_watermark(self, watermark: float) -> None:
         if self.watermark is not None and watermark <= self.watermark:
             return
+        if self.tick is not None and self.watermark is not None:  # the sink ticks and advances to each
+            self.sink.ticks_until(self, watermark)  # type: ignore[attr-defined]  # grid point passed
+        self._advance(watermark)
+
+    def _advance(self, watermark: float) -> None:
         self.watermark = watermark
         heap = self._close_heap
         close_after = self.close_after
@@ -361,7 +345,10 @@ class EventJoin:
             if imp.applied == 0.0:
                 self.counters["rewarded"] += 1
             imp.applied = reward
-            self.sink.on_reward(imp, delta)
+            if self.tick is None:
+                self.sink.on_reward(imp, delta)
+            else:  # a sink that learns event times (see the module docstring)
+                self.sink.on_reward(imp, delta, fb.ts)  # type: ignore[call-arg]
         return kind
 
     def _unmatched(self, fb: Feedback, reason: str) -> str:

@@ -14,6 +14,7 @@ from banditloop.operators.registry import learner_from_state
 from banditloop.pipeline.checkpoint_tables import check_name
 from banditloop.pipeline.checkpoints import DEFAULT_SHARD, Checkpoint, CheckpointStore
 from banditloop.pipeline.dead_letters import DeadLetterSink
+from banditloop.pipeline.event_time import EventTimeSink, uses_event_times
 from banditloop.pipeline.join import EventJoin
 from banditloop.pipeline.model import LearnerSink, ModelConfig, Vectorizer
 
@@ -44,12 +45,17 @@ class LearningRun:
         self.shard = check_name("shard", shard)
         self.learner = learner if learner is not None else config.new_learner()
         self.vectorizer = Vectorizer(config)
-        self.sink = LearnerSink(self.learner, self.vectorizer, config.ips_clip)
+        event_times = uses_event_times(self.learner)  # dfm, esmm: see banditloop.pipeline.event_time
+        self.sink = (EventTimeSink(self.learner, self.vectorizer) if event_times
+                     else LearnerSink(self.learner, self.vectorizer, config.ips_clip))
         self.join = EventJoin(
             sink=self.sink, reward=config.reward,
             config=config.join,
             clip_reward=self.learner.binary_reward and not config.reward.binary, dead_letter=dead_letter,
-            dead_letter_source="join" if shard == DEFAULT_SHARD else f"join/{shard}")
+            dead_letter_source="join" if shard == DEFAULT_SHARD else f"join/{shard}",
+            tick=self.learner.tick if event_times else None)  # type: ignore[attr-defined]
+        if isinstance(self.sink, EventTimeSink):
+            self.sink.join = self.join
         self.invalid = 0
         self.version: int | None = None
 
