@@ -22,14 +22,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from banditloop.core.events import TYPE_ORDER, Event, encode_event
 from banditloop.operators.base import Learner
 from banditloop.operators.decision import Decision
-from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.logs import open_log
 from banditloop.pipeline.model import ModelConfig, Vectorizer
 from banditloop.pipeline.progress import progress_bar
@@ -37,6 +36,9 @@ from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.scheduling import CheckpointTimer
 from banditloop.simulators.blocks import Block
 from banditloop.simulators.world import Request, World, WorldConfig
+
+if TYPE_CHECKING:  # SQLAlchemy is imported only by runs that checkpoint (the caller builds the store)
+    from banditloop.pipeline.checkpoints import CheckpointStore
 
 EventHook = Callable[[Event], None]
 
