@@ -38,7 +38,7 @@ def quiet_run() -> dict:
                  "--no-checkpoint", "--json"])
 
 
-@pytest.mark.parametrize("package", ["sqlalchemy", "scipy.special", "tqdm", "matplotlib",
+@pytest.mark.parametrize("package", ["sqlalchemy", "scipy.special", "tqdm", "matplotlib", "apscheduler",
                                      "banditloop.pipeline.checkpoints", "banditloop.pipeline.checkpoint_tables"])
 def test_simulate_without_checkpoints_does_not_import(quiet_run: dict, package: str) -> None:
     assert quiet_run["status"] == 0 and quiet_run["summary"]["steps"] == 300
