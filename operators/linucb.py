@@ -155,6 +155,47 @@ class RidgeArms(Learner):
         self._theta[r] += reward * self._ainv[r].dot(x)
         self._count(reward=reward, rewarded=1.0)
 
+    def learn_sequence(self, kinds: np.ndarray, rows: np.ndarray, X: np.ndarray | None, values: np.ndarray) -> bool:
+        """``learn_impression`` (kind 0) and ``learn_reward`` (1, ``values`` = increment) for arm rows
+        ``rows`` (from ``rows_of``) and contexts ``X`` in this order, bit for bit (``learn_close``, kind 2,
+        learns nothing here). Sherman–Morrison updates do not batch; this is the same operations as
+        the calls, in one loop without their per-call work (arm lookup, conversion, attribute reads)."""
+        if X is None or X.dtype != np.float64:  # (learn_reward computes in the context's own precision)
+            return False
+        dger, refresh_every = _dger, self.refresh_every
+        xtx_f, ainv_f, ainv_all = self._xtx_f, self._ainv_f, self._ainv
+        xty, theta, n, since_all = self._xty, self._theta, self._n, self._since
+        impressions, rewards = 0, 0
+        c = self.counters
+        reward_sum = c["reward_sum"]
+        for kind, r, x, value in zip(kinds.tolist(), rows.tolist(), X, values.tolist(), strict=True):
+            if kind == 0:  # learn_impression
+                view = xtx_f[r]
+                if dger(1.0, x, x, a=view, overwrite_a=1) is not view:
+                    raise AssertionError("dger copied the statistics")
+                n[r] += 1.0
+                since = since_all.item(r) + 1.0
+                since_all[r] = since
+                if since >= refresh_every:
+                    self._refresh(np.array([r]))
+                else:
+                    ainv = ainv_all[r]
+                    u = ainv.dot(x)
+                    view = ainv_f[r]
+                    if dger(-1.0 / (1.0 + float(x.dot(u))), u, u, a=view, overwrite_a=1) is not view:
+                        raise AssertionError("dger copied A⁻¹")
+                    ainv.dot(xty[r], out=theta[r])
+                impressions += 1
+            elif kind == 1:  # learn_reward
+                xty[r] += value * x
+                theta[r] += value * ainv_all[r].dot(x)
+                reward_sum += value
+                rewards += 1
+        c["impressions"] += float(impressions)  # sums of 1.0: exact
+        c["reward_sum"] = reward_sum
+        c["rewards"] += float(rewards)
+        return True
+
     def learn_batch(self, arms: Sequence[str], X: np.ndarray, rewards: np.ndarray,
                     shared: np.ndarray | None = None) -> None:
         X = np.asarray(X, dtype=float)
