@@ -3,7 +3,8 @@
 Each run is a fresh ``python -m banditloop.cli ...`` subprocess in an empty temporary directory (so
 ``models`` reads an empty SQLite database), with stdout discarded. Wall time is what a user waits;
 CPU time (user + system of the child) is less disturbed by other processes on a busy machine.
-Targets from issue 7: ``--help`` and ``models`` <= 0.5 s, ``learners`` <= 1 s.
+Targets from issue 7: ``--help`` and ``models`` <= 0.5 s, ``learners`` <= 1 s. The last row is a
+one-step ``simulate --no-checkpoint`` (issue 12: its start-up is part of the command's throughput).
 
     python benchmarks/startup.py            # 7 runs per command
     python benchmarks/startup.py --runs 15 --json
@@ -28,6 +29,8 @@ COMMANDS: dict[str, float | None] = {
     "models": 0.5,
     "learners": 1.0,
     "replay --help": None,
+    # issue 12: a whole (tiny) closed-loop run without checkpoints: what start-up costs `simulate`
+    "simulate --learner linucb --arms 20 --dim 15 --steps 1 --no-checkpoint --quiet": None,
 }
 
 
@@ -63,14 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"banditloop start-up, median of {args.runs} runs (python {sys.version.split()[0]}, "
           f"load average {os.getloadavg()[0]:.2f})")
-    print(f"{'command':<16} {'wall s':>7} {'min s':>7} {'cpu s':>7}  target")
+    width = max(16, *(len(c) for c in results))
+    print(f"{'command':<{width}} {'wall s':>7} {'min s':>7} {'cpu s':>7}  target")
     for command, r in results.items():
         target = r["target"]
         if "failed" in r:
-            print(f"{command:<16} failed: {r['failed']}")
+            print(f"{command:<{width}} failed: {r['failed']}")
             continue
         verdict = "" if target is None else f"<= {target:g} s {'ok' if r['median_wall'] <= target else 'MISSED'}"
-        print(f"{command:<16} {r['median_wall']:>7.3f} {r['min_wall']:>7.3f} {r['median_cpu']:>7.3f}  {verdict}")
+        print(f"{command:<{width}} {r['median_wall']:>7.3f} {r['min_wall']:>7.3f} {r['median_cpu']:>7.3f}  {verdict}")
     return 0
 
 

@@ -9,19 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint
 
-DEFAULT_SHARD = "main"
-#: model and shard names are stored in columns of this width
-MAX_NAME_LENGTH = 200
-
-
-def check_name(kind: str, name: str) -> str:
-    """``name`` if it fits a model or shard column; else ValueError (before any work is done, not
-    when the first checkpoint is written)."""
-    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        raise ValueError(f"{kind} name must be 1 to {MAX_NAME_LENGTH} printable characters, got {name[:40]!r}"
-                         f"{'...' if len(name) > 40 else ''} ({len(name)} characters)")
-    return name
-
+from banditloop.pipeline.names import DEFAULT_SHARD, MAX_NAME_LENGTH, check_name  # noqa: F401 - re-exported
 
 metadata = MetaData()
 

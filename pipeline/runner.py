@@ -6,17 +6,19 @@ where events come from and what "position" means (a line count, Kafka offsets).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from banditloop.core.events import Event
 from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_from_state
-from banditloop.pipeline.checkpoint_tables import check_name
-from banditloop.pipeline.checkpoints import DEFAULT_SHARD, Checkpoint, CheckpointStore
 from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.event_time import EventTimeSink, uses_event_times
 from banditloop.pipeline.join import EventJoin
 from banditloop.pipeline.model import LearnerSink, ModelConfig, Vectorizer
+from banditloop.pipeline.names import DEFAULT_SHARD, check_name
+
+if TYPE_CHECKING:  # SQLAlchemy is imported by runs that checkpoint only (simulate --no-checkpoint does not)
+    from banditloop.pipeline.checkpoints import Checkpoint, CheckpointStore
 
 
 class IncompatibleCheckpoint(ValueError):
@@ -77,6 +79,8 @@ class LearningRun:
         """A checkpoint whose join state is a delta on :attr:`version` when it can be (the store
         writes ``full_join_state()`` instead when that version is gone); call :meth:`saved` once
         it is durable. Queued learner updates are applied first."""
+        from banditloop.pipeline.checkpoints import Checkpoint
+
         self.sink.flush()
         return Checkpoint(model=self.model, shard=self.shard, config=self.config.to_dict(),
                           state=self.learner.export_state(), join_state=self.join.export_checkpoint(self.version),

@@ -25,14 +25,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from banditloop.core.events import TYPE_ORDER, Event, encode_event
 from banditloop.operators.base import Learner
 from banditloop.operators.decision import Decision
-from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.logs import open_log
 from banditloop.pipeline.model import ModelConfig, Vectorizer
 from banditloop.pipeline.progress import progress_bar
@@ -41,6 +40,9 @@ from banditloop.pipeline.scheduling import CheckpointTimer
 from banditloop.pipeline.sim_calibration import final_calibration, reward_probability
 from banditloop.simulators.blocks import Block
 from banditloop.simulators.world import Request, World, WorldConfig
+
+if TYPE_CHECKING:  # SQLAlchemy is imported only by runs that checkpoint (the caller builds the store)
+    from banditloop.pipeline.checkpoints import CheckpointStore
 
 EventHook = Callable[[Event], None]
 

@@ -69,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
     from banditloop.commands.common import CommandError
     from banditloop.core.features import FeatureSpec, dense_names
     from banditloop.core.reward import RewardSpec
-    from banditloop.pipeline.checkpoints import CheckpointStore
     from banditloop.pipeline.simulate import SimulationOptions, simulate
     from banditloop.simulators.world import WorldConfig
 
@@ -99,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise CommandError(f"world: {exc}") from None
     model = args.model or args.learner
-    store = None if args.no_checkpoint else CheckpointStore(db_url(args), keep=args.keep)
+    store = None
+    if not args.no_checkpoint:  # SQLAlchemy is imported only when checkpoints are written
+        from banditloop.pipeline.checkpoints import CheckpointStore
+
+        store = CheckpointStore(db_url(args), keep=args.keep)
     if world.feedback_batch:
         import dataclasses
 
