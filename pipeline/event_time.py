@@ -95,6 +95,9 @@ class EventTimeSink(LearnerSink):
         """Move ``join``'s watermark through every grid point up to ``watermark``: learn at each, then
         let the join close and evict up to it (``EventJoin.set_watermark`` then moves to ``watermark``)."""
         assert join.watermark is not None
+        if not math.isfinite(watermark):  # every window closes (end of a run): no later grid point matters
+            newest = max((imp.ts for imp in join.open.values()), default=join.watermark)
+            watermark = newest + join.close_after + self.tick
         k, last = self._slot(join.watermark) + 1, self._slot(watermark)
         while k <= last and join.open:  # nothing open: no grid point until the next impression matters
             self._at_tick(join, k)
