@@ -68,18 +68,11 @@ def true_probabilities(world: World, x: np.ndarray, arms: list[str]) -> tuple[np
     under the parameters of the world's last request (drift included). The conversion probability is NaN
     for an arm already replaced (``churn``) in the steps the world has drawn ahead: its parameters are gone."""
     c = world.config
-    seg = world._current()
-    step = world.step - 1
     click_logit = np.empty(len(arms))
     conv_logit = np.empty(len(arms))
     for i, arm in enumerate(arms):
-        if seg is None:
-            theta, bias = world.theta(arm), world.arm_bias(arm)
-        else:
-            theta, bias = seg.params_at(step, seg.slot(arm))
-        click_logit[i] = float(theta @ x + bias)
-        slot = world._slot.get(arm)  # the arm's conversion parameters are constant while it is active
-        conv_logit[i] = math.nan if slot is None else float(world._gamma[slot] @ x + world._conv_bias[slot])
+        click_logit[i] = float(world.theta(arm) @ x + world.arm_bias(arm))
+        conv_logit[i] = world.conversion_logit(x, arm)
     p_click = 1.0 / (1.0 + np.exp(-click_logit))
     return p_click, conversion_probabilities(click_logit, conv_logit, c.selection_bias)
 
@@ -117,7 +110,7 @@ def final_calibration(run: LearningRun, world: World, reward_kind: str,
     rng = np.random.default_rng([c.seed, 0xCA1B])
     arms = world.active_arms
     if reward_kind != "click" or heads:  # arms whose conversion parameters are known (see true_probabilities)
-        arms = [a for a in arms if a in world._slot]
+        arms = [a for a in arms if world.has_conversion_truth(a)]
     names = [f"x{i}" for i in range(c.dim)]
     served = np.zeros(2)  # predicted, true
     every = np.zeros(2)

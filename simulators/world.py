@@ -70,8 +70,7 @@ class Request:
 
     def expected_reward(self, arm: str) -> float:
         """Expected reward of showing ``arm`` here, under the world's :class:`~banditloop.core.reward.RewardSpec`."""
-        t = self.truth
-        return float(t.block.expected[t.row, self._position(arm)])
+        return float(self.truth.block.expected[self.truth.row, self._position(arm)])
 
     def expected_rewards(self) -> np.ndarray:
         """Expected reward of every candidate, in candidate order."""
@@ -83,13 +82,11 @@ class Request:
 
     @property
     def oracle_arm(self) -> str:
-        t = self.truth
-        return self.candidates[int(t.block.oracle[t.row])]
+        return self.candidates[int(self.truth.block.oracle[self.truth.row])]
 
     @property
     def oracle_expected_reward(self) -> float:
-        t = self.truth
-        return float(t.block.oracle_expected[t.row])
+        return float(self.truth.block.oracle_expected[self.truth.row])
 
     def _position(self, arm: str) -> int:
         try:
@@ -244,6 +241,14 @@ class World:
         """``sigmoid(θ*·x + bias)`` for an active arm under its current parameters."""
         theta, bias = self._params(arm)
         return float(sigmoid(theta @ np.asarray(x, dtype=float) + bias))
+
+    def conversion_logit(self, x: np.ndarray, arm: str) -> float:
+        """``γ*·x + conversion bias`` of an arm; NaN once it left the world's slots (churn drawn ahead)."""
+        s = self._slot.get(arm)
+        return math.nan if s is None else float(self._gamma[s] @ np.asarray(x, dtype=float) + self._conv_bias[s])
+
+    def has_conversion_truth(self, arm: str) -> bool:
+        return arm in self._slot
 
     # -- blocks ---------------------------------------------------------------------------------
     def _draw_block(self, start: int) -> Block:
