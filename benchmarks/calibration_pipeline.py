@@ -19,6 +19,28 @@ Through the pipeline every impression is an example (the join knows no "clicked 
   model of measurement 1 (a negative at the click, a positive on arrival) is not a pipeline learner.
 
 Targets (issue 11): ``dfm`` and ``esmm`` pCVR within ±2 % per tenth.
+
+Figures (50k impressions over 60 days, seed 0, machine shared by several jobs, load average 4-5 on 2
+cores; bias per tenth 1 → 10, then the final model on fresh requests):
+
+* 6-hour ticks (the default ``tick``): ``dfm`` P(conv) −6.7, −0.4, −1.3, −2.3, +1.1, −1.4, +4.6, +2.7,
+  +1.6, −0.4 %, end −0.3 % (282 s of learning); ``esmm`` pCVR +2.9, +3.7, +3.2, +1.1, +3.4, +1.1, +4.4,
+  +2.1, +3.3, +2.3 %, end −3.0 %; its pCTR within ±3.3 % at every tenth (end −1.6 %), pCTCVR within
+  ±4.2 % (end +0.4 %) (211 s). ``dfm`` with ``tick=0`` (the close only, the pipeline before event
+  times): −26.2, −10.5 %, then −2.7 % to +4.4 %, end −2.7 % (5 s); ``ctr-ftrl`` fnw −33.7, −5.6 %, then
+  −3.4 % to +4.0 %, end −1.9 % (3 s). **The ±2 % target is not met** (max |bias| 6.7 % for ``dfm``, in
+  the first tenth; 4.6 % after it; 4.4 % for ``esmm``'s pCVR). In this stationary world every model
+  is within a few per cent once its first window has passed, and the tenths move together across
+  models (+4 % at the 7th for all): past the first tenth the per-tenth figures are mostly the FTRL
+  step noise, not the delay treatment; the delay treatment shows in the first tenth (−6.7 % against
+  −26 % at the close only and −34 % for fake-negative weights).
+* daily ticks: ``dfm`` +4.4 %, then −2.7 % to +4.4 %, end +3.5 % (28 s); ``esmm`` pCVR +14.3 % in the
+  first tenth (early conversions push pCTCVR up before any survival evidence), then +0.6 % to +4.3 %,
+  end +0.8 %; pCTR within ±3.5 %.
+* hourly ticks, 20k impressions (fewer: every pending impression learns at every tick, 168 updates
+  over its 7-day window): ``dfm`` −12.2, −4.9 %, then −4.3 % to +1.8 %, end −0.4 % (234 s); ``esmm``
+  pCVR +0.6 % to +7.9 %, end −4.3 %; pCTR within ±3.5 %, end −1.7 % (494 s). Finer ticks do not help
+  here: with 20k impressions the first tenth is the FTRL warm-up, and the rest is step noise.
 """
 
 from __future__ import annotations
