@@ -212,12 +212,6 @@ class FTRLHeads(Learner):
         ftrl_step_packed(v, np.multiply(np.array(grads)[:, None], xv), self.alpha, self.beta, self.l1, self.l2)
         buf.put(index, v)
 
-    def _step(self, row: int, x: np.ndarray, grad: Sequence[float]) -> None:
-        """One FTRL step of every coordinate of every head; ``grad`` is the loss gradient per head output."""
-        xv = self._xv(x)
-        buf, index, v, _ = self._gather(row, xv)
-        self._put(buf, index, v, xv, grad)
-
     def _logits(self, rows: np.ndarray | int, x: np.ndarray) -> np.ndarray:
         """Every head's output for each row (shape ``heads`` for one row, ``(len(rows), heads)`` else)."""
         g = self._globals
