@@ -47,15 +47,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from banditloop.operators.base import Shared
-from banditloop.operators.dfm import (
-    FTRLHeads,
-    _checked_times,
-    _sigmoid,
-    check_ftrl,
-    conversion_grad,
-    survival_grad,
-    window_grad,
-)
+from banditloop.operators.dfm import conversion_factor_grad, elapsed_factor_grad, window_grad
+from banditloop.operators.ftrl_heads import FTRLHeads, _checked_times, _sigmoid, check_ftrl, sigmoid_scalar
 
 CTR, CTCVR, DELAY = 0, 1, 2
 
@@ -135,40 +128,27 @@ class ESMM(FTRLHeads):
         """The impression's click window closed: the pCTR head learns its click label."""
         label = min(max(float(clicked), 0.0), 1.0)
         r = self.add_arm(arm)
-        x = np.asarray(x, dtype=float)
-        grad = np.zeros(self.heads)
-        grad[CTR] = float(_sigmoid(self._logits(r, x)[CTR])) - label
-        self._step(r, x, grad)
+        xv = self._xv(x)
+        buf, index, v, logits = self._gather(r, xv)
+        self._put(buf, index, v, xv, (sigmoid_scalar(logits[CTR]) - label, 0.0, 0.0))
         self._arrays["impressions"][r] += 1.0
         self._arrays["clicks"][r] += label
 
-    def _delay_grad(self, out: np.ndarray, g: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        grad = np.zeros(out.shape)
-        grad[..., CTCVR], grad[..., DELAY] = g
-        return grad
-
-    def learn_elapsed(self, arm: str, x: np.ndarray, elapsed_from: float, elapsed_to: float) -> None:
+    def _elapsed_grads(self, logits: list[float], elapsed_from: float, elapsed_to: float) -> tuple[float, ...]:
         """The impression, last seen unconverted ``elapsed_from`` seconds after it, is still unconverted
-        at ``elapsed_to``: the pCTCVR and delay heads learn ``−log S(e₁)/S(e₀)``."""
-        _checked_times(elapsed_from, elapsed_to)
-        r = self.add_arm(arm)
-        x = np.asarray(x, dtype=float)
-        out = self._logits(r, x)
-        p = _sigmoid(out[CTR] + out[CTCVR])
-        g1 = survival_grad(p, out[DELAY], np.array(elapsed_to))
-        g0 = survival_grad(p, out[DELAY], np.array(elapsed_from))
-        self._step(r, x, self._delay_grad(out, (g1[0] - g0[0], g1[1] - g0[1])))
+        at ``elapsed_to`` (:meth:`learn_elapsed`): the pCTCVR and delay heads learn ``−log S(e₁)/S(e₀)``."""
+        ga, gl = elapsed_factor_grad(sigmoid_scalar(logits[CTR] + logits[CTCVR]), logits[DELAY],
+                                     elapsed_from, elapsed_to)
+        return 0.0, ga, gl
 
     def learn_conversion(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
         """The impression converted ``delay`` seconds after it (learned unconverted up to ``elapsed_from``)."""
         _checked_times(delay, elapsed_from)
         r = self.add_arm(arm)
-        x = np.asarray(x, dtype=float)
-        out = self._logits(r, x)
-        p = _sigmoid(out[CTR] + out[CTCVR])
-        ga, gl = conversion_grad(p, out[DELAY], np.array(delay))
-        s0 = survival_grad(p, out[DELAY], np.array(elapsed_from))
-        self._step(r, x, self._delay_grad(out, (ga - s0[0], gl - s0[1])))
+        xv = self._xv(x)
+        buf, index, v, (c, a, lr) = self._gather(r, xv)
+        ga, gl = conversion_factor_grad(sigmoid_scalar(c + a), lr, delay, elapsed_from)
+        self._put(buf, index, v, xv, (0.0, ga, gl))
         self._arrays["conversions"][r] += 1.0
 
     # -- the pipeline's hooks (no event times, one reward) ---------------------------------------------
@@ -178,9 +158,7 @@ class ESMM(FTRLHeads):
     def learn_close(self, arm: str, x: np.ndarray | None, reward: float, shared: np.ndarray | None = None) -> None:
         if x is None:
             return
-        r, x, out, label = self._at_close(arm, x, reward)
-        ga, gl = window_grad(float(_sigmoid(out[CTR] + out[CTCVR])), float(out[DELAY]), self.window, label)
-        grad = np.zeros(self.heads)
-        grad[CTCVR], grad[DELAY] = ga, gl
-        self._step(r, x, grad)
+        r, xv, (buf, index, v, (c, a, lr)), label = self._at_close(arm, x, reward)
+        ga, gl = window_grad(sigmoid_scalar(c + a), lr, self.window, label)
+        self._put(buf, index, v, xv, (0.0, ga, gl))
         self._arrays["conversions"][r] += label

@@ -1,0 +1,287 @@
+"""FTRL-Proximal heads on one featurization: the common base of ``dfm`` and ``esmm``.
+
+Each head (a logistic or log-linear output) has a bias, a shared weight vector and one per arm, learned
+by FTRL-Proximal (McMahan et al. 2013, as ``ctr-ftrl``). The models learn one item at a time (a pending
+impression's elapsed time, a conversion, a click label): :meth:`FTRLHeads.learn_elapsed_batch` runs the
+same sequential steps as the single calls, in order.
+
+**Speed.** A step touches every head's bias, shared and per-arm coordinates of one arm. The ``z``,
+``n`` and ``w`` of all coordinates live in one buffer (``3 × coordinates``) that the state's arrays
+(``z_bias``, ``z_shared``, ``z``, ...) are views of, so a step gathers the touched coordinates with one
+``take`` (heads × ``[bias, shared, arm]``), computes every head's logit with one dot against
+``[1, x, x]``, updates them in place with a dozen ufuncs (the float operations of ``ftrl_step``, so the
+weights equal ``ftrl_weights`` of the statistics bit for bit, as a restored model recomputes them) and
+puts them back with one ``put``. The per-item gradient formulas are scalar ``math`` (subclasses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from banditloop.core.state_codec import LearnerState
+from banditloop.operators.base import Learner
+from banditloop.operators.ctr_ftrl import ftrl_weights
+
+#: log λ·e is clipped here: e^{-λe} underflows to 0 long before, and exp must not overflow
+_MAX_LOG = 700.0
+_ONE = np.ones(1)
+
+
+def _sigmoid(z: np.ndarray | float) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=float)))
+
+
+def sigmoid_scalar(z: float) -> float:
+    """``_sigmoid`` of one float, with ``math``."""
+    return 0.5 * (1.0 + math.tanh(0.5 * z))
+
+
+def merge_ftrl_coords(z1: np.ndarray, n1: np.ndarray, z2: np.ndarray, n2: np.ndarray, alpha: float, beta: float,
+                      l1: float, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Merged FTRL ``(z, n)``: the ``n``-weighted mean weight, ``n`` summed (as ``ctr-ftrl``'s merge)."""
+    n = n1 + n2
+    share = np.divide(n2, n, out=np.full(n.shape, 0.5), where=n > 0)
+    w = (1.0 - share) * ftrl_weights(z1, n1, alpha, beta, l1, l2) + share * ftrl_weights(z2, n2, alpha, beta, l1, l2)
+    z_at_zero = np.clip((1.0 - share) * z1 + share * z2, -l1, l1)
+    z = np.where(w == 0.0, z_at_zero, -(w * ((beta + np.sqrt(n)) / alpha + l2) + np.sign(w) * l1))
+    return np.where(share == 1.0, z2, np.where(share == 0.0, z1, z)), n
+
+
+def ftrl_step_packed(v: np.ndarray, g: np.ndarray, alpha: float, beta: float, l1: float, l2: float) -> None:
+    """``ftrl_step`` in place on gathered coordinates ``v = (z, n, w)`` (stacked), gradient ``g``: the
+    same float operations, so the same bits (the weights are ``ftrl_weights(z, n)`` exactly).
+
+    >>> import numpy as np
+    >>> from banditloop.operators.ctr_ftrl import ftrl_step
+    >>> z, n, w, g = np.array([0.3, 0.0]), np.array([1.0, 0.0]), np.array([-0.1, 0.0]), np.array([0.5, -2.0])
+    >>> v = np.stack([z, n, w])
+    >>> ftrl_step(z, n, w, g, 0.1, 1.0, 0.0, 0.0); ftrl_step_packed(v, g, 0.1, 1.0, 0.0, 0.0)
+    >>> bool(np.array_equal(v, np.stack([z, n, w])))
+    True
+    """
+    z, n, w = v
+    s0 = np.sqrt(n)
+    gg = g * g
+    n += gg
+    s1 = np.sqrt(n)  # √(n + g²): the new n's root, for σ and the weights
+    np.subtract(s1, s0, out=s0)
+    s0 /= alpha  # σ
+    s0 *= w
+    np.subtract(g, s0, out=s0)
+    z += s0  # z += g − σw
+    s1 += beta  # −((β + √n)/α + l2): w = −(z − sign(z) l1)/(…) = (z − sign(z) l1)/(−…)
+    s1 /= -alpha
+    if l2:
+        s1 -= l2
+    if l1 == 0.0 and beta > 0.0:
+        np.divide(z, s1, out=w)
+        w += 0.0  # −0.0 (z = 0) to 0.0, as np.where(|z| <= 0, 0.0, …)
+    else:
+        np.sign(z, out=gg)
+        gg *= l1
+        np.subtract(z, gg, out=gg)
+        np.divide(gg, s1, out=w)
+        w[np.abs(z) <= l1] = 0.0
+
+
+def check_ftrl(alpha: float, beta: float, l1: float, l2: float, prior: float, delay_prior: float,
+               window: float, tick: float = 0.0) -> None:
+    if not (tick >= 0 and math.isfinite(tick)):
+        raise ValueError("tick must be finite and >= 0 seconds (0: learn once at the close)")
+    if not alpha > 0 or not beta >= 0 or not l1 >= 0 or not l2 >= 0:
+        raise ValueError("alpha must be > 0, beta, l1 and l2 >= 0")
+    if not 0.0 < prior < 1.0:
+        raise ValueError("prior must be in (0, 1)")
+    if not (delay_prior > 0 and math.isfinite(delay_prior)) or not (window > 0 and math.isfinite(window)):
+        raise ValueError("delay_prior and window must be finite and > 0 (seconds)")
+
+
+def _checked_times(*times: float) -> None:
+    for t in times:
+        if not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"times must be finite and >= 0 seconds, got {t!r}")
+
+
+class FTRLHeads(Learner):
+    """Base of the FTRL models with several logistic/log-linear heads on one featurization: per head
+    a bias, a shared weight vector and one per arm. Subclasses set ``heads`` and ``_offsets`` and give
+    the per-item gradients (one float per head) of an elapsed time in ``_elapsed_grads``.
+
+    >>> from banditloop.operators.dfm import DelayedFeedbackModel
+    >>> isinstance(DelayedFeedbackModel(dim=2), FTRLHeads)
+    True
+    """
+
+    exact_merge = False
+    derived_arrays = ("w", "w_shared", "w_bias")
+    #: through the pipeline: conversions with their delays, elapsed times at ticks every ``tick`` seconds
+    #: (:mod:`banditloop.pipeline.event_time`); ``tick = 0``: once per impression at its window's close
+    learns_event_times = True
+    #: learns each impression's click label (``learn_click``) at the end of its click window
+    click_labels: ClassVar[bool] = False
+    tick: float
+    heads: int = 2
+    alpha: float
+    beta: float
+    l1: float
+    l2: float
+    _offsets: np.ndarray
+
+    @classmethod
+    def from_state(cls, state: LearnerState) -> Learner:
+        if "tick" not in state.params:  # written before event times: keeps learning at the close
+            state = dataclasses.replace(state, params={**state.params, "tick": 0.0})
+        return super().from_state(state)
+
+    def _arm_arrays(self):
+        hd = (self.heads, self.dim)
+        return {"z": (hd, 0.0), "n": (hd, 0.0), "w": (hd, 0.0)} | {k: ((), 0.0) for k in self.additive_arrays}
+
+    def _global_arrays(self):
+        hd, h = (self.heads, self.dim), (self.heads,)
+        return {"z_shared": (hd, 0.0), "n_shared": (hd, 0.0), "w_shared": (hd, 0.0),
+                "z_bias": (h, 0.0), "n_bias": (h, 0.0), "w_bias": (h, 0.0)}
+
+    def _hyper(self) -> tuple[float, float, float, float]:
+        return self.alpha, self.beta, self.l1, self.l2
+
+    # -- the packed buffer ------------------------------------------------------------------------------
+    def _on_resize(self) -> None:
+        super()._on_resize()
+        self._pack()
+
+    def _pack(self) -> None:
+        """One buffer for ``z``, ``n``, ``w`` (rows) of the bias, shared and per-arm coordinates (columns);
+        the state's arrays become views of it (their values kept)."""
+        a, g = self._arrays, self._globals
+        h, d, cap = self.heads, self.dim, self._capacity
+        first = h * (d + 1)
+        buf = np.empty((3, first + cap * h * d))
+        for i, k in enumerate("znw"):
+            row = buf[i]
+            row[:h], row[h:first], row[first:] = g[f"{k}_bias"], g[f"{k}_shared"].ravel(), a[k].ravel()
+            g[f"{k}_bias"], g[f"{k}_shared"], a[k] = row[:h], row[h:first].reshape(h, d), row[first:].reshape(cap, h, d)
+        # flat indexes of one arm's coordinates, (z|n|w) × head × [bias, shared, arm]: row 0, and per row
+        heads = np.arange(h)[:, None]
+        cols = np.arange(d)[None, :]
+        base = np.concatenate([heads, h + heads * d + cols, first + heads * d + cols], axis=1)
+        per_row = np.concatenate([np.zeros((h, d + 1), dtype=np.intp), np.full((h, d), h * d, dtype=np.intp)], axis=1)
+        width = buf.shape[1]
+        self._take = np.stack([base + i * width for i in range(3)])
+        self._per_row = np.broadcast_to(per_row, self._take.shape)
+        self._index: dict[int, np.ndarray] = {}
+        self._buf = buf
+
+    def _packed(self) -> np.ndarray:
+        """The buffer (packed again if the state's arrays were replaced rather than written in place)."""
+        buf = self._buf
+        if self._arrays["z"].base is not buf or self._globals["z_bias"].base is not buf:
+            self._pack()
+            buf = self._buf
+        return buf
+
+    def _coords(self, row: int) -> np.ndarray:
+        """Flat indexes into the buffer of ``row``'s coordinates, shape ``(3, heads, 2 dim + 1)``."""
+        index = self._index.get(row)
+        if index is None:
+            index = self._index[row] = self._take + row * self._per_row
+        return index
+
+    def _xv(self, x: np.ndarray) -> np.ndarray:
+        """``[1, x, x]``: the input of the bias, shared and per-arm coordinates."""
+        x = np.asarray(x, dtype=float)
+        if x.shape != (self.dim,):
+            raise ValueError(f"x must have shape ({self.dim},), got {x.shape}")
+        return np.concatenate((_ONE, x, x))
+
+    def _gather(self, row: int, xv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
+        """The buffer, ``row``'s indexes, its coordinates ``(z, n, w)`` and every head's logit."""
+        buf = self._packed()
+        index = self._coords(row)
+        v = buf.take(index)
+        return buf, index, v, (v[2].dot(xv) + self._offsets).tolist()
+
+    def _put(self, buf: np.ndarray, index: np.ndarray, v: np.ndarray, xv: np.ndarray,
+             grads: Sequence[float]) -> None:
+        """One FTRL step of the gathered coordinates; ``grads`` is the loss gradient per head output."""
+        ftrl_step_packed(v, np.multiply(np.array(grads)[:, None], xv), self.alpha, self.beta, self.l1, self.l2)
+        buf.put(index, v)
+
+    def _logits(self, rows: np.ndarray | int, x: np.ndarray) -> np.ndarray:
+        """Every head's output for each row (shape ``heads`` for one row, ``(len(rows), heads)`` else)."""
+        g = self._globals
+        x = np.asarray(x, dtype=float)
+        return self._offsets + g["w_bias"] + g["w_shared"] @ x + self._arrays["w"][rows] @ x
+
+    def _on_load(self) -> None:
+        a, g, h = self._arrays, self._globals, self._hyper()
+        a["w"][...] = ftrl_weights(a["z"], a["n"], *h)
+        g["w_shared"][...] = ftrl_weights(g["z_shared"], g["n_shared"], *h)
+        g["w_bias"][...] = ftrl_weights(g["z_bias"], g["n_bias"], *h)
+
+    def _merge_arrays(self, rows: np.ndarray, theirs: Mapping[str, np.ndarray], other: Learner) -> None:
+        a, g, h = self._arrays, self._globals, self._hyper()
+        a["z"][rows], a["n"][rows] = merge_ftrl_coords(a["z"][rows], a["n"][rows], theirs["z"], theirs["n"], *h)
+        for part in ("shared", "bias"):
+            zk, nk = f"z_{part}", f"n_{part}"
+            g[zk][...], g[nk][...] = merge_ftrl_coords(g[zk], g[nk], theirs[zk], theirs[nk], *h)
+        for name in self.additive_arrays:
+            a[name][rows] += theirs[name]
+
+    def _at_close(self, arm: str, x: np.ndarray, reward: float) -> tuple[
+            int, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, list[float]], float]:
+        """What ``learn_close`` needs: the arm's row, ``[1, x, x]``, its gathered coordinates with the
+        heads' logits (:meth:`_gather`), the label in [0, 1]."""
+        r = self.add_arm(arm)
+        xv = self._xv(x)
+        return r, xv, self._gather(r, xv), min(max(float(reward), 0.0), 1.0)
+
+    def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
+        self._count(reward=reward, rewarded=1.0)  # learned at the close, with the final reward
+
+    # -- learning with event times ----------------------------------------------------------------------
+    def _elapsed_grads(self, logits: list[float], elapsed_from: float, elapsed_to: float) -> tuple[float, ...]:
+        """Gradient per head output of the factor "still not converted from ``elapsed_from`` to
+        ``elapsed_to``" at the heads' ``logits``: each model defines its own."""
+        raise NotImplementedError(f"{type(self).__name__} learns no elapsed time")
+
+    def learn_elapsed(self, arm: str, x: np.ndarray, elapsed_from: float, elapsed_to: float) -> None:
+        """Learn that an item shown with context ``x`` is still not converted from ``elapsed_from`` to
+        ``elapsed_to`` seconds after its click or impression (``elapsed_from = 0`` for its first
+        update): each model defines its own factor (``−log S(e₁)/S(e₀)`` for the delayed feedback ones)."""
+        _checked_times(elapsed_from, elapsed_to)
+        r = self.add_arm(arm)
+        xv = self._xv(x)
+        buf, index, v, logits = self._gather(r, xv)
+        self._put(buf, index, v, xv, self._elapsed_grads(logits, elapsed_from, elapsed_to))
+
+    def learn_elapsed_batch(self, arms: Sequence[str], X: np.ndarray, elapsed_from: np.ndarray,
+                            elapsed_to: np.ndarray) -> None:
+        """``learn_elapsed`` for many pending items at one tick, in order (equal to the single calls);
+        every time and shape is checked before anything is learned."""
+        e0, e1 = np.asarray(elapsed_from, dtype=float), np.asarray(elapsed_to, dtype=float)
+        if not (np.all(np.isfinite(e0)) and np.all(np.isfinite(e1)) and np.all(e0 >= 0) and np.all(e1 >= 0)):
+            raise ValueError("times must be finite and >= 0 seconds")
+        count = len(arms)
+        if count == 0:
+            return
+        X = np.asarray(X, dtype=float)
+        if X.shape != (count, self.dim) or e0.shape != (count,) or e1.shape != (count,):
+            raise ValueError(f"{count} arms need X of shape ({count}, {self.dim}) and {count} times each")
+        rows = self.rows_of(arms).tolist()  # adds unseen arms first, in order: the rows of the single calls
+        XV = np.empty((count, 2 * self.dim + 1))
+        XV[:, 0], XV[:, 1:self.dim + 1], XV[:, self.dim + 1:] = 1.0, X, X
+        buf, coords, grads, offsets = self._packed(), self._coords, self._elapsed_grads, self._offsets
+        alpha, beta, l1, l2 = self.alpha, self.beta, self.l1, self.l2
+        array, multiply, step = np.array, np.multiply, ftrl_step_packed
+        for r, xv, a, b in zip(rows, XV, e0.tolist(), e1.tolist(), strict=True):
+            index = coords(r)
+            v = buf.take(index)
+            step(v, multiply(array(grads((v[2].dot(xv) + offsets).tolist(), a, b))[:, None], xv),
+                 alpha, beta, l1, l2)
+            buf.put(index, v)
