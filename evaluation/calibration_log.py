@@ -6,7 +6,7 @@ model's reward and windows), so an impression's outcome is what the model would 
 within the click window, or a conversion within the conversion window for a conversion model), else 0.
 For every impression (slate positions and impressions without a propensity included: the prediction
 does not depend on them) the frozen model's predicted probability of that outcome for the shown arm,
-the one :func:`~banditloop.pipeline.sim_calibration.reward_probability` picks, is taken when the
+the one :func:`~banditloop.operators.predictions.reward_probability` picks, is taken when the
 impression is seen. Arms the model never learned are predicted from its shared weights and counted
 (``unknown_arm_impressions``). The metrics are :mod:`banditloop.evaluation.calibration`'s.
 """
@@ -22,10 +22,10 @@ import numpy as np
 from banditloop.core.events import Impression
 from banditloop.evaluation.calibration import calibration_summary
 from banditloop.evaluation.policy import TargetPolicy
+from banditloop.operators.predictions import reward_probability
 from banditloop.pipeline.join import EventJoin, OpenImpression
 from banditloop.pipeline.logs import load_log
 from banditloop.pipeline.progress import progress_bar
-from banditloop.pipeline.sim_calibration import reward_probability
 
 
 class NotAProbabilityModel(ValueError):

@@ -1,12 +1,7 @@
 """Calibration of a simulated model against the world's known probabilities (``simulate --json``).
 
-Which prediction is the probability of the run's binary reward (:func:`reward_probability`):
-
-* click reward: ``ctr(arm, x)`` (``ctr-lr``, ``ctr-ftrl``, ``vw-ctr``, ``esmm``'s pCTR head); a model
-  with only ``cvr`` (``dfm``, which through the pipeline learns each impression's final reward) its ``cvr``;
-* conversion reward (an impression clicked *and* converted): ``ctcvr`` (``esmm``), else ``cvr`` (``dfm``),
-  else ``ctr`` (a click model taught the conversion reward predicts it per impression);
-* any other reward (values, weighted sums): none, the reward is not a probability.
+Which prediction is the probability of the run's binary reward:
+:func:`~banditloop.operators.predictions.reward_probability`.
 
 The truth is the world's probability of that reward for the shown arm and context: the click
 probability, or click × conversion-given-click probability (selection bias included).
@@ -22,45 +17,18 @@ own seeded by ``(world seed, 0xCA1B)``, so the run draws nothing more.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from banditloop.operators.base import Learner
+from banditloop.operators.predictions import reward_probability
 from banditloop.operators.registry import learner_from_state
 from banditloop.pipeline.runner import LearningRun
 from banditloop.simulators.conversions import conversion_probabilities
 from banditloop.simulators.world import World
 
-Predict = Callable[[str, np.ndarray], float]
-
 #: fresh contexts of the final calibration
 FRESH_CONTEXTS = 2000
-
-
-def reward_probability(learner: Learner, reward_kind: str) -> Predict | None:
-    """The learner's predicted probability of a binary reward of ``reward_kind`` (see the module docstring).
-
-    >>> from banditloop.operators.registry import make_learner
-    >>> reward_probability(make_learner("ctr-ftrl", 2), "click").__name__
-    'ctr'
-    >>> reward_probability(make_learner("esmm", 2), "conversion").__name__
-    'ctcvr'
-    >>> reward_probability(make_learner("linucb", 2), "click") is None
-    True
-    """
-    if reward_kind == "click":
-        names: tuple[str, ...] = ("ctr", "cvr")
-    elif reward_kind == "conversion":
-        names = ("ctcvr", "cvr", "ctr")
-    else:
-        return None
-    for name in names:
-        predict = getattr(learner, name, None)
-        if callable(predict):
-            return predict
-    return None
 
 
 def true_probabilities(world: World, x: np.ndarray, arms: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ Regret is exact because the world knows its probabilities: per step the expected
 chosen arm, of the best candidate (oracle) and the mean over candidates (uniform random policy).
 
 ``calibration``: for a learner that predicts the probability of a binary reward (``ctr-lr``,
-``ctr-ftrl``, ``vw-ctr``, ``dfm``, ``esmm``: see :func:`~banditloop.pipeline.sim_calibration.reward_probability`)
+``ctr-ftrl``, ``vw-ctr``, ``dfm``, ``esmm``: see :func:`~banditloop.operators.predictions.reward_probability`)
 and a click or conversion reward, Σ the served model's predicted probability of the arm it chose ÷ Σ
 the world's true probability of that arm's reward, over every impression of the run (1 = calibrated on
 what it served); ``None`` otherwise. ``final_calibration`` (and ``final_calibration_all_arms``, and
@@ -32,12 +32,13 @@ import numpy as np
 from banditloop.core.events import TYPE_ORDER, Event, encode_event
 from banditloop.operators.base import Learner
 from banditloop.operators.decision import Decision
+from banditloop.operators.predictions import reward_probability
 from banditloop.pipeline.logs import open_log
 from banditloop.pipeline.model import ModelConfig, Vectorizer
 from banditloop.pipeline.progress import progress_bar
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.scheduling import CheckpointTimer
-from banditloop.pipeline.sim_calibration import final_calibration, reward_probability
+from banditloop.pipeline.sim_calibration import final_calibration
 from banditloop.simulators.blocks import Block
 from banditloop.simulators.world import Request, World, WorldConfig
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from banditloop.operators.base import Learner
 from banditloop.operators.decision import Decision
-from banditloop.pipeline.sim_calibration import reward_probability
+from banditloop.operators.predictions import reward_probability
 
 RANK_BY = ("model", "expected_value")
 

@@ -6,8 +6,9 @@ import numpy as np
 
 from banditloop.core.features import FeatureSpec, dense_names
 from banditloop.core.reward import RewardSpec
+from banditloop.operators.predictions import reward_probability
 from banditloop.pipeline.model import ModelConfig
-from banditloop.pipeline.sim_calibration import reward_probability, true_probabilities
+from banditloop.pipeline.sim_calibration import true_probabilities
 from banditloop.pipeline.simulate import SimulationOptions, simulate
 from banditloop.simulators.config import WorldConfig
 from banditloop.simulators.world import World
