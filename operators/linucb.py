@@ -127,9 +127,13 @@ class RidgeArms(Learner):
         r = self.arm_index.get(arm)
         if r is None:
             r = self.add_arm(arm)
-        x = np.asarray(x, dtype=float)
-        # Σxxᵀ += xxᵀ: BLAS ``dger`` on the Fortran-ordered view (the transpose; same memory, symmetric)
-        # updates in place, without the two temporaries of ``np.outer`` (~0.6 µs instead of 1.6-2.8 at d=16)
+        self._impress(r, np.asarray(x, dtype=float))
+        self.counters["impressions"] += 1.0  # self._count(impressions=1.0), inlined
+
+    def _impress(self, r: int, x: np.ndarray) -> None:
+        """Σxxᵀ += xxᵀ for row ``r`` and the matching A⁻¹ (Sherman–Morrison, or a refresh) and θ."""
+        # BLAS ``dger`` on the Fortran-ordered view (the transpose; same memory, symmetric) updates in
+        # place, without the two temporaries of ``np.outer`` (~0.6 µs instead of 1.6-2.8 at d=16)
         view = self._xtx_f[r]
         if _dger(1.0, x, x, a=view, overwrite_a=1) is not view:
             raise AssertionError("dger copied the statistics")  # cannot happen: the view is Fortran-ordered
@@ -145,7 +149,6 @@ class RidgeArms(Learner):
             if _dger(-1.0 / (1.0 + float(x.dot(u))), u, u, a=view, overwrite_a=1) is not view:
                 raise AssertionError("dger copied A⁻¹")
             ainv.dot(self._xty[r], out=self._theta[r])
-        self.counters["impressions"] += 1.0  # self._count(impressions=1.0), inlined
 
     def learn_reward(self, arm: str, x: np.ndarray, reward: float, shared: np.ndarray | None = None) -> None:
         r = self.arm_index.get(arm)
@@ -159,32 +162,16 @@ class RidgeArms(Learner):
         """``learn_impression`` (kind 0) and ``learn_reward`` (1, ``values`` = increment) for arm rows
         ``rows`` (from ``rows_of``) and contexts ``X`` in this order, bit for bit (``learn_close``, kind 2,
         learns nothing here). Sherman–Morrison updates do not batch; this is the same operations as
-        the calls, in one loop without their per-call work (arm lookup, conversion, attribute reads)."""
+        the calls (:meth:`_impress`), in one loop without their per-call arm lookup and conversion."""
         if X is None or X.dtype != np.float64:  # (learn_reward computes in the context's own precision)
             return False
-        dger, refresh_every = _dger, self.refresh_every
-        xtx_f, ainv_f, ainv_all = self._xtx_f, self._ainv_f, self._ainv
-        xty, theta, n, since_all = self._xty, self._theta, self._n, self._since
+        impress, xty, theta, ainv_all = self._impress, self._xty, self._theta, self._ainv
         impressions, rewards = 0, 0
         c = self.counters
         reward_sum = c["reward_sum"]
         for kind, r, x, value in zip(kinds.tolist(), rows.tolist(), X, values.tolist(), strict=True):
             if kind == 0:  # learn_impression
-                view = xtx_f[r]
-                if dger(1.0, x, x, a=view, overwrite_a=1) is not view:
-                    raise AssertionError("dger copied the statistics")
-                n[r] += 1.0
-                since = since_all.item(r) + 1.0
-                since_all[r] = since
-                if since >= refresh_every:
-                    self._refresh(np.array([r]))
-                else:
-                    ainv = ainv_all[r]
-                    u = ainv.dot(x)
-                    view = ainv_f[r]
-                    if dger(-1.0 / (1.0 + float(x.dot(u))), u, u, a=view, overwrite_a=1) is not view:
-                        raise AssertionError("dger copied A⁻¹")
-                    ainv.dot(xty[r], out=theta[r])
+                impress(r, x)
                 impressions += 1
             elif kind == 1:  # learn_reward
                 xty[r] += value * x
