@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from banditloop.core.state_codec import LearnerState
+from banditloop.operators.candidate_cache import cache_put
 from banditloop.operators.decision import Decision
 from banditloop.operators.params import init_parameters
 from banditloop.operators.policies import SampledPolicy
@@ -34,9 +35,6 @@ Shared = Mapping[str, np.ndarray] | None
 
 #: relative score difference under which two arms count as tied (see ``Learner._pick``)
 TIE_TOLERANCE = 1e-12
-
-#: candidate-tuple caches: at most this many entries of at most this many arms (bounded memory)
-_CACHE_MAX_ENTRIES, _CACHE_MAX_CANDIDATES = 1024, 512
 
 
 class Learner(ABC):
@@ -155,10 +153,7 @@ class Learner(ABC):
         rows = self._candidate_cache.get(key)
         if rows is None:
             rows = np.fromiter((self.add_arm(a) for a in key), dtype=np.intp, count=len(key))
-            if len(key) <= _CACHE_MAX_CANDIDATES:  # big candidate sets are rarely repeated exactly
-                if len(self._candidate_cache) >= _CACHE_MAX_ENTRIES:
-                    self._candidate_cache.clear()
-                self._candidate_cache[key] = rows
+            cache_put(self._candidate_cache, key, rows)
         return rows
 
     def _row_index(self, candidates: Sequence[str]) -> np.ndarray | slice:
@@ -174,10 +169,7 @@ class Learner(ABC):
                 index = slice(start, start + rows.size)
             else:
                 index = rows
-            if len(key) <= _CACHE_MAX_CANDIDATES:
-                if len(self._index_cache) >= _CACHE_MAX_ENTRIES:
-                    self._index_cache.clear()
-                self._index_cache[key] = index
+            cache_put(self._index_cache, key, index)
         return index
 
     def rows_of(self, arms: Sequence[str]) -> np.ndarray:

@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from banditloop.operators.base import _CACHE_MAX_CANDIDATES, _CACHE_MAX_ENTRIES, TIE_TOLERANCE, Learner, Shared
+from banditloop.operators.base import TIE_TOLERANCE, Learner, Shared
+from banditloop.operators.candidate_cache import cache_put
 from banditloop.operators.decision import Decision
 
 
@@ -239,10 +240,7 @@ class LinUCB(RidgeArms):
             both = self._ainv_theta
             if isinstance(rows, slice):  # consecutive rows (the usual case): a view, no copy
                 flat = both[rows].reshape(-1, d)
-                if len(key) <= _CACHE_MAX_CANDIDATES:
-                    if len(self._blocks) >= _CACHE_MAX_ENTRIES:
-                        self._blocks.clear()
-                    self._blocks[key] = flat
+                cache_put(self._blocks, key, flat)
                 u = flat.dot(x).reshape(-1, d + 1)
             else:
                 n = len(self.arms)
