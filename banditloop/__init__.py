@@ -67,7 +67,7 @@ _EXPORTS: dict[str, str] = {
     "simulate": "banditloop.pipeline.simulate",
     # serving
     "Scorer": "banditloop.serving.scorer",
-    "ScoreResult": "banditloop.serving.scorer",
+    "ScoreResult": "banditloop.serving.served",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -127,6 +127,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from banditloop.pipeline.replay import replay_log
     from banditloop.pipeline.runner import LearningRun
     from banditloop.pipeline.simulate import simulate
-    from banditloop.serving.scorer import Scorer, ScoreResult
+    from banditloop.serving.scorer import Scorer
+    from banditloop.serving.served import ScoreResult
     from banditloop.simulators.config import WorldConfig
     from banditloop.simulators.world import World

@@ -15,7 +15,7 @@ import numpy as np
 from banditloop.operators.base import Learner
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.model import ModelConfig, Vectorizer
-from banditloop.serving.scorer import merge_checkpoints
+from banditloop.serving.served import merge_checkpoints
 
 
 @dataclass

@@ -30,7 +30,7 @@ from banditloop.pipeline.replay import ReplayOptions, replay_log
 from banditloop.pipeline.simulate import SimulationOptions, simulate
 from banditloop.pipeline.status import read_status
 from banditloop.pipeline.topics import TopicNames, ensure_topics
-from banditloop.serving.scorer import merge_checkpoints
+from banditloop.serving.served import merge_checkpoints
 from banditloop.simulators.world import WorldConfig
 from tests.helpers import assert_states_equal
 

@@ -7,7 +7,8 @@ from banditloop.pipeline.checkpoints import CheckpointStore, checkpoints_table
 from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.simulate import SimulationOptions, simulate
-from banditloop.serving.scorer import NoModel, Scorer
+from banditloop.serving.scorer import Scorer
+from banditloop.serving.served import NoModel
 from banditloop.simulators.world import WorldConfig
 
 DIM = 4

@@ -555,7 +555,7 @@ def test_score_publishes_impressions_and_feedback_publishes_clicks(start_server,
 # -- slate propensities (in process) ------------------------------------------------------------
 def test_slate_propensities_follow_the_documented_definition(tmp_path):
     from banditloop.serving.http.slate import loggable, slate_propensities
-    from banditloop.serving.scorer import ScoreResult
+    from banditloop.serving.served import ScoreResult
 
     def result(scores, ranking, propensity, probabilities=None):
         return ScoreResult(model="m", version=1, arm=ranking[0], ranking=tuple(ranking), scores=scores,
@@ -593,7 +593,7 @@ def test_slate_propensities_follow_the_documented_definition(tmp_path):
 def test_the_loop_closes_scorer_to_kafka_to_learners_and_back(start_server, tmp_path, kafka_bootstrap):
     """Cold start -> impressions and clicks on Kafka -> ``banditloop consume`` learns and checkpoints
     -> the scorer serves the learners' model: every impression and click served here is in it."""
-    from banditloop.serving.scorer import merge_checkpoints
+    from banditloop.serving.served import merge_checkpoints
 
     suffix = uuid.uuid4().hex[:8]
     topic_args = ["--impressions-topic", f"imp-{suffix}", "--clicks-topic", f"clk-{suffix}",

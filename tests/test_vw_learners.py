@@ -150,7 +150,7 @@ def test_replay_checkpoint_scorer_and_evaluate(tmp_path, capsys):
 def test_a_scorer_refuses_several_vw_shards(tmp_path):
     from banditloop.pipeline.checkpoints import Checkpoint, CheckpointStore
     from banditloop.pipeline.model import ModelConfig
-    from banditloop.serving.scorer import merge_checkpoints
+    from banditloop.serving.served import merge_checkpoints
 
     config = ModelConfig(learner="vw-cb")
     store = CheckpointStore(f"sqlite:///{tmp_path / 'shards.db'}")

@@ -71,7 +71,8 @@ from banditloop.serving.http.schemas import (
 )
 from banditloop.serving.http.security import BearerAuth
 from banditloop.serving.http.slate import loggable, slate_propensities
-from banditloop.serving.scorer import NoModel, Scorer, ScoreResult, WouldBlock
+from banditloop.serving.scorer import Scorer, WouldBlock
+from banditloop.serving.served import NoModel, ScoreResult
 from banditloop.serving.values import RANK_BY, Predictions
 
 log = logging.getLogger("banditloop.serve")

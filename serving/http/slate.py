@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from banditloop.serving.scorer import ScoreResult
+from banditloop.serving.served import ScoreResult
 
 
 def slate_propensities(result: ScoreResult) -> list[float | None]:
