@@ -134,6 +134,21 @@ class ESMM(FTRLHeads):
         self._arrays["impressions"][r] += 1.0
         self._arrays["clicks"][r] += label
 
+    def learn_late_click(self, arm: str, x: np.ndarray) -> None:
+        """The impression's click joined after :meth:`learn_click` learned it unclicked (a click delivered
+        later than the caller's lateness): the pCTR head learns ``−log p − (−log(1 − p))``, its true label's
+        loss less the negative's, whose gradient in the logit is −1; the head has then learned the
+        impression's term ``−log p`` in all (as if labelled right, each part at the weights of its moment)."""
+        r = self.add_arm(arm)
+        xv = self._xv(x)
+        buf, index, v, _ = self._gather(r, xv)
+        self._put(buf, index, v, xv, (-1.0, 0.0, 0.0))
+        self._arrays["clicks"][r] += 1.0
+
+    def clicks(self, arm: str) -> float:
+        """Click labels learned for ``arm`` (clicked impressions, late corrections included)."""
+        return float(self._arrays["clicks"][self.add_arm(arm)])
+
     def _elapsed_grads(self, logits: list[float], elapsed_from: float, elapsed_to: float) -> tuple[float, ...]:
         """The impression, last seen unconverted ``elapsed_from`` seconds after it, is still unconverted
         at ``elapsed_to`` (:meth:`learn_elapsed`): the pCTCVR and delay heads learn ``−log S(e₁)/S(e₀)``."""
