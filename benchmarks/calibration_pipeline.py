@@ -67,6 +67,7 @@ import numpy as np
 from banditloop.core.events import Event
 from banditloop.core.features import FeatureSpec, dense_names
 from banditloop.core.reward import RewardSpec
+from banditloop.operators.ctr_ftrl import CTRFTRL
 from banditloop.pipeline.join import JoinConfig
 from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.runner import LearningRun
@@ -100,17 +101,57 @@ def model_config(cfg: WorldConfig, learner: str, params: dict) -> ModelConfig:
                        join=JoinConfig(click_window=3600.0, conversion_window=WINDOW))
 
 
+class NaiveFTRL(CTRFTRL):
+    """The naive delayed-feedback baseline: ``ctr-ftrl``'s FTRL on the same features, a negative of weight 1
+    at the impression and a positive of weight 1 when the conversion arrives (no correction), fed by the
+    join as any ``LearnerSink`` learner. Benchmark only: passed to ``LearningRun`` as the learner."""
+
+    def learn_impression(self, arm, x, shared=None):
+        r = self.add_arm(arm)
+        self._arrays["impressions"][r] += 1.0
+        self._count(impressions=1.0)
+        self._learn(r, np.asarray(x, dtype=float), 0.0, 1.0)
+
+    def learn_reward(self, arm, x, reward, shared=None):
+        r = self.add_arm(arm)
+        self._arrays["clicks"][r] += reward
+        self._count(reward=reward, rewarded=1.0)
+        if reward > 0:
+            self._learn(r, np.asarray(x, dtype=float), 1.0, float(reward))
+
+
+def _predictions(learner: str, model, arm: str, x: np.ndarray, pc: float, pv: float,
+                 clicks: bool) -> dict[str, tuple[float, float]]:
+    """Per measured quantity, (predicted, true) of one impression (``clicks``: a clicked impression of
+    a click-fed run, whose reward probability is the pCVR)."""
+    truth = pv if clicks else pc * pv
+    q = "pCVR" if clicks else "P(conv)"
+    if learner == "esmm":
+        ctr, ctcvr = model.ctr(arm, x), model.ctcvr(arm, x)
+        return {"pCVR": (min(ctcvr / ctr, 1.0), pv), "pCTR": (ctr, pc), "pCTCVR": (ctcvr, pc * pv)}
+    if learner == "dfm":
+        return {q: (model.cvr(arm, x), truth)}
+    if learner in ("vw-ctr", "ctr-lr"):  # fake negatives: the raw q (naive) and the calibrated q/(1−q)
+        return {f"{q} q": (model.predict(arm, x), truth), f"{q} q/(1-q)": (model.ctr(arm, x), truth)}
+    return {q: (model.ctr(arm, x), truth)}  # ctr-ftrl, naive
+
+
 def through_pipeline(cfg: WorldConfig, name: str, learner: str, params: dict, steps: int,
-                     fresh: int = 1000) -> PipelineOutcome:
+                     fresh: int = 1000, population: str = "impressions") -> PipelineOutcome:
+    """One model through the join. ``population="clicks"``: the stream carries only the clicked
+    impressions (with their clicks and conversions), as a CVR pipeline fed by click events would: the
+    model's reward probability is then the pCVR. ``learner="naive"``: :class:`NaiveFTRL`."""
     world = World(cfg)
     rng = np.random.default_rng(cfg.seed + 1)
-    run = LearningRun(model_config(cfg, learner, params), "bench")
+    clicks_only = population == "clicks"
+    config = model_config(cfg, "ctr-ftrl" if learner == "naive" else learner, params)
+    run = LearningRun(config, "bench", learner=NaiveFTRL(dim=config.features.dim, **params)
+                      if learner == "naive" else None)
     model = run.learner
     pending: list[tuple[float, int, int, Event]] = []
     seq = 0
-    quantities = ("pCVR", "pCTR", "pCTCVR") if learner == "esmm" else ("P(conv)",)
-    pred = {q: np.full(steps, np.nan) for q in quantities}
-    true = {q: np.zeros(steps) for q in quantities}
+    pred: dict[str, np.ndarray] = {}
+    true: dict[str, np.ndarray] = {}
     spent = 0.0
     for step in range(steps):
         req = world.next_request()
@@ -125,16 +166,15 @@ def through_pipeline(cfg: WorldConfig, name: str, learner: str, params: dict, st
         tr = req.truth
         pc, pv = float(tr.p_click[j]), float(tr.p_conv[j])
         clicked = tr.u_click[j] < tr.p_click[j]
-        if learner == "esmm":
-            ctr, ctcvr = model.ctr(arm, x), model.ctcvr(arm, x)  # type: ignore[attr-defined]
-            if clicked:
-                pred["pCVR"][step], true["pCVR"][step] = min(ctcvr / ctr, 1.0), pv
-            pred["pCTR"][step], true["pCTR"][step] = ctr, pc
-            pred["pCTCVR"][step], true["pCTCVR"][step] = ctcvr, pc * pv
-        else:
-            predict = model.cvr if learner == "dfm" else model.ctr  # type: ignore[attr-defined]
-            pred["P(conv)"][step], true["P(conv)"][step] = predict(arm, x), pc * pv
+        if clicked or not clicks_only:
+            for q, (p, t) in _predictions(learner, model, arm, x, pc, pv, clicks_only).items():
+                if q not in pred:
+                    pred[q], true[q] = np.full(steps, np.nan), np.zeros(steps)
+                if q != "pCVR" or clicked:  # esmm's pCVR: over the clicked impressions
+                    pred[q][step], true[q][step] = p, t
         out = world.respond(req, arm)
+        if clicks_only and out.click is None:
+            continue
         s = time.perf_counter()
         run.process(out.impression)
         spent += time.perf_counter() - s
@@ -143,50 +183,60 @@ def through_pipeline(cfg: WorldConfig, name: str, learner: str, params: dict, st
                 seq += 1
                 heapq.heappush(pending, (fb.ts, TYPE_ORDER[type(fb).__name__], seq, fb))
     o = PipelineOutcome(name, seconds=spent, counters={k: v for k, v in run.counters().items()
-                                                       if k in ("impressions", "clicks", "conversions",
-                                                                "unmatched", "late", "closed")})
-    for q in quantities:
+                                                       if k in COUNTERS})
+    for q in pred:
         o.tenths[q] = []
         for part in np.array_split(np.arange(steps), 10):
             part = part[~np.isnan(pred[q][part])]
             o.tenths[q].append(float(pred[q][part].sum() / true[q][part].sum() - 1.0))
     # the final model on fresh requests × every arm (pCVR over every impression, not only clicked ones)
-    sums = {q: np.zeros(2) for q in quantities}
+    sums = {q: np.zeros(2) for q in pred}
     for _ in range(fresh):
         req = world.next_request()
         x = run.vectorizer.x(req.context)
         tr = req.truth
         for j, arm in enumerate(req.candidates):
-            pc, pv = float(tr.p_click[j]), float(tr.p_conv[j])
-            if learner == "esmm":
-                ctr, ctcvr = model.ctr(arm, x), model.ctcvr(arm, x)  # type: ignore[attr-defined]
-                for q, p, t in (("pCVR", min(ctcvr / ctr, 1.0), pv), ("pCTR", ctr, pc), ("pCTCVR", ctcvr, pc * pv)):
-                    sums[q] += (p, t)
-            else:
-                sums["P(conv)"] += ((model.cvr if learner == "dfm" else model.ctr)(arm, x), pc * pv)  # type: ignore
+            for q, pt in _predictions(learner, model, arm, x, float(tr.p_click[j]), float(tr.p_conv[j]),
+                                      clicks_only).items():
+                sums[q] += pt
     o.end = {q: float(v[0] / v[1] - 1.0) for q, v in sums.items()}
     return o
 
 
+#: the join's counters shown (``late_click_labels``: see ``banditloop.pipeline.click_labels``)
+COUNTERS = ("impressions", "clicks", "conversions", "unmatched", "late", "closed", "late_click_labels")
+MODELS = ("dfm", "esmm", "naive", "ctr-ftrl", "vw-ctr", "ctr-lr", "dfm-clicks", "naive-clicks", "dfm-close")
+
+
 def measure(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 0.25,
-            models: tuple[str, ...] = ("dfm", "esmm", "dfm-close", "ctr-ftrl")) -> list[PipelineOutcome]:
+            models: tuple[str, ...] = MODELS) -> list[PipelineOutcome]:
     cfg = world_config(steps, days, seed, cvr)
     tick = tick_hours * 3600.0
     common = {"delay_prior": DAY, "window": WINDOW}
-    specs = {
-        "dfm": ("dfm (ours)", "dfm", {"prior": cfg.base_ctr * cvr, "tick": tick, **common}),
-        "esmm": ("esmm (ours)", "esmm", {"ctr_prior": cfg.base_ctr, "prior": cfg.base_ctr * cvr, "tick": tick,
-                                         **common}),
-        "dfm-close": ("dfm tick=0 (close)", "dfm", {"prior": cfg.base_ctr * cvr, "tick": 0.0, **common}),
-        "ctr-ftrl": ("ctr-ftrl fnw", "ctr-ftrl", {"prior": cfg.base_ctr * cvr, "epsilon": 0.0}),
+    p_conv = cfg.base_ctr * cvr
+    specs: dict[str, tuple[str, str, dict, str]] = {
+        "dfm": ("dfm (ours)", "dfm", {"prior": p_conv, "tick": tick, **common}, "impressions"),
+        "esmm": ("esmm (ours)", "esmm", {"ctr_prior": cfg.base_ctr, "prior": p_conv, "tick": tick, **common},
+                 "impressions"),
+        "naive": ("naive FTRL", "naive", {"prior": p_conv, "epsilon": 0.0}, "impressions"),
+        "ctr-ftrl": ("ctr-ftrl fnw", "ctr-ftrl", {"prior": p_conv, "epsilon": 0.0}, "impressions"),
+        "vw-ctr": ("vw-ctr (VW LR)", "vw-ctr", {"epsilon": 0.0}, "impressions"),
+        "ctr-lr": ("ctr-lr (river LR)", "ctr-lr", {"epsilon": 0.0}, "impressions"),
+        "dfm-clicks": ("dfm clicks (ours)", "dfm", {"prior": cvr, "tick": tick, **common}, "clicks"),
+        "naive-clicks": ("naive FTRL clicks", "naive", {"prior": cvr, "epsilon": 0.0}, "clicks"),
+        "dfm-close": ("dfm tick=0 (close)", "dfm", {"prior": p_conv, "tick": 0.0, **common}, "impressions"),
     }
-    return [through_pipeline(cfg, *specs[m], steps) for m in models]
+    out = []
+    for m in models:
+        name, learner, params, population = specs[m]
+        out.append(through_pipeline(cfg, name, learner, params, steps, population=population))
+    return out
 
 
-def report(outcomes: list[PipelineOutcome], target: float = 0.02) -> bool:
+def report(outcomes: list[PipelineOutcome], target: float = 0.02, naive_target: float = 0.20) -> bool:
     print("\n3. through the pipeline (join → LearningRun), bias (Σ predicted ÷ Σ true − 1) per tenth; "
-          f"target: ours' pCVR / P(conv) within ±{target:.0%}")
-    print(f"{'model':<20}{'quantity':<9}" + "".join(f"{i / 10:>7.1f}" for i in range(1, 11))
+          f"targets: ours' pCVR / P(conv) within ±{target:.0%}, naive pCVR (clicks) ≥ {naive_target:.0%}")
+    print(f"{'model':<20}{'quantity':<15}" + "".join(f"{i / 10:>7.1f}" for i in range(1, 11))
           + f"{'max |b|':>9}{'end':>7} {'s':>5}")
     ok = True
     for o in outcomes:
@@ -194,24 +244,56 @@ def report(outcomes: list[PipelineOutcome], target: float = 0.02) -> bool:
             worst = max(abs(b) for b in tenths)
             if o.name.endswith("(ours)") and q in ("pCVR", "P(conv)"):
                 ok &= worst <= target
-            print(f"{o.name:<20}{q:<9}" + "".join(f"{b:+7.1%}" for b in tenths)
+            if o.name.startswith("naive") and q == "pCVR":
+                ok &= min(abs(b) for b in tenths) >= naive_target
+            print(f"{o.name:<20}{q:<15}" + "".join(f"{b:+7.1%}" for b in tenths)
                   + f"{worst:9.1%}{o.end[q]:+7.1%} {o.seconds:5.0f}")
         print(f"{'':<20}counters: {o.counters}")
     return ok
 
 
+def report_seeds(runs: list[list[PipelineOutcome]], target: float = 0.02) -> bool:
+    """Across seeds: per model, quantity and tenth the mean bias and its spread (sd across seeds); the
+    mean's standard error is sd/√seeds. Target on the mean: ours within ±``target``."""
+    print(f"\nacross {len(runs)} seeds: mean bias per tenth (sd across seeds below); end = final model")
+    print(f"{'model':<20}{'quantity':<15}" + "".join(f"{i / 10:>7.1f}" for i in range(1, 11))
+          + f"{'max |m|':>9}{'end':>7}")
+    ok = True
+    for k, first in enumerate(runs[0]):
+        for q in first.tenths:
+            b = np.array([r[k].tenths[q] for r in runs])
+            end = np.array([r[k].end[q] for r in runs])
+            m, sd = b.mean(axis=0), b.std(axis=0, ddof=1)
+            worst = float(np.abs(m).max())
+            if first.name.endswith("(ours)") and q in ("pCVR", "P(conv)"):
+                ok &= worst <= target
+            print(f"{first.name:<20}{q:<15}" + "".join(f"{v:+7.1%}" for v in m) + f"{worst:9.1%}{end.mean():+7.1%}")
+            print(f"{'':<20}{'  sd':<15}" + "".join(f"{v:7.1%}" for v in sd) + f"{'':9}{end.std(ddof=1):7.1%}")
+    return ok
+
+
 if __name__ == "__main__":
     import argparse
+    import json
     import os
+    from dataclasses import asdict
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=50_000)
     ap.add_argument("--days", type=float, default=60.0)
     ap.add_argument("--tick", type=float, default=6.0, help="hours between ticks (the models' tick)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--models", default="dfm,esmm,dfm-close,ctr-ftrl")
+    ap.add_argument("--seeds", default="0", help="comma-separated world seeds (several: mean and sd per tenth)")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"of {','.join(MODELS)}")
     args = ap.parse_args()
-    print(f"through the pipeline: {args.steps} impressions over {args.days:g} days, ticks every {args.tick:g} h; "
-          f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
-    met = report(measure(args.steps, args.days, args.tick, args.seed, models=tuple(args.models.split(","))))
+    seeds = [int(v) for v in args.seeds.split(",")]
+    print(f"through the pipeline: {args.steps} impressions over {args.days:g} days, ticks every {args.tick:g} h, "
+          f"seeds {seeds}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
+    runs, met = [], True
+    for seed in seeds:
+        print(f"\nseed {seed}", flush=True)
+        runs.append(measure(args.steps, args.days, args.tick, seed, models=tuple(args.models.split(","))))
+        met &= report(runs[-1])
+        print("JSON " + json.dumps({"seed": seed, "outcomes": [asdict(o) for o in runs[-1]]}), flush=True)
+    if len(runs) > 1:
+        met = report_seeds(runs)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}; targets met: {met}")
