@@ -68,6 +68,7 @@ from banditloop.core.events import Event
 from banditloop.core.features import FeatureSpec, dense_names
 from banditloop.core.reward import RewardSpec
 from banditloop.operators.ctr_ftrl import CTRFTRL
+from banditloop.operators.esmm import ESMM
 from banditloop.pipeline.join import JoinConfig
 from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.runner import LearningRun
@@ -120,6 +121,32 @@ class NaiveFTRL(CTRFTRL):
             self._learn(r, np.asarray(x, dtype=float), 1.0, float(reward))
 
 
+class OracleFTRL(CTRFTRL):
+    """The no-delay reference: the same FTRL, features and prior, learning each impression once *at the
+    impression* with its eventual label (converted within the window), known in advance: what the model
+    class would predict at that moment without any delay. Not a pipeline learner (the label comes from
+    the future): the driver feeds it (:meth:`learn_label`); it learns nothing from the join. The
+    difference ours − oracle per tenth is the delay treatment's own bias, the data's sampling noise
+    (common to both, same impressions and outcomes) cancelled."""
+
+    def learn_impression(self, arm, x, shared=None):
+        self.add_arm(arm)
+
+    def learn_reward(self, arm, x, reward, shared=None):
+        pass
+
+    def learn_label(self, arm: str, x: np.ndarray, label: float) -> None:
+        self._learn(self.add_arm(arm), np.asarray(x, dtype=float), label, 1.0)
+
+
+class ESMMIgnoringLateClicks(ESMM):
+    """``esmm`` as before late click labels were corrected: a click that joins after its label was learned
+    changes nothing (the counter still counts it). Benchmark only, to show what the correction does."""
+
+    def learn_late_click(self, arm, x):
+        pass
+
+
 def _predictions(learner: str, model, arm: str, x: np.ndarray, pc: float, pv: float,
                  clicks: bool) -> dict[str, tuple[float, float]]:
     """Per measured quantity, (predicted, true) of one impression (``clicks``: a clicked impression of
@@ -137,16 +164,23 @@ def _predictions(learner: str, model, arm: str, x: np.ndarray, pc: float, pv: fl
 
 
 def through_pipeline(cfg: WorldConfig, name: str, learner: str, params: dict, steps: int,
-                     fresh: int = 1000, population: str = "impressions") -> PipelineOutcome:
+                     fresh: int = 1000, population: str = "impressions", click_delivery: float = 0.0
+                     ) -> PipelineOutcome:
     """One model through the join. ``population="clicks"``: the stream carries only the clicked
     impressions (with their clicks and conversions), as a CVR pipeline fed by click events would: the
-    model's reward probability is then the pCVR. ``learner="naive"``: :class:`NaiveFTRL`."""
+    model's reward probability is then the pCVR. ``learner="naive"``: :class:`NaiveFTRL`;
+    ``"esmm-ignore"``: :class:`ESMMIgnoringLateClicks`. ``click_delivery`` > 0: each click reaches the
+    pipeline an exponential time of that mean (seconds) after its event time (out of order: later than
+    the join's allowed lateness, often after its pCTR label was learned)."""
     world = World(cfg)
     rng = np.random.default_rng(cfg.seed + 1)
     clicks_only = population == "clicks"
-    config = model_config(cfg, "ctr-ftrl" if learner == "naive" else learner, params)
-    run = LearningRun(config, "bench", learner=NaiveFTRL(dim=config.features.dim, **params)
-                      if learner == "naive" else None)
+    config = model_config(cfg, {"naive": "ctr-ftrl", "oracle": "ctr-ftrl", "esmm-ignore": "esmm"}.get(learner, learner),
+                          params)
+    custom = {"naive": NaiveFTRL, "oracle": OracleFTRL, "esmm-ignore": ESMMIgnoringLateClicks}.get(learner)
+    learner = config.learner if learner == "esmm-ignore" else learner
+    late = np.random.default_rng([cfg.seed, 0x1A7E])
+    run = LearningRun(config, "bench", learner=None if custom is None else custom(dim=config.features.dim, **params))
     model = run.learner
     pending: list[tuple[float, int, int, Event]] = []
     seq = 0
@@ -175,13 +209,17 @@ def through_pipeline(cfg: WorldConfig, name: str, learner: str, params: dict, st
         out = world.respond(req, arm)
         if clicks_only and out.click is None:
             continue
+        if learner == "oracle":  # its eventual label, now (see OracleFTRL)
+            conv = out.conversion
+            model.learn_label(arm, x, float(conv is not None and conv.ts - out.impression.ts <= WINDOW))  # type: ignore
         s = time.perf_counter()
         run.process(out.impression)
         spent += time.perf_counter() - s
         for fb in (out.click, out.conversion):
             if fb is not None:
                 seq += 1
-                heapq.heappush(pending, (fb.ts, TYPE_ORDER[type(fb).__name__], seq, fb))
+                at = fb.ts + (float(late.exponential(click_delivery)) if click_delivery and fb is out.click else 0.0)
+                heapq.heappush(pending, (at, TYPE_ORDER[type(fb).__name__], seq, fb))
     o = PipelineOutcome(name, seconds=spent, counters={k: v for k, v in run.counters().items()
                                                        if k in COUNTERS})
     for q in pred:
@@ -205,11 +243,12 @@ def through_pipeline(cfg: WorldConfig, name: str, learner: str, params: dict, st
 
 #: the join's counters shown (``late_click_labels``: see ``banditloop.pipeline.click_labels``)
 COUNTERS = ("impressions", "clicks", "conversions", "unmatched", "late", "closed", "late_click_labels")
-MODELS = ("dfm", "esmm", "naive", "ctr-ftrl", "vw-ctr", "ctr-lr", "dfm-clicks", "naive-clicks", "dfm-close")
+MODELS = ("dfm", "esmm", "naive", "ctr-ftrl", "vw-ctr", "ctr-lr", "dfm-clicks", "naive-clicks", "dfm-close",
+          "oracle", "oracle-clicks")
 
 
 def measure(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 0.25,
-            models: tuple[str, ...] = MODELS) -> list[PipelineOutcome]:
+            models: tuple[str, ...] = MODELS, click_delivery: float = 0.0) -> list[PipelineOutcome]:
     cfg = world_config(steps, days, seed, cvr)
     tick = tick_hours * 3600.0
     common = {"delay_prior": DAY, "window": WINDOW}
@@ -225,18 +264,23 @@ def measure(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 
         "dfm-clicks": ("dfm clicks (ours)", "dfm", {"prior": cvr, "tick": tick, **common}, "clicks"),
         "naive-clicks": ("naive FTRL clicks", "naive", {"prior": cvr, "epsilon": 0.0}, "clicks"),
         "dfm-close": ("dfm tick=0 (close)", "dfm", {"prior": p_conv, "tick": 0.0, **common}, "impressions"),
+        "esmm-ignore": ("esmm late clicks lost", "esmm-ignore", {"ctr_prior": cfg.base_ctr, "prior": p_conv,
+                                                                  "tick": tick, **common}, "impressions"),
+        "oracle": ("oracle FTRL (no delay)", "oracle", {"prior": p_conv, "epsilon": 0.0}, "impressions"),
+        "oracle-clicks": ("oracle FTRL clicks", "oracle", {"prior": cvr, "epsilon": 0.0}, "clicks"),
     }
     out = []
     for m in models:
         name, learner, params, population = specs[m]
-        out.append(through_pipeline(cfg, name, learner, params, steps, population=population))
+        out.append(through_pipeline(cfg, name, learner, params, steps, population=population,
+                                    click_delivery=click_delivery))
     return out
 
 
 def report(outcomes: list[PipelineOutcome], target: float = 0.02, naive_target: float = 0.20) -> bool:
     print("\n3. through the pipeline (join → LearningRun), bias (Σ predicted ÷ Σ true − 1) per tenth; "
           f"targets: ours' pCVR / P(conv) within ±{target:.0%}, naive pCVR (clicks) ≥ {naive_target:.0%}")
-    print(f"{'model':<20}{'quantity':<15}" + "".join(f"{i / 10:>7.1f}" for i in range(1, 11))
+    print(f"{'model':<24}{'quantity':<15}" + "".join(f"{i / 10:>7.1f}" for i in range(1, 11))
           + f"{'max |b|':>9}{'end':>7} {'s':>5}")
     ok = True
     for o in outcomes:
@@ -246,9 +290,9 @@ def report(outcomes: list[PipelineOutcome], target: float = 0.02, naive_target: 
                 ok &= worst <= target
             if o.name.startswith("naive") and q == "pCVR":
                 ok &= min(abs(b) for b in tenths) >= naive_target
-            print(f"{o.name:<20}{q:<15}" + "".join(f"{b:+7.1%}" for b in tenths)
+            print(f"{o.name:<24}{q:<15}" + "".join(f"{b:+7.1%}" for b in tenths)
                   + f"{worst:9.1%}{o.end[q]:+7.1%} {o.seconds:5.0f}")
-        print(f"{'':<20}counters: {o.counters}")
+        print(f"{'':<24}counters: {o.counters}")
     return ok
 
 
@@ -256,7 +300,7 @@ def report_seeds(runs: list[list[PipelineOutcome]], target: float = 0.02) -> boo
     """Across seeds: per model, quantity and tenth the mean bias and its spread (sd across seeds); the
     mean's standard error is sd/√seeds. Target on the mean: ours within ±``target``."""
     print(f"\nacross {len(runs)} seeds: mean bias per tenth (sd across seeds below); end = final model")
-    print(f"{'model':<20}{'quantity':<15}" + "".join(f"{i / 10:>7.1f}" for i in range(1, 11))
+    print(f"{'model':<24}{'quantity':<15}" + "".join(f"{i / 10:>7.1f}" for i in range(1, 11))
           + f"{'max |m|':>9}{'end':>7}")
     ok = True
     for k, first in enumerate(runs[0]):
@@ -267,9 +311,42 @@ def report_seeds(runs: list[list[PipelineOutcome]], target: float = 0.02) -> boo
             worst = float(np.abs(m).max())
             if first.name.endswith("(ours)") and q in ("pCVR", "P(conv)"):
                 ok &= worst <= target
-            print(f"{first.name:<20}{q:<15}" + "".join(f"{v:+7.1%}" for v in m) + f"{worst:9.1%}{end.mean():+7.1%}")
-            print(f"{'':<20}{'  sd':<15}" + "".join(f"{v:7.1%}" for v in sd) + f"{'':9}{end.std(ddof=1):7.1%}")
+            print(f"{first.name:<24}{q:<15}" + "".join(f"{v:+7.1%}" for v in m) + f"{worst:9.1%}{end.mean():+7.1%}")
+            print(f"{'':<24}{'  sd':<15}" + "".join(f"{v:7.1%}" for v in sd) + f"{'':9}{end.std(ddof=1):7.1%}")
     return ok
+
+
+def report_paired(runs: list[list[PipelineOutcome]]) -> None:
+    """Per tenth, ours − the no-delay oracle on the same impressions (``oracle`` for the impression-fed
+    models, ``oracle-clicks`` for pCVR over clicks), mean and sd across seeds: the delay treatment's own
+    bias, with the sampling noise both share cancelled."""
+    by_name = [{o.name: o for o in r} for r in runs]
+    refs = {"P(conv)": "oracle FTRL (no delay)", "pCVR": "oracle FTRL clicks"}
+    print("\npaired: ours − no-delay oracle (same impressions, same outcomes), mean over seeds (sd below)")
+    for name in [o.name for o in runs[0]]:
+        if name.startswith("oracle"):
+            continue
+        for q, ref in refs.items():
+            if q not in by_name[0][name].tenths or ref not in by_name[0]:
+                continue
+            d = np.array([np.array(r[name].tenths[q]) - np.array(r[ref].tenths[q]) for r in by_name])
+            m, sd = d.mean(axis=0), d.std(axis=0, ddof=1) if len(d) > 1 else np.zeros(10)
+            print(f"{name:<24}{q:<15}" + "".join(f"{v:+7.1%}" for v in m) + f"{np.abs(m).max():9.1%}")
+            print(f"{'':<24}{'  sd':<15}" + "".join(f"{v:7.1%}" for v in sd))
+
+
+def load_runs(paths: list[str]) -> list[list[PipelineOutcome]]:
+    """Outcomes per seed from the ``JSON`` lines of earlier runs (several files: their models joined)."""
+    import json
+
+    seeds: dict[int, list[PipelineOutcome]] = {}
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith("JSON "):
+                    rec = json.loads(line[5:])
+                    seeds.setdefault(rec["seed"], []).extend(PipelineOutcome(**o) for o in rec["outcomes"])
+    return [seeds[k] for k in sorted(seeds)]
 
 
 if __name__ == "__main__":
@@ -284,16 +361,28 @@ if __name__ == "__main__":
     ap.add_argument("--tick", type=float, default=6.0, help="hours between ticks (the models' tick)")
     ap.add_argument("--seeds", default="0", help="comma-separated world seeds (several: mean and sd per tenth)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"of {','.join(MODELS)}")
+    ap.add_argument("--click-delivery", type=float, default=0.0,
+                    help="mean hours by which clicks reach the pipeline after their event time (default 0)")
+    ap.add_argument("--json-in", nargs="*", help="no run: summarise the JSON lines of earlier runs' outputs")
     args = ap.parse_args()
+    if args.json_in:
+        loaded = load_runs(args.json_in)
+        loaded = [r for r in loaded if len(r) == len(loaded[0])]  # seeds with every model
+        print(f"{len(loaded)} seeds with every model")
+        report_seeds(loaded)
+        report_paired(loaded)
+        raise SystemExit(0)
     seeds = [int(v) for v in args.seeds.split(",")]
     print(f"through the pipeline: {args.steps} impressions over {args.days:g} days, ticks every {args.tick:g} h, "
           f"seeds {seeds}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     runs, met = [], True
     for seed in seeds:
         print(f"\nseed {seed}", flush=True)
-        runs.append(measure(args.steps, args.days, args.tick, seed, models=tuple(args.models.split(","))))
+        runs.append(measure(args.steps, args.days, args.tick, seed, models=tuple(args.models.split(",")),
+                            click_delivery=args.click_delivery * 3600.0))
         met &= report(runs[-1])
         print("JSON " + json.dumps({"seed": seed, "outcomes": [asdict(o) for o in runs[-1]]}), flush=True)
     if len(runs) > 1:
         met = report_seeds(runs)
+        report_paired(runs)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}; targets met: {met}")
