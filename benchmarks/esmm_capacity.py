@@ -12,10 +12,15 @@ linear logits), so the figures bound what the online models can reach:
   clicked population (each impression weighted by its click probability, label its pCVR). ESMM: pCTR
   logistic on every impression, pCTCVR = sigmoid(logit pCTR + δ·x) with δ fitted on every impression
   (label pCTR × pCVR), pCVR = pCTCVR ÷ pCTR, as ``operators/esmm.py``.
+  **product** (Ma et al.'s form, ``pCTCVR = pCTR × sigmoid(v·x)``, the pCVR head fitted on every
+  impression with the true pCTR; oracle only).
 * **estimation** (``sampled``): the same fits on ``--steps`` impressions with drawn outcomes (clicks and
   conversions, all conversions known: the delays are not the question here), for ``--seeds`` seeds.
 
-Run: ``python benchmarks/esmm_capacity.py`` (about a minute). Figures: ``benchmarks/README.md``.
+``--world default``: the delayed-conversion world of ``calibration_pipeline`` instead (pCVR independent
+of the click probability, logistic in x), the errors over every impression and over clicked ones
+(weighted by the click probability). Run: ``python benchmarks/esmm_capacity.py`` (about a minute).
+Figures: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import numpy as np
 from banditloop.simulators.world import World, WorldConfig
 
 
-def world(seed: int) -> WorldConfig:
+def world(seed: int, kind: str = "selection") -> WorldConfig:
+    if kind == "default":  # calibration_pipeline.world_config(50_000, 60.0, seed)
+        return WorldConfig(seed=seed, base_ctr=0.25, conversion_rate=0.25, conversion_context=0.5,
+                           conversion_delay_mean=86400.0, click_delay_mean=30.0, rate=50_000 / (60 * 86400.0))
     return WorldConfig(seed=seed, selection_bias=True, base_ctr=0.1, theta_scale=1.5, conversion_rate=0.1,
                        click_delay_mean=0.0)
 
@@ -79,17 +87,41 @@ def fit(arm, X, y_click, y_conv_given_click, y_ctcvr, clicked_weight, arms: int)
     return out
 
 
-def errors(models, arm, X, p_conv) -> tuple[float, float, float, float]:
-    """(error, bias) of pCVR over the given impressions: clicked-only, then ESMM."""
-    only, esmm = np.empty(len(arm)), np.empty(len(arm))
+def fit_product(arm, X, p_click, y_ctcvr, arms: int) -> dict[int, np.ndarray]:
+    """Per arm the pCVR weights ``v`` of ``pCTCVR = p_click × sigmoid(v·x)`` (maximum likelihood)."""
+    from scipy.optimize import minimize
+
+    out = {}
+    for a in range(arms):
+        m = arm == a
+        Xa, c, y = X[m], p_click[m], y_ctcvr[m]
+
+        def loss(v, Xa=Xa, c=c, y=y):
+            s = 1.0 / (1.0 + np.exp(-(Xa @ v)))
+            P = np.clip(c * s, 1e-12, 1 - 1e-12)
+            return (-(y * np.log(P) + (1 - y) * np.log(1 - P)).sum(),
+                    Xa.T @ ((-(y / P) + (1 - y) / (1 - P)) * c * s * (1 - s)))
+        out[a] = minimize(loss, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B").x
+    return out
+
+
+def errors(models, arm, X, p_conv, weight=None, product=None) -> tuple[float, ...]:
+    """(error, bias) of pCVR over the given impressions (``weight``: per impression): clicked-only, ESMM,
+    then the product form when given."""
+    only, esmm, prod = np.empty(len(arm)), np.empty(len(arm)), np.empty(len(arm))
+    w = np.ones(len(arm)) if weight is None else weight
     for a, (cvr, ctr, delta) in models.items():
         m = arm == a
         only[m] = 1.0 / (1.0 + np.exp(-(X[m] @ cvr)))
         lc = X[m] @ ctr
         esmm[m] = np.minimum((1.0 + np.exp(-lc)) / (1.0 + np.exp(-(lc + X[m] @ delta))), 1.0)
-    t = p_conv.mean()
-    return (float(np.abs(only - p_conv).mean() / t), float(only.mean() / t - 1),
-            float(np.abs(esmm - p_conv).mean() / t), float(esmm.mean() / t - 1))
+        if product is not None:
+            prod[m] = 1.0 / (1.0 + np.exp(-(X[m] @ product[a])))
+    t = w @ p_conv
+    out = []
+    for pred in (only, esmm) + ((prod,) if product is not None else ()):
+        out += [float(np.abs(pred - p_conv) @ w / t), float(pred @ w / t - 1)]
+    return tuple(out)
 
 
 def main() -> None:
@@ -101,24 +133,29 @@ def main() -> None:
     ap.add_argument("--oracle", type=int, default=400_000)
     ap.add_argument("--fresh", type=int, default=2000)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--world", choices=["selection", "default"], default="selection")
     args = ap.parse_args()
     print(f"esmm capacity vs estimation, selection-bias world; load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
-    print(f"{'seed':<6}{'fit':<10}{'clicked-only err':>17}{'bias':>8}{'esmm err':>10}{'bias':>8}{'ratio':>7}")
+    print(f"{args.world} world")
+    print(f"{'seed':<6}{'fit':<10}{'clicked-only err':>17}{'bias':>8}{'esmm err':>10}{'bias':>8}{'ratio':>7}"
+          f"{'product err':>12}{'bias':>8}")
     for seed in (int(s) for s in args.seeds.split(",")):
-        cfg = world(seed)
+        cfg = world(seed, args.world)
         arm, X, pc, pv, clicked, converted, w = draw(cfg, args.steps)
         # fresh requests after the run, every arm (the benchmark's metric), from the same world
-        f_arm, f_X, _, f_pv, *_ = draw(cfg, args.fresh, world_obj=w, all_arms=True)
+        f_arm, f_X, f_pc, f_pv, *_ = draw(cfg, args.fresh, world_obj=w, all_arms=True)
         sampled = fit(arm, X, clicked, converted, converted, clicked, cfg.arms)
         e = errors(sampled, f_arm, f_X, f_pv)
         print(f"{seed:<6}{'sampled':<10}{e[0]:17.3f}{e[1]:+8.1%}{e[2]:10.3f}{e[3]:+8.1%}{e[2] / e[0]:7.2f}", flush=True)
         if seed == 0:
             o_arm, o_X, o_pc, o_pv, *_ = draw(cfg, args.oracle)
             oracle = fit(o_arm, o_X, o_pc, o_pv, o_pc * o_pv, o_pc, cfg.arms)
-            e = errors(oracle, f_arm, f_X, f_pv)
-            print(f"{seed:<6}{'oracle':<10}{e[0]:17.3f}{e[1]:+8.1%}{e[2]:10.3f}{e[3]:+8.1%}{e[2] / e[0]:7.2f}",
-                  flush=True)
+            product = fit_product(o_arm, o_X, o_pc, o_pc * o_pv, cfg.arms)
+            for label, weight in (("oracle", None), ("oracle/clk", f_pc))[:2 if args.world == "default" else 1]:
+                e = errors(oracle, f_arm, f_X, f_pv, weight, product)
+                print(f"{seed:<6}{label:<10}{e[0]:17.3f}{e[1]:+8.1%}{e[2]:10.3f}{e[3]:+8.1%}"
+                      f"{e[2] / max(e[0], 1e-12):7.2f}{e[4]:12.3f}{e[5]:+8.1%}", flush=True)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
