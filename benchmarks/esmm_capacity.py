@@ -16,6 +16,12 @@ linear logits), so the figures bound what the online models can reach:
   impression with the true pCTR; oracle only).
 * **estimation** (``sampled``): the same fits on ``--steps`` impressions with drawn outcomes (clicks and
   conversions, all conversions known: the delays are not the question here), for ``--seeds`` seeds.
+* **online** (``--online 0.05,0.2``): ``esmm`` and the clicked-only ``dfm`` themselves (FTRL-Proximal,
+  ``alpha`` as given) on the same drawn outcomes, each impression learned once in order with its final
+  labels (click label; conversion at an exponential delay, or unconverted at the window's end): the
+  online optimiser without the delays; ``online2p``: the pCTR head learns every click label first, then
+  the pCTCVR head every conversion term (the pCTR offset no longer moves under ``δ``: a diagnosis, not
+  an online model).
 
 ``--world default``: the delayed-conversion world of ``calibration_pipeline`` instead (pCVR independent
 of the click probability, logistic in x), the errors over every impression and over clicked ones
@@ -124,6 +130,37 @@ def errors(models, arm, X, p_conv, weight=None, product=None) -> tuple[float, ..
     return tuple(out)
 
 
+def online(arm, X, clicked, converted, alpha: float, f_arm, f_X, seed: int, two_pass: bool = False
+           ) -> dict[str, np.ndarray]:
+    """pCVR of ``esmm`` and of the clicked-only ``dfm`` learned online (see the module docstring) on the
+    fresh impressions, as ``errors`` expects them (per arm: a callable in place of weights)."""
+    from banditloop.operators.dfm import DelayedFeedbackModel
+    from banditloop.operators.esmm import ESMM
+
+    window, day = 7 * 86400.0, 86400.0
+    e = ESMM(dim=X.shape[1], ctr_prior=0.1, prior=0.01, delay_prior=day, window=window, alpha=alpha)
+    d = DelayedFeedbackModel(dim=X.shape[1], prior=0.1, delay_prior=day, window=window, alpha=alpha)
+    rng = np.random.default_rng([seed, 11])
+    if two_pass:
+        for a, x, c in zip(arm.tolist(), X, clicked.tolist(), strict=True):
+            e.learn_click(f"a{a}", x, bool(c))
+    for a, x, c, v in zip(arm.tolist(), X, clicked.tolist(), converted.tolist(), strict=True):
+        name = f"a{a}"
+        if not two_pass:
+            e.learn_click(name, x, bool(c))
+        if v:
+            delay = float(rng.exponential(day))
+            e.learn_conversion(name, x, delay, 0.0)
+            d.learn_conversion(name, x, delay, 0.0)
+        else:
+            e.learn_elapsed(name, x, 0.0, window)
+            if c:
+                d.learn_elapsed(name, x, 0.0, window)
+    names = [f"a{a}" for a in f_arm.tolist()]
+    return {"only": np.array([d.cvr(n, x) for n, x in zip(names, f_X, strict=True)]),
+            "esmm": np.array([e.cvr(n, x) for n, x in zip(names, f_X, strict=True)])}
+
+
 def main() -> None:
     import argparse
     import os
@@ -134,8 +171,9 @@ def main() -> None:
     ap.add_argument("--fresh", type=int, default=2000)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--world", choices=["selection", "default"], default="selection")
+    ap.add_argument("--online", default="", help="FTRL alphas of the online fits (e.g. 0.05,0.2; default none)")
     args = ap.parse_args()
-    print(f"esmm capacity vs estimation, selection-bias world; load average "
+    print(f"esmm capacity vs estimation; load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     print(f"{args.world} world")
     print(f"{'seed':<6}{'fit':<10}{'clicked-only err':>17}{'bias':>8}{'esmm err':>10}{'bias':>8}{'ratio':>7}"
@@ -148,6 +186,13 @@ def main() -> None:
         sampled = fit(arm, X, clicked, converted, converted, clicked, cfg.arms)
         e = errors(sampled, f_arm, f_X, f_pv)
         print(f"{seed:<6}{'sampled':<10}{e[0]:17.3f}{e[1]:+8.1%}{e[2]:10.3f}{e[3]:+8.1%}{e[2] / e[0]:7.2f}", flush=True)
+        for alpha, two in [(float(v), two) for v in args.online.split(",") if v for two in (False, True)]:
+            p = online(arm, X, clicked, converted, alpha, f_arm, f_X, seed, two)
+            t = f_pv.mean()
+            eo, ee = (float(np.abs(p[k] - f_pv).mean() / t) for k in ("only", "esmm"))
+            label = f"online{'2p' if two else ''} {alpha:g}"
+            print(f"{seed:<6}{label:<10}{eo:17.3f}{p['only'].mean() / t - 1:+8.1%}{ee:10.3f}"
+                  f"{p['esmm'].mean() / t - 1:+8.1%}{ee / eo:7.2f}", flush=True)
         if seed == 0:
             o_arm, o_X, o_pc, o_pv, *_ = draw(cfg, args.oracle)
             oracle = fit(o_arm, o_X, o_pc, o_pv, o_pc * o_pv, o_pc, cfg.arms)
@@ -155,7 +200,8 @@ def main() -> None:
             for label, weight in (("oracle", None), ("oracle/clk", f_pc))[:2 if args.world == "default" else 1]:
                 e = errors(oracle, f_arm, f_X, f_pv, weight, product)
                 print(f"{seed:<6}{label:<10}{e[0]:17.3f}{e[1]:+8.1%}{e[2]:10.3f}{e[3]:+8.1%}"
-                      f"{e[2] / max(e[0], 1e-12):7.2f}{e[4]:12.3f}{e[5]:+8.1%}", flush=True)
+                      + (f"{e[2] / e[0]:7.2f}" if e[0] > 1e-6 else f"{'-':>7}")
+                      + f"{e[4]:12.3f}{e[5]:+8.1%}", flush=True)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
