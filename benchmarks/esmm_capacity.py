@@ -130,15 +130,15 @@ def errors(models, arm, X, p_conv, weight=None, product=None) -> tuple[float, ..
     return tuple(out)
 
 
-def online(arm, X, clicked, converted, alpha: float, f_arm, f_X, seed: int, two_pass: bool = False
-           ) -> dict[str, np.ndarray]:
+def online(arm, X, clicked, converted, alpha: float, f_arm, f_X, seed: int, two_pass: bool = False,
+           form: str = "logit") -> dict[str, np.ndarray]:
     """pCVR of ``esmm`` and of the clicked-only ``dfm`` learned online (see the module docstring) on the
     fresh impressions, as ``errors`` expects them (per arm: a callable in place of weights)."""
     from banditloop.operators.dfm import DelayedFeedbackModel
     from banditloop.operators.esmm import ESMM
 
     window, day = 7 * 86400.0, 86400.0
-    e = ESMM(dim=X.shape[1], ctr_prior=0.1, prior=0.01, delay_prior=day, window=window, alpha=alpha)
+    e = ESMM(dim=X.shape[1], ctr_prior=0.1, prior=0.01, delay_prior=day, window=window, alpha=alpha, form=form)
     d = DelayedFeedbackModel(dim=X.shape[1], prior=0.1, delay_prior=day, window=window, alpha=alpha)
     rng = np.random.default_rng([seed, 11])
     if two_pass:
@@ -171,6 +171,7 @@ def main() -> None:
     ap.add_argument("--fresh", type=int, default=2000)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--world", choices=["selection", "default"], default="selection")
+    ap.add_argument("--form", default="logit", help="esmm's form in the online fits (logit, product)")
     ap.add_argument("--online", default="", help="FTRL alphas of the online fits (e.g. 0.05,0.2; default none)")
     args = ap.parse_args()
     print(f"esmm capacity vs estimation; load average "
@@ -187,7 +188,7 @@ def main() -> None:
         e = errors(sampled, f_arm, f_X, f_pv)
         print(f"{seed:<6}{'sampled':<10}{e[0]:17.3f}{e[1]:+8.1%}{e[2]:10.3f}{e[3]:+8.1%}{e[2] / e[0]:7.2f}", flush=True)
         for alpha, two in [(float(v), two) for v in args.online.split(",") if v for two in (False, True)]:
-            p = online(arm, X, clicked, converted, alpha, f_arm, f_X, seed, two)
+            p = online(arm, X, clicked, converted, alpha, f_arm, f_X, seed, two, args.form)
             t = f_pv.mean()
             eo, ee = (float(np.abs(p[k] - f_pv).mean() / t) for k in ("only", "esmm"))
             label = f"online{'2p' if two else ''} {alpha:g}"

@@ -152,3 +152,4 @@ def test_learn_late_click_turns_a_negative_into_a_positive_in_expectation():
             corrected.learn_late_click("a", x)
     assert labelled.ctr("a", x) == pytest.approx(0.3, abs=0.03)
     assert corrected.ctr("a", x) == pytest.approx(0.3, abs=0.03)
+
