@@ -14,6 +14,16 @@ two free heads, a pCTCVR head that converges slower than the pCTR head (it learn
 positives) has a flatter slope, and their ratio overshoots by tens of per cent on the impressions
 unlikely to be clicked (measured: +55 % mean pCVR, 20k impressions).
 
+**Forms** (``form``). ``"logit"`` (default, above): exact when pCTCVR is logistic in the features, as
+in the simulator's selection-bias world; where the pCVR does not depend on the click probability it is
+not (``σ(l + δ)/σ(l)`` varies with the click logit ``l``), and while ``δ`` is still at its prior the pCVR
+of impressions likely to be clicked is over-estimated (``benchmarks/README.md``, issue 11). ``"product"``:
+Ma et al.'s own form, ``pCTCVR = pCTR × pCVR`` with ``pCVR = sigmoid(v(x))`` a head of its own (prior
+``prior / ctr_prior``), learned from the same entire-space pCTCVR terms (the gradient in the logit of
+pCTCVR times ``(1 − pCVR)/(1 − pCTCVR)``, the chain rule through the product, the pCTR factor still an
+offset); exact when the pCVR is logistic, bounded by 1 by construction. States written before ``form``
+load as ``"logit"``.
+
 **Delayed conversions.** The click∧conversion label of an impression arrives days late, so the pCTCVR
 head is a delayed feedback model (Chapelle 2014, :mod:`banditloop.operators.dfm`) over impressions: an
 impression converts eventually with probability ``pCTCVR`` after an exponential delay of rate ``λ(x)``
@@ -34,7 +44,7 @@ window. With ``tick = 0`` it learns only the pCTCVR head, from the final reward 
 and the pCTR head stays at its prior. Scores (greedy) are the expected value per impression,
 ``pCTCVR`` (× the value given to :meth:`expected_value`).
 
-**State**: per arm ``z``, ``n`` (3 × dim: CTR, CTCVR, delay heads), ``impressions``, ``clicks`` and
+**State**: per arm ``z``, ``n`` (3 × dim: CTR, CTCVR (δ or pCVR), delay heads), ``impressions``, ``clicks`` and
 ``conversions``; global ``z_shared``, ``n_shared`` (3 × dim), ``z_bias``, ``n_bias`` (3). Approximate
 merge as ``ctr-ftrl``.
 """
@@ -51,6 +61,7 @@ from banditloop.operators.dfm import conversion_factor_grad, elapsed_factor_grad
 from banditloop.operators.ftrl_heads import FTRLHeads, _checked_times, _sigmoid, check_ftrl, sigmoid_scalar
 
 CTR, CTCVR, DELAY = 0, 1, 2
+FORMS = ("logit", "product")
 
 
 class ESMM(FTRLHeads):
@@ -80,25 +91,44 @@ class ESMM(FTRLHeads):
 
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  ctr_prior: float = 0.05, prior: float = 0.005, delay_prior: float = 86400.0,
-                 window: float = 604800.0, tick: float = 21600.0, seed: int = 0) -> None:
+                 window: float = 604800.0, tick: float = 21600.0, form: str = "logit", seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
         self.tick = float(tick)
         if not 0.0 < ctr_prior < 1.0:
             raise ValueError("ctr_prior must be in (0, 1)")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, not {form!r}")
+        if form == "product" and not prior < ctr_prior:
+            raise ValueError("form='product' needs prior (pCTCVR) < ctr_prior (pCTR)")
+        self.form = form
         self.alpha, self.beta, self.l1, self.l2 = float(alpha), float(beta), float(l1), float(l2)
         self.ctr_prior = float(ctr_prior)
         self.prior = float(prior)
         self.delay_prior = float(delay_prior)
         self.window = float(window)
-        self._offsets = np.array([math.log(self.ctr_prior / (1.0 - self.ctr_prior)),
-                                  math.log(self.prior / (1.0 - self.prior))
-                                  - math.log(self.ctr_prior / (1.0 - self.ctr_prior)), -math.log(self.delay_prior)])
+        ctr_logit, cvr = math.log(self.ctr_prior / (1.0 - self.ctr_prior)), self.prior / self.ctr_prior
+        second = (math.log(cvr / (1.0 - cvr)) if form == "product"
+                  else math.log(self.prior / (1.0 - self.prior)) - ctr_logit)
+        self._offsets = np.array([ctr_logit, second, -math.log(self.delay_prior)])
         super().__init__(dim, seed)
 
     # -- predictions ----------------------------------------------------------------------------
     def _probs(self, arm: str, x: np.ndarray) -> tuple[float, float]:
         out = self._logits(self.add_arm(arm), x)
+        if self.form == "product":
+            ctr = float(_sigmoid(out[CTR]))
+            return ctr, ctr * float(_sigmoid(out[CTCVR]))
         return float(_sigmoid(out[CTR])), float(_sigmoid(out[CTR] + out[CTCVR]))
+
+    def _ctcvr(self, c: float, a: float) -> tuple[float, float]:
+        """pCTCVR of the logits ``c`` (pCTR head) and ``a`` (second head), and the factor that turns a
+        gradient in the logit of pCTCVR into one in ``a``: 1 for ``"logit"`` (``a`` = δ adds to the
+        logit); ``(1 − pCVR)/(1 − pCTCVR)`` for ``"product"`` (``∂P/∂a = P (1 − pCVR)``)."""
+        if self.form == "product":
+            s = sigmoid_scalar(a)
+            p = sigmoid_scalar(c) * s
+            return p, (1.0 - s) / (1.0 - p)
+        return sigmoid_scalar(c + a), 1.0
 
     def ctr(self, arm: str, x: np.ndarray) -> float:
         """pCTR: probability that an impression of ``arm`` in context ``x`` is clicked."""
@@ -110,6 +140,8 @@ class ESMM(FTRLHeads):
 
     def cvr(self, arm: str, x: np.ndarray) -> float:
         """pCVR = pCTCVR / pCTR (capped at 1): conversion probability given a click."""
+        if self.form == "product":
+            return float(_sigmoid(self._logits(self.add_arm(arm), x)[CTCVR]))
         ctr, ctcvr = self._probs(arm, x)
         return min(ctcvr / ctr, 1.0)
 
@@ -121,6 +153,8 @@ class ESMM(FTRLHeads):
 
     def score(self, x: np.ndarray, candidates: Sequence[str], shared: Shared = None) -> np.ndarray:
         out = self._logits(self._rows(candidates), x)
+        if self.form == "product":
+            return _sigmoid(out[:, CTR]) * _sigmoid(out[:, CTCVR])
         return _sigmoid(out[:, CTR] + out[:, CTCVR])
 
     # -- learning with event times --------------------------------------------------------------------
@@ -134,12 +168,27 @@ class ESMM(FTRLHeads):
         self._arrays["impressions"][r] += 1.0
         self._arrays["clicks"][r] += label
 
+    def learn_late_click(self, arm: str, x: np.ndarray) -> None:
+        """The impression's click joined after :meth:`learn_click` learned it unclicked (a click delivered
+        later than the caller's lateness): the pCTR head learns ``−log p − (−log(1 − p))``, its true label's
+        loss less the negative's, whose gradient in the logit is −1; the head has then learned the
+        impression's term ``−log p`` in all (as if labelled right, each part at the weights of its moment)."""
+        r = self.add_arm(arm)
+        xv = self._xv(x)
+        buf, index, v, _ = self._gather(r, xv)
+        self._put(buf, index, v, xv, (-1.0, 0.0, 0.0))
+        self._arrays["clicks"][r] += 1.0
+
+    def clicks(self, arm: str) -> float:
+        """Click labels learned for ``arm`` (clicked impressions, late corrections included)."""
+        return float(self._arrays["clicks"][self.add_arm(arm)])
+
     def _elapsed_grads(self, logits: list[float], elapsed_from: float, elapsed_to: float) -> tuple[float, ...]:
         """The impression, last seen unconverted ``elapsed_from`` seconds after it, is still unconverted
         at ``elapsed_to`` (:meth:`learn_elapsed`): the pCTCVR and delay heads learn ``−log S(e₁)/S(e₀)``."""
-        ga, gl = elapsed_factor_grad(sigmoid_scalar(logits[CTR] + logits[CTCVR]), logits[DELAY],
-                                     elapsed_from, elapsed_to)
-        return 0.0, ga, gl
+        p, scale = self._ctcvr(logits[CTR], logits[CTCVR])
+        ga, gl = elapsed_factor_grad(p, logits[DELAY], elapsed_from, elapsed_to)
+        return 0.0, ga * scale, gl
 
     def learn_conversion(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
         """The impression converted ``delay`` seconds after it (learned unconverted up to ``elapsed_from``)."""
@@ -147,8 +196,9 @@ class ESMM(FTRLHeads):
         r = self.add_arm(arm)
         xv = self._xv(x)
         buf, index, v, (c, a, lr) = self._gather(r, xv)
-        ga, gl = conversion_factor_grad(sigmoid_scalar(c + a), lr, delay, elapsed_from)
-        self._put(buf, index, v, xv, (0.0, ga, gl))
+        p, scale = self._ctcvr(c, a)
+        ga, gl = conversion_factor_grad(p, lr, delay, elapsed_from)
+        self._put(buf, index, v, xv, (0.0, ga * scale, gl))
         self._arrays["conversions"][r] += 1.0
 
     # -- the pipeline's hooks (no event times, one reward) ---------------------------------------------
@@ -159,6 +209,7 @@ class ESMM(FTRLHeads):
         if x is None:
             return
         r, xv, (buf, index, v, (c, a, lr)), label = self._at_close(arm, x, reward)
-        ga, gl = window_grad(sigmoid_scalar(c + a), lr, self.window, label)
-        self._put(buf, index, v, xv, (0.0, ga, gl))
+        p, scale = self._ctcvr(c, a)
+        ga, gl = window_grad(p, lr, self.window, label)
+        self._put(buf, index, v, xv, (0.0, ga * scale, gl))
         self._arrays["conversions"][r] += label

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from banditloop.core.events import Event
 from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_from_state
+from banditloop.pipeline.click_labels import ClickLabelJoin
 from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.event_time import EventTimeSink, uses_event_times
 from banditloop.pipeline.join import EventJoin
@@ -50,7 +51,8 @@ class LearningRun:
         event_times = uses_event_times(self.learner)  # dfm, esmm: see banditloop.pipeline.event_time
         self.sink = (EventTimeSink(self.learner, self.vectorizer) if event_times
                      else LearnerSink(self.learner, self.vectorizer, config.ips_clip))
-        self.join = EventJoin(
+        labels = event_times and getattr(self.learner, "click_labels", False)  # esmm: see click_labels
+        self.join = (ClickLabelJoin if labels else EventJoin)(
             sink=self.sink, reward=config.reward,
             config=config.join,
             clip_reward=self.learner.binary_reward and not config.reward.binary, dead_letter=dead_letter,
