@@ -205,7 +205,7 @@ def load_seed(seed: int, n: int, n_truth: int, cache: Path | None, *, wait: bool
 
 
 #: bump when the estimators change: cached estimates of another version are recomputed
-ESTIMATES_VERSION = 4
+ESTIMATES_VERSION = 5
 
 
 def one_seed(seed: int, n: int, n_truth: int, cache: Path | None = None, wait: bool = False) -> dict:

@@ -301,7 +301,13 @@ class DR:
     either the propensities or the reward model are right; with ``q̂ = 0`` it is IPS. The reward model
     must not be fitted on the rows it predicts (see :mod:`banditloop.evaluation.reward_model`: cross-fitting).
     Default interval: EL over the DR terms (a missing row adds reward − model, within the rewards' and
-    the model's ranges)."""
+    the model's ranges).
+
+    How much variance DR can remove: per impression, with the true model ``μ`` and binary rewards,
+    ``Var(IPS) − Var(DR) = E[w² μ_a²] − E[μ_π(x)²]`` out of ``Var(IPS) = E[w² μ_a] − V²``, so for rare
+    clicks DR removes about a click-rate's fraction of IPS's variance at best (the reward noise
+    ``w² μ_a (1 − μ_a)`` is left to both); :mod:`banditloop.evaluation.control_variate` has the
+    coefficient that removes the most a given model allows."""
 
     name: str = "dr"
     interval: str = "el"
