@@ -16,25 +16,38 @@ Target policies: ``oracle`` (greedy on the true model), ``linucb`` (our LinUCB, 
 uniformly logged requests of the held-out part and frozen; its probabilities come from
 ``Learner.action_probabilities``) and ``uniform``. The logged reward of the chosen arm is the
 world's realised click (common random numbers). Estimators are those of ``banditloop evaluate``
-(``banditloop.evaluation.estimators``; DR and switch-DR with the cross-fitted per-arm ridge reward
-model, 2 folds); replay is left out: it is valid only for uniform logs.
+(``banditloop.evaluation.estimators``; DR, ``dr_cv`` and switch-DR with the cross-fitted per-arm ridge
+reward model, 2 folds), plus two diagnostics: ``dr_logistic`` (the cross-fitted per-arm logistic model,
+``evaluate --reward-model logistic``) and ``dr_true`` (the world's exact ``μ`` as the model: the least
+variance any reward model can give DR); replay is left out: it is valid only for uniform logs.
 
 Printed per (logger, target, estimator, interval kind) over the seeds: bias, standard deviation and
 RMSE of the errors ``estimate − truth`` (each seed is its own world with its own truth; RMSE also
 relative to the mean true value), mean |relative error|, the coverage of the 95% intervals and their
 mean width. Interval kinds (``banditloop.evaluation.intervals``): ``normal``; ``el``, empirical
 likelihood with E[w] = 1 and no unseen row; ``el-logged``, with an unseen row of weight up to
-1 / min(logged propensity); ``el-inf``, of unbounded weight. IPS, SNIPS and DR get all four (SNIPS
-shares IPS's EL interval: same value, same constraint), clipped IPS and switch-DR the normal one;
-``*`` marks each estimator's default, on which the targets are checked. **Targets (issue 10): mean
-|relative error| of SNIPS and DR ≤ 5%; coverage in [90%, 99%] over 100 seeds; DR's variance below
-IPS's.**
+max(target probability) / min(logged propensity); ``el-inf``, of unbounded weight. IPS, SNIPS and DR
+get all four (SNIPS shares IPS's EL interval: same value, same constraint), ``dr_cv`` and
+``dr_logistic`` normal and their default, the others the normal one; ``*`` marks each estimator's
+default, on which the targets are checked. ``width ÷ 3.92 sd``: mean width over ``2 · 1.96 ·`` the
+sd of the estimates over the seeds (~1 for an interval of the right size).
+
+**Variance of the DR variants against IPS**, paired on the same logs, three ways: *exact*, the variance
+of one impression's term over the logged action and the click given the log's contexts, from ``μ`` and
+the full logging probabilities (:func:`exact_variance`: no action or reward is drawn, so the ratio has
+the power the others lack); *over seeds*, the variance of estimate − truth with a paired bootstrap of
+the seeds; *within-log*, the estimators' own squared standard errors (misleading under heavy weights).
+
+**Targets (issue 10): mean |relative error| of SNIPS and DR ≤ 5%; coverage in [90%, 99%] over 100
+seeds; DR's variance below IPS's (checked on the exact ratio's 95% interval over the seeds).**
 
     nice -n 10 python benchmarks/ope_accuracy.py [--seeds 100] [--n 100000] [--truth 50000] [--quick]
 
-The default (100 seeds of 100k impressions) took 39 min in one process on the shared 2-core machine
-(the world's per-request draws dominate); ``--quick`` is 10 seeds of 20k impressions (~1 min).
-``--cache DIR`` keeps each seed's simulated log arrays (.npz, ~3 MB) and its estimates (JSON) there,
+The default (100 seeds of 100k impressions) costs ~6 s of CPU per seed to simulate and ~8 s to
+estimate (the EL intervals dominate); ``--quick`` is 10 seeds of 20k impressions (~1 min).
+``--cache DIR`` keeps each seed's simulated log arrays (.npz, ~22 MB: contexts, ``μ`` and LinUCB's
+probabilities of the log, so other reward models can be fitted without simulating) and its estimates
+(JSON) there,
 so seeds can be simulated by parallel ``--simulate-only --first-seed A --seeds B`` processes and
 the estimates re-run without simulating (``--cached-only`` uses the seeds present and says how many).
 """

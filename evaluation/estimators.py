@@ -36,9 +36,10 @@ same numbers.
   ``mean(w)`` is far from 1).
 
 Each estimator's default is the interval that covered in ``benchmarks/ope_accuracy.py``: EL with
-``weight_bound="logged"`` for IPS, SNIPS and DR (99 seeds: 93-100% everywhere, where the normal
+``weight_bound="logged"`` for IPS, SNIPS and DR (100 seeds: 93-100% everywhere, where the normal
 interval covers 87-89% for a softmax logger → greedy target; as wide as the normal one under
-ε-greedy, 1.5-4× wider under softmax); ``std_error`` is always the normal one.
+ε-greedy, 1.5-2.2× wider under softmax, and up to 2.2× wider than the estimates' spread over seeds
+needs: conservative, 100% for DR softmax → LinUCB); ``std_error`` is always the normal one.
 
 **Effective sample size** is Kish's ``(Σw)²/Σw²`` of the
 importance weights ``w = target_pscore / pscore`` (``n`` for an on-policy log, smaller the more the
