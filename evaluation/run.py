@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from banditloop.core.events import Event, Impression
+from banditloop.evaluation.control_variate import DRCV
 from banditloop.evaluation.estimators import DR, IPS, SNIPS, ClippedIPS, Estimate, OnPolicy, Replay, SwitchDR
 from banditloop.evaluation.policy import TargetPolicy
 from banditloop.evaluation.reward_model import cross_fit
@@ -43,7 +44,7 @@ from banditloop.pipeline.logs import load_log
 from banditloop.pipeline.progress import progress_bar
 from banditloop.pipeline.runner import LearningRun
 
-ESTIMATORS = ("replay", "ips", "snips", "dr", "clipped_ips", "switch_dr")
+ESTIMATORS = ("replay", "ips", "snips", "dr", "dr_cv", "clipped_ips", "switch_dr")
 EXCLUSIONS = ("no_propensity", "no_candidates", "slate_position")
 
 
@@ -53,6 +54,9 @@ class EvaluationOptions:
     #: cross-fitting folds of the DR reward model, and its ridge
     folds: int = 2
     ridge: float = 1.0
+    #: DR's reward model: "ridge" (per-arm ridge regression) or "logistic" (per-arm logistic regression of
+    #: the rewards rescaled to [0, 1]); see banditloop.evaluation.reward_model
+    reward_model: str = "ridge"
     #: weight cap of clipped IPS and switch threshold of switch-DR
     clip: float = 20.0
     seed: int = 0
@@ -207,10 +211,11 @@ def estimate(data: LoggedData, options: EvaluationOptions | None = None) -> dict
     out["ips"] = IPS(**bounded).estimate(r, p, t)
     out["snips"] = SNIPS(**bounded).estimate(r, p, t)
     q = cross_fit(data.X, data.logged_arm, r, data.cand_arm, len(data.arm_names),
-                  folds=opts.folds, ridge=opts.ridge, seed=opts.seed)
+                  folds=opts.folds, ridge=opts.ridge, seed=opts.seed, model=opts.reward_model)
     q_logged = q[np.arange(r.size), data.logged_col]
     q_target = (q * data.cand_prob).sum(axis=1)
     out["dr"] = DR(**bounded).estimate(r, p, t, q_logged, q_target)
+    out["dr_cv"] = DRCV(**bounded).estimate(r, p, t, q_logged, q_target)
     out["clipped_ips"] = ClippedIPS(opts.clip, **chosen).estimate(r, p, t)
     out["switch_dr"] = SwitchDR(opts.clip, **chosen).estimate(r, p, t, q_logged, q_target)
     return out
@@ -248,7 +253,7 @@ def evaluate_log(path: str | Path, target: TargetPolicy, options: EvaluationOpti
         "excluded": {**{k: data.counts[k] for k in EXCLUSIONS}, "invalid_propensity": invalid_propensity,
                      **{k: join_counters[k] for k in ("duplicates", "late", "unmatched")}},
         "logged_arm_ineligible": data.counts["logged_arm_ineligible"],
-        "uniform_logging": data.uniform_logging,
+        "uniform_logging": data.uniform_logging, "reward_model": opts.reward_model,
         "weight_bound": "none" if opts.weight_bound is None else "inf"
         if isinstance(opts.weight_bound, float) and math.isinf(opts.weight_bound) else opts.weight_bound,
     }

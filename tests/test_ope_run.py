@@ -59,7 +59,7 @@ def test_rewards_come_from_the_join_and_exclusions_are_counted(small_log):
     assert out["logging"]["value"] == pytest.approx(3 / 6)
     assert out["ips"]["value"] == pytest.approx(3 / 6) and out["snips"]["value"] == pytest.approx(3 / 6)
     assert out["ips"]["ess"] == pytest.approx(6.0) and out["ips"]["lift"] == pytest.approx(0.0, abs=1e-12)
-    for name in ("replay", "ips", "snips", "dr", "clipped_ips", "switch_dr"):
+    for name in ("replay", "ips", "snips", "dr", "dr_cv", "clipped_ips", "switch_dr"):
         assert out[name]["ci_low"] <= out[name]["value"] <= out[name]["ci_high"]
 
 

@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate", help="estimate what a policy would have earned on a logged stream (off-policy evaluation)",
         description="Joins the log as replay does and estimates the target policy's value (mean reward per "
-                    "impression) with replay, IPS, SNIPS, cross-fitted DR, clipped IPS and switch-DR, each "
+                    "impression) with replay, IPS, SNIPS, cross-fitted DR, DR with the variance-optimal "
+                    "control-variate coefficient (dr_cv), clipped IPS and switch-DR, each "
                     "with a 95% confidence interval (--interval) and effective sample size, beside the logging "
                     "policy's own value. The target is a learner (--learner, fresh, with --param) or a "
                     "checkpointed model (--model, merged over its shards as the scorer serves it); "
@@ -40,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--progressive", action="store_true",
                    help="the learner learns every impression after giving its probabilities for it")
     g.add_argument("--folds", type=int, default=2, help="cross-fitting folds of DR's reward model (default 2)")
+    g.add_argument("--reward-model", choices=("ridge", "logistic"), default="ridge",
+                   help="DR's cross-fitted reward model: per-arm ridge regression (default) or per-arm logistic "
+                        "regression of the rewards rescaled to [0, 1] (the right link for clicks)")
     g.add_argument("--clip", type=float, default=20.0,
                    help="weight cap of clipped IPS and switch threshold of switch-DR (default 20)")
     g.add_argument("--draws", type=int, default=None,
@@ -101,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         target = TargetPolicy.fresh(model_config(args, feature_spec(args)), draws=args.draws)
     options = EvaluationOptions(progressive=args.progressive, folds=args.folds, clip=args.clip, seed=args.seed,
+                                reward_model=args.reward_model,
                                 draws=args.draws, strict=args.strict, quiet=args.quiet or args.json,
                                 interval=None if args.interval == "default" else args.interval,
                                 weight_bound=weight_bound)
