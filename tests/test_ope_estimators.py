@@ -130,21 +130,22 @@ def test_ridge_reward_model_recovers_a_linear_model():
     assert fit_ridge(X, arms, r, 2, ridge=1e-9) == pytest.approx(truth, abs=1e-8)
 
 
-def test_cross_fitting_keeps_a_row_out_of_its_own_prediction():
+@pytest.mark.parametrize("model", ["ridge", "logistic"])
+def test_cross_fitting_keeps_a_row_out_of_its_own_prediction(model):
     rng = np.random.default_rng(4)
     n = 400
     X = np.c_[np.ones(n), rng.normal(size=(n, 3))]
     arms = rng.integers(3, size=n)
     r = rng.binomial(1, 0.4, size=n).astype(float)
     cands = np.tile(np.arange(3), (n, 1))
-    q = cross_fit(X, arms, r, cands, 3, folds=2, seed=7)
+    q = cross_fit(X, arms, r, cands, 3, folds=2, seed=7, model=model)
     r2 = r.copy()
     r2[10] = 1.0 - r2[10]
-    q2 = cross_fit(X, arms, r2, cands, 3, folds=2, seed=7)
+    q2 = cross_fit(X, arms, r2, cands, 3, folds=2, seed=7, model=model)
     assert np.array_equal(q[10], q2[10])  # its own reward is not in its fold's model
     assert not np.array_equal(q, q2)  # ... but it is in the other fold's
     padded = np.c_[cands, np.full(n, -1)]
-    assert np.all(cross_fit(X, arms, r, padded, 3, folds=2, seed=7)[:, 3] == 0.0)
+    assert np.all(cross_fit(X, arms, r, padded, 3, folds=2, seed=7, model=model)[:, 3] == 0.0)
 
 
 # -- agreement with Open Bandit Pipeline ---------------------------------------------------------
