@@ -47,7 +47,7 @@ from banditloop.evaluation.estimators import (
     _reward_range,
     kish_ess,
     mean_estimate,
-    with_interval,
+    with_cv_interval,
 )
 
 
@@ -96,7 +96,6 @@ class DRCV:
         beta = optimal_beta(w * r, control) if self.beta is None else float(self.beta)
         terms = w * r - beta * control
         est = mean_estimate(self.name, terms, kish_ess(w))
-        low, high = _reward_range(r, self.reward_range)
-        bq = (beta * float(ql.min()), beta * float(ql.max()))
-        return with_interval(est, self.interval, terms, w, (low - max(bq), high - min(bq)),
-                             _bound(self.weight_bound, p, w))
+        # the EL interval with the control variate's constraint does not depend on β: DR's
+        return with_cv_interval(est, self.interval, r, w, ql, qt, _reward_range(r, self.reward_range),
+                                _bound(self.weight_bound, p, w))

@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from banditloop.evaluation.el_moments import el_cv_interval
 from banditloop.evaluation.intervals import INTERVALS, el_interval
 
 #: two-sided 95% normal quantile
@@ -182,6 +183,18 @@ def with_interval(est: Estimate, interval: str, terms: np.ndarray, w: np.ndarray
     if interval == "normal" or not math.isfinite(est.value):
         return est
     low, high = el_interval(terms, w, delta_range=delta_range, weight_bound=weight_bound)
+    return Estimate(est.name, est.value, float(low), float(high), est.std_error, est.n, est.ess, interval)
+
+
+def with_cv_interval(est: Estimate, interval: str, r: np.ndarray, w: np.ndarray, ql: np.ndarray, qt: np.ndarray,
+                     reward_range: tuple[float, float], weight_bound: float | None = None) -> Estimate:
+    """``est`` with the EL interval that uses the reward model as a control variate (DR and ``dr_cv``:
+    :mod:`banditloop.evaluation.el_moments`) when ``interval == "el"`` (else unchanged)."""
+    if interval == "normal" or not math.isfinite(est.value):
+        return est
+    model = (min(float(ql.min()), float(qt.min())), max(float(ql.max()), float(qt.max())))
+    low, high = el_cv_interval(w * r, w, w * ql - qt, reward_range=reward_range, model_range=model,
+                               weight_bound=weight_bound)
     return Estimate(est.name, est.value, float(low), float(high), est.std_error, est.n, est.ess, interval)
 
 
@@ -325,9 +338,8 @@ class DR:
         w = t / p
         terms = qt + w * (r - ql)
         est = mean_estimate(self.name, terms, kish_ess(w))
-        low, high = _reward_range(r, self.reward_range)
-        return with_interval(est, self.interval, terms, w, (low - float(ql.max()), high - float(ql.min())),
-                             _bound(self.weight_bound, p, w))
+        return with_cv_interval(est, self.interval, r, w, ql, qt, _reward_range(r, self.reward_range),
+                                _bound(self.weight_bound, p, w))
 
 
 @dataclass(frozen=True)
