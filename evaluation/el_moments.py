@@ -41,11 +41,12 @@ backtracking inside the domain; the barrier's weight goes to zero until the dual
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> p = np.full(400, 0.5); t = (rng.random(400) < 0.5).astype(float); w = t / p
->>> q = np.full(400, 0.4); r = (rng.random(400) < 0.4).astype(float)
->>> low, high = el_cv_interval(w * r, w, w * q - 0.5 * q, reward_range=(0.0, 1.0), model_range=(0.4, 0.4))
->>> bool(low < 0.4 < high) and high - low < 0.2
-True
+>>> a = rng.integers(2, size=400); w = 2.0 * (a == 1)  # logger: 1/2 each arm; target: arm 1
+>>> r = (rng.random(400) < np.where(a == 1, 0.4, 0.2)).astype(float)  # the target's value: 0.4
+>>> q = np.full(400, 0.3)  # a constant reward model: q̂_π = 0.3, control w q̂ − q̂_π
+>>> low, high = el_cv_interval(w * r, w, w * q - q, reward_range=(0.0, 1.0), model_range=(0.3, 0.3))
+>>> bool(low < 0.4 < high), round(high - low, 2)
+(True, 0.13)
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _newton(phi, mu: np.ndarray, slack, t: float, max_iter: int = 100) -> tuple[
         decrement = -float(grad @ step)
         if not math.isfinite(decrement) or decrement < 0.0:
             step, decrement = -grad, float(grad @ grad)
-        noise = 1e-12 * (1.0 + abs(current) + t * float(np.abs(mu).sum()))
+        noise = 1e-14 * (1.0 + abs(current) + t * float(np.abs(mu).sum()))
         if decrement / 2.0 <= noise:
             return mu, True
         # fraction to the boundary: the rows' a_i and the slacks stay positive along the step
@@ -113,22 +114,34 @@ def _newton(phi, mu: np.ndarray, slack, t: float, max_iter: int = 100) -> tuple[
     return mu, False
 
 
-def _barrier(phi, mu: np.ndarray, z: np.ndarray, u: np.ndarray, gap: float = 1e-8) -> float:
-    """``min φ(μ)`` subject to ``z μ ≥ u`` from a strictly feasible ``μ`` (``nan`` if it diverges)."""
+def _barrier(phi, mu: np.ndarray, z: np.ndarray, u: np.ndarray, gap: float = 1e-8) -> tuple[float, np.ndarray]:
+    """``min φ(μ)`` subject to ``z μ ≥ u`` from a strictly feasible ``μ``, and its argument (``nan`` if it
+    diverges)."""
     k = z.shape[0]
     if k == 0:
         mu, ok = _newton(phi, mu, (z, u), 1.0, max_iter=300)
-        return float(phi(mu, False)[0]) if ok else math.nan
+        return (float(phi(mu, False)[0]) if ok else math.nan), mu
     t = 1000.0
     for _ in range(20):
         mu, ok = _newton(phi, mu, (z, u), t)
         if not ok and np.abs(mu).max() > 1e15:
-            return math.nan
+            return math.nan, mu
         value = float(phi(mu, False)[0])
         if k / t <= gap * max(1.0, abs(value)):
-            return value
+            return value, mu
         t *= 1000.0
-    return value
+    return value, mu
+
+
+def _feasible(q: np.ndarray, g: np.ndarray, b: np.ndarray, z: np.ndarray, tol: float = 1e-5) -> bool:
+    """Whether the rows' probabilities ``q`` (from the likelihood's dual) satisfy the constraints, the rest
+    of ``b`` being a nonnegative combination of the unseen rows ``z``: otherwise the dual diverged (no
+    reweighting of the rows meets the constraints) and stopped somewhere meaningless."""
+    rest = b - g.T @ q
+    if z.shape[0] == 0:
+        return bool(np.abs(rest).max() <= tol)
+    y = np.linalg.lstsq(z.T, rest, rcond=None)[0]
+    return bool(y.min() >= -tol and np.abs(z.T @ y - rest).max() <= tol)
 
 
 def _limit(g: np.ndarray, shift: np.ndarray | float = 0.0):
@@ -228,8 +241,10 @@ def el_cv_interval(terms: np.ndarray, weights: np.ndarray, control: np.ndarray, 
         z = np.array([[inv_w, 1.0] + ([e] if use_c else []) for e in corners])
     start = np.zeros(g.shape[1])
     start[:2] = 1.0  # μ·G_i = 1 + w_i > 0 and μ·Z_j ≥ 1 > 0: strictly feasible
-    best = n * _barrier(_loglik_dual(g, b, f), start, z, np.zeros(z.shape[0]), gap=1e-11)
-    if not math.isfinite(best) or best > 1e-6:
+    best, mu = _barrier(_loglik_dual(g, b, f), start, z, np.zeros(z.shape[0]), gap=1e-11)
+    best *= n
+    # the maximum's probabilities: q_i = 1 / (n μ·G_i) per row, f_i rows alike
+    if not math.isfinite(best) or best > 1e-6 or not _feasible(f / (n * (g @ mu)), g, b, z):
         return math.nan, math.nan
     best = min(best, 0.0)
     scale = math.exp((best - critical_value(n, level) / 2.0) / n)
@@ -239,5 +254,5 @@ def el_cv_interval(terms: np.ndarray, weights: np.ndarray, control: np.ndarray, 
         mu = np.zeros(g.shape[1])
         mu[0] = max(float(vals.max()), 0.0) + 1.0  # μ·G_i − v_i ≥ 1 (weights are ≥ 0)
         mu[1] = abs(r_edge) + 1.0  # μ·Z_j ≥ |r_edge| + 1 > r_edge
-        bounds.append(sign * _barrier(_bound_dual(g, vals, b, f, scale), mu, z, np.full(z.shape[0], r_edge)))
+        bounds.append(sign * _barrier(_bound_dual(g, vals, b, f, scale), mu, z, np.full(z.shape[0], r_edge))[0])
     return float(bounds[1]), float(bounds[0])
