@@ -25,7 +25,8 @@ to checkpoint, and the last grid point follows from the join's checkpointed wate
 restored mid-stream continues identically. Feedback the join refuses (a conversion after its
 impression's window closed: ``late``; beyond the window: ``unmatched``) never reaches the learner,
 is counted there and dead-lettered, and does not turn what was learned into a negative. A click that
-arrives after its label was learned (later than the allowed lateness) is not learned by the pCTR head.
+arrives after its label was learned (later than the allowed lateness) is counted and corrected by the
+join (``late_click_labels``, :mod:`banditloop.pipeline.click_labels`): ``esmm`` learns ``learn_late_click``.
 
 With ``batch`` > 0 impressions are queued and featurized as one matrix, as :class:`LearnerSink`
 does; every other call applies the queue first, so the learner sees the same calls in the same order
@@ -96,7 +97,7 @@ class EventTimeSink(LearnerSink):
         let the join close and evict up to it (``EventJoin.set_watermark`` then moves to ``watermark``)."""
         assert join.watermark is not None
         if not math.isfinite(watermark):  # every window closes (end of a run): no later grid point matters
-            newest = max((imp.ts for imp in join.open.values()), default=join.watermark)
+            newest = join.store.max_ts(default=join.watermark)
             watermark = newest + join.close_after + self.tick
         k, last = self._slot(join.watermark) + 1, self._slot(watermark)
         while k <= last and join.open:  # nothing open: no grid point until the next impression matters
@@ -108,15 +109,7 @@ class EventTimeSink(LearnerSink):
         g, window = k * self.tick, join.close_after
         cw = join.config.click_window
         labels = getattr(self.learner, "click_labels", False)
-        due, clicks = [], []
-        slot = self._slot
-        for imp in join.open.values():
-            if imp.closed or k > slot(imp.ts + window):  # past its window's last grid point
-                continue
-            if labels and slot(imp.ts + cw) + 1 == k:
-                clicks.append(imp)
-            if imp.applied <= 0.0 and slot(imp.ts) < k:
-                due.append(imp)
+        due, clicks = join.store.at_tick(k, self.tick, window, cw if labels else None)
         if not (due or clicks):
             return
         self.flush()
@@ -137,6 +130,14 @@ class EventTimeSink(LearnerSink):
         if self.record:
             self.learned.append(("click", imp.impression_id, imp.clicked))
         self.learner.learn_click(imp.arm, self._vectors(imp)[0], imp.clicked)  # type: ignore[attr-defined]
+
+    def learn_late_click(self, imp: OpenImpression) -> None:
+        """The click of ``imp`` joined after its click label (a negative) was learned: the learner
+        corrects it (``learn_late_click``; see :mod:`banditloop.pipeline.click_labels`)."""
+        self.flush()
+        if self.record:
+            self.learned.append(("late click", imp.impression_id))
+        self.learner.learn_late_click(imp.arm, self._vectors(imp)[0])  # type: ignore[attr-defined]
 
     # -- the join's hooks -------------------------------------------------------------------------
     def on_reward(self, imp: OpenImpression, delta: float, at: float | None = None) -> None:

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from banditloop.core.events import Click, Conversion
+from banditloop.pipeline.open_store import CLOSED
 
 MAGIC = b"BLJ2"
 FULL, DELTA = 0, 1
@@ -115,7 +117,8 @@ def export_full(join: Any) -> bytes:
     """The whole join state (a full snapshot)."""
     join._export_seq = join._seq
     pending = [fb for held in join.pending.values() for fb in held]
-    body = _encoder.encode(join.codec.full_type(list(join.open.values()), pending, join.watermark,
+    store = join.store
+    body = _encoder.encode(join.codec.full_type([store.plain(s) for s in store], pending, join.watermark,
                                                 dict(join.counters)))
     return encode_header(FULL, None, 0, 0) + body
 
@@ -125,12 +128,12 @@ def export_checkpoint(join: Any, base: int | None) -> bytes:
     full snapshot when there is no base or :class:`DeltaPolicy` says so."""
     changes = len(join._changed) + len(join._removed)
     if base is None or not join._tracking or join.delta_policy.full_due(
-            depth=join._depth, churn=join._churn, changes=changes, live=len(join.open)):
+            depth=join._depth, churn=join._churn, changes=changes, live=len(join.store)):
         return export_full(join)
     join._export_seq = join._seq
-    open_ = join.open
-    upserts = [open_[i] for i in join._changed]
-    deletes = [i for i in join._removed if i not in open_]
+    store = join.store
+    upserts = [store.plain(store.find(i)) for i in join._changed]
+    deletes = [i for i in join._removed if store.find(i) < 0]
     pending = [fb for held in join.pending.values() for fb in held]
     body = _encoder.encode(join.codec.delta_type(upserts, deletes, pending, join.watermark, dict(join.counters)))
     return encode_header(DELTA, base, join._depth + 1, join._churn + len(upserts) + len(deletes)) + body
@@ -175,16 +178,17 @@ def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
     join.counters.update(counters)
     join._depth, join._churn = (header.depth, header.churn) if header is not None else (0, 0)
     join._tracking = True
-    retention, close_after = join.config.retention, join.close_after
+    store = join.store
     intern = sys.intern
     for imp in open_.values():
         imp.arm = intern(imp.arm)
-        join.open[imp.impression_id] = imp
-        join._evict_heap.append((imp.ts + retention, imp.impression_id))
-        if not imp.closed:
-            join._close_heap.append((imp.ts + close_after, imp.impression_id))
-    heapq.heapify(join._evict_heap)
-    heapq.heapify(join._close_heap)
+        store.load(imp)
+    del open_
+    slots = store.slots()
+    flags = np.frombuffer(store.flags, dtype=np.uint8)
+    join.due.rebuild(np.frombuffer(store.ts, dtype=np.float64)[slots], slots,
+                     np.frombuffer(store.gen, dtype=np.uint32)[slots], (flags[slots] & CLOSED) != 0)
+    del flags
     for fb in pending:
         join.pending.setdefault(fb.impression_id, []).append(fb)
         join._pending_heap.append((fb.ts + join.config.clock_skew, fb.impression_id))

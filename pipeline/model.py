@@ -19,6 +19,7 @@ from banditloop.core.reward import RewardSpec
 from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_class, learners_with, make_learner
 from banditloop.pipeline.join import JoinConfig, OpenImpression
+from banditloop.pipeline.open_store import OpenRef, OpenStore
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,8 @@ class LearnerSink:
         self.ips_clip = ips_clip
         self.batch = batch
         self.unweighted = 0
+        #: where the join keeps its open impressions (set by the join): vectors computed later are stored there
+        self.store: OpenStore | None = None
         #: queued calls: (0 impression | 1 reward | 2 close, impression, delta or final reward)
         self._queue: list[tuple[int, OpenImpression, float]] = []
 
@@ -216,7 +219,7 @@ class LearnerSink:
             else:
                 learner.learn_close(imp.arm, x, value, z)
 
-    def _matrix(self, imps: list[OpenImpression]) -> np.ndarray:
+    def _matrix(self, imps: Sequence[OpenImpression]) -> np.ndarray:
         """The context vectors of ``imps``, one row each: as stored (``imp.x``), else featurized as one
         matrix, and then stored, with the shared vector, so the join can drop the context (as
         :meth:`on_impression` does event at a time)."""
@@ -233,12 +236,14 @@ class LearnerSink:
             if Xf is not None:
                 X[fresh] = Xf
         if Xf is not None and X.dtype == np.float64:
-            v = self.vectorizer
+            v, store = self.vectorizer, self.store
             for i in fresh:
                 imp = imps[i]
                 z = v.z(imp.context, imp.arm_features)
                 imp.x, imp.z = X[i].tobytes(), None if z is None else z.tobytes()
                 imp.context, imp.arm_features = _NO_CONTEXT, None
+                if store is not None and isinstance(imp, OpenRef):
+                    store.put_vectors(imp.slot, imp.gen, imp.x, imp.z)
         return X
 
     def _scale(self, imp: OpenImpression) -> float:
