@@ -131,6 +131,10 @@ class EventTimeSink(LearnerSink):
             self.learned.append(("click", imp.impression_id, imp.clicked))
         self.learner.learn_click(imp.arm, self._vectors(imp)[0], imp.clicked)  # type: ignore[attr-defined]
 
+    @property
+    def wants_close(self) -> bool:
+        return self.join is not None or bool(self.learner.learns_at_close)
+
     def learn_late_click(self, imp: OpenImpression) -> None:
         """The click of ``imp`` joined after its click label (a negative) was learned: the learner
         corrects it (``learn_late_click``; see :mod:`banditloop.pipeline.click_labels`)."""

@@ -51,8 +51,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
-
 from banditloop.core.digest import content_digest
 from banditloop.core.events import Click, Event, Feedback, Impression, encode_event
 from banditloop.core.reward import RewardSpec
@@ -61,7 +59,7 @@ from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.join_config import JoinConfig
 from banditloop.pipeline.join_state import DeltaPolicy, JoinCodec
 from banditloop.pipeline.open_due import DueQueue, in_order
-from banditloop.pipeline.open_store import CLOSED, LIVE, OpenImpression, OpenRef, OpenStore, OpenView
+from banditloop.pipeline.open_store import CLOSED, OpenImpression, OpenRef, OpenStore, OpenView
 
 __all__ = ["COUNTER_NAMES", "EventJoin", "JoinConfig", "JoinSink", "OpenImpression"]
 
@@ -165,19 +163,19 @@ class EventJoin:
         store, due, counters = self.store, self.due, self.counters
         close_after = self.close_after
         if due.next_ts(0) + close_after < watermark:
-            ts, slots, gens, ordered = due.due(0, close_after, watermark)
-            ok = self._current(slots, gens, CLOSED)
-            for s in in_order(ts[ok], slots[ok], close_after, ordered, store.id_of):
+            closing = in_order(*due.due(0, close_after, watermark), close_after, store, CLOSED)
+            sink = self.sink
+            wants = getattr(sink, "wants_close", True)  # (a sink that learns nothing at the close)
+            for s in closing:
                 store.flags[s] |= CLOSED
-                imp = store.ref(s)
-                self._touch(imp.impression_id)
+                if self._tracking:
+                    self._touch(store.id_of(s))
                 counters["closed"] += 1
-                self.sink.on_close(imp)
+                if wants:
+                    sink.on_close(store.ref(s))
         retention = self.config.retention
         if due.next_ts(1) + retention < watermark:
-            ts, slots, gens, ordered = due.due(1, retention, watermark)
-            ok = self._current(slots, gens, 0)
-            for s in in_order(ts[ok], slots[ok], retention, ordered, store.id_of):
+            for s in in_order(*due.due(1, retention, watermark), retention, store, 0):
                 if self._tracking:
                     imp_id = store.id_of(s)
                     self._seq += 1
@@ -201,12 +199,6 @@ class EventJoin:
                 self.pending[imp_id] = keep
             else:
                 del self.pending[imp_id]
-
-    def _current(self, slots: np.ndarray, gens: np.ndarray, skip: int) -> np.ndarray:
-        """Which of ``slots`` still hold the impression of generation ``gens`` (and not flag ``skip``)."""
-        flags = np.frombuffer(self.store.flags, dtype=np.uint8)[slots]
-        same = np.frombuffer(self.store.gen, dtype=np.uint32)[slots] == gens
-        return same & (flags & LIVE != 0) & (flags & skip == 0)
 
     def close(self) -> None:
         """End of input (replay): every held feedback is unmatched; open impressions stay."""

@@ -13,7 +13,9 @@ impressions (and more than :attr:`DeltaPolicy.min_churn`): restoring then reads 
 ``1 + max_churn`` times the live state.
 
 Format: a 25-byte header (magic ``BLJ2``, kind, base version or -1, chain depth, churn) and a
-msgpack body. Join states written before the header existed (JSON) read as full snapshots.
+msgpack body. A full snapshot is written in columns (kind ``COLUMNS``, :mod:`banditloop.pipeline.open_columns`);
+full snapshots written as lists of open impressions (kind ``FULL``) and join states written before the
+header existed (JSON) still read as full snapshots.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ import msgspec
 import numpy as np
 
 from banditloop.core.events import Click, Conversion
-from banditloop.pipeline.open_store import CLOSED
+from banditloop.pipeline import open_columns
+from banditloop.pipeline.open_store import CLOSED, OpenStore
 
 MAGIC = b"BLJ2"
-FULL, DELTA = 0, 1
+#: a full snapshot as a list of open impressions (read, no longer written), a delta, a columnar full snapshot
+FULL, DELTA, COLUMNS = 0, 1, 2
 _HEADER = struct.Struct(">4sBqIQ")
 
 
@@ -83,7 +87,7 @@ def read_header(data: bytes) -> Header | None:
     if len(data) < _HEADER.size:
         raise ValueError("truncated join state header")
     _, kind, base, depth, churn = _HEADER.unpack_from(data)
-    if kind not in (FULL, DELTA) or (kind == DELTA) != (base >= 0):
+    if kind not in (FULL, DELTA, COLUMNS) or (kind == DELTA) != (base >= 0):
         raise ValueError(f"bad join state header (kind {kind}, base {base})")
     return Header(kind, base if base >= 0 else None, depth, churn)
 
@@ -114,8 +118,17 @@ class JoinCodec:
         self.legacy = msgspec.json.Decoder(self.legacy_type)
 
 def export_full(join: Any) -> bytes:
-    """The whole join state (a full snapshot)."""
+    """The whole join state (a full snapshot, in columns), the header and body written into one buffer."""
     join._export_seq = join._seq
+    pending = [fb for held in join.pending.values() for fb in held]
+    buffer = bytearray(encode_header(COLUMNS, None, 0, 0))
+    _encoder.encode_into(open_columns.columns(join.store, pending, join.watermark, dict(join.counters)),
+                         buffer, len(buffer))
+    return buffer  # type: ignore[return-value]  # (bytes-like: stored as it is)
+
+
+def export_rows(join: Any) -> bytes:
+    """The whole join state as a ``FULL`` snapshot (a list of open impressions), as written before columns."""
     pending = [fb for held in join.pending.values() for fb in held]
     store = join.store
     body = _encoder.encode(join.codec.full_type([store.plain(s) for s in store], pending, join.watermark,
@@ -154,14 +167,19 @@ def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
     blobs = [*chain, data]
     first = read_header(blobs[0])
     codec = join.codec
-    if first is None:
-        full = codec.legacy.decode(blobs[0])
-    elif first.kind == FULL:
-        full = codec.full.decode(memoryview(blobs[0])[_HEADER.size:])
+    join.__post_init__()
+    store = join.store
+    if first is not None and first.kind == COLUMNS:
+        state = msgspec.msgpack.decode(memoryview(blobs[0])[_HEADER.size:], type=open_columns.ColumnsState)
+        open_columns.load(store, state)
+    elif first is None or first.kind == FULL:
+        state = codec.legacy.decode(blobs[0]) if first is None else codec.full.decode(
+            memoryview(blobs[0])[_HEADER.size:])
+        _upsert(store, state.open)
     else:
         raise ValueError("the join state is a delta without the snapshot it applies to")
-    open_ = {imp.impression_id: imp for imp in full.open}
-    pending, watermark, counters = full.pending, full.watermark, full.counters
+    pending, watermark, counters = state.pending, state.watermark, state.counters
+    del state
     header = first
     for blob in blobs[1:]:
         header = read_header(blob)
@@ -169,21 +187,15 @@ def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
             raise ValueError("a join state chain continues with something other than a delta")
         delta = codec.delta.decode(memoryview(blob)[_HEADER.size:])
         for imp_id in delta.deletes:
-            open_.pop(imp_id, None)
-        for imp in delta.upserts:
-            open_[imp.impression_id] = imp
+            slot = store.find(imp_id)
+            if slot >= 0:
+                store.remove(slot)
+        _upsert(store, delta.upserts)
         pending, watermark, counters = delta.pending, delta.watermark, delta.counters
-    join.__post_init__()
     join.watermark = watermark
     join.counters.update(counters)
     join._depth, join._churn = (header.depth, header.churn) if header is not None else (0, 0)
     join._tracking = True
-    store = join.store
-    intern = sys.intern
-    for imp in open_.values():
-        imp.arm = intern(imp.arm)
-        store.load(imp)
-    del open_
     slots = store.slots()
     flags = np.frombuffer(store.flags, dtype=np.uint8)
     join.due.rebuild(np.frombuffer(store.ts, dtype=np.float64)[slots], slots,
@@ -193,3 +205,14 @@ def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
         join.pending.setdefault(fb.impression_id, []).append(fb)
         join._pending_heap.append((fb.ts + join.config.clock_skew, fb.impression_id))
     heapq.heapify(join._pending_heap)
+
+
+def _upsert(store: OpenStore, imps: Sequence[Any]) -> None:
+    """Put checkpointed open impressions in the store (replacing one with the same id)."""
+    intern = sys.intern
+    for imp in imps:
+        slot = store.find(imp.impression_id)
+        if slot >= 0:
+            store.remove(slot)
+        imp.arm = intern(imp.arm)
+        store.load(imp)

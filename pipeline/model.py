@@ -159,6 +159,11 @@ class LearnerSink:
         #: queued calls: (0 impression | 1 reward | 2 close, impression, delta or final reward)
         self._queue: list[tuple[int, OpenImpression, float]] = []
 
+    @property
+    def wants_close(self) -> bool:
+        """Whether :meth:`on_close` does anything (the join builds no impression for it otherwise)."""
+        return bool(self.learner.learns_at_close)
+
     def _queued(self, kind: int, imp: OpenImpression, value: float) -> None:
         queue = self._queue
         queue.append((kind, imp, value))
@@ -237,13 +242,22 @@ class LearnerSink:
                 X[fresh] = Xf
         if Xf is not None and X.dtype == np.float64:
             v, store = self.vectorizer, self.store
+            rows, slots, gens = [], [], []  # stored in the join's store at once (no shared vectors)
             for i in fresh:
                 imp = imps[i]
                 z = v.z(imp.context, imp.arm_features)
                 imp.x, imp.z = X[i].tobytes(), None if z is None else z.tobytes()
                 imp.context, imp.arm_features = _NO_CONTEXT, None
                 if store is not None and isinstance(imp, OpenRef):
-                    store.put_vectors(imp.slot, imp.gen, imp.x, imp.z)
+                    if z is None:
+                        rows.append(i)
+                        slots.append(imp.slot)
+                        gens.append(imp.gen)
+                    else:
+                        store.put_vectors(imp.slot, imp.gen, imp.x, imp.z)
+            if rows:
+                assert store is not None
+                store.put_matrix(slots, gens, X[rows])
         return X
 
     def _scale(self, imp: OpenImpression) -> float:

@@ -10,7 +10,7 @@ by due time, then impression id (as the heaps of impressions did), see :func:`in
 >>> q = DueQueue()
 >>> for ts, slot in ((1.0, 0), (2.0, 1), (1.5, 2)):
 ...     q.push(ts, slot, 0)
->>> sorted(q.due(0, 10.0, 12.0)[1].tolist())   # ts + 10 < 12: slots 0 and 2
+>>> sorted(q.due(0, 10.0, 12.0)[1])   # ts + 10 < 12: slots 0 and 2
 [0, 2]
 """
 
@@ -19,11 +19,14 @@ from __future__ import annotations
 import heapq
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import numpy as np
 
+from banditloop.pipeline.open_store import LIVE, OpenStore
+
 _COMPACT = 1 << 16
+_SCAN = 32  # due entries looked at one by one before a binary search
 
 
 class DueQueue:
@@ -52,31 +55,32 @@ class DueQueue:
         t = self.ts[head] if head < len(self.ts) else float("inf")
         return min(t, late[0][0]) if late else t
 
-    def due(self, which: int, after: float, watermark: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    def due(self, which: int, after: float, watermark: float) -> tuple[array, array, array, bool]:
         """Take the entries with ``ts + after < watermark``: (ts, slots, generations, in_order), in
         order of ts when ``in_order`` (none came out of order)."""
         tsq, head = self.ts, self.heads[which]
-        if head < len(tsq) and tsq[head] + after < watermark:
-            end = bisect_left(tsq, True, lo=head, hi=len(tsq), key=lambda t: t + after >= watermark)
-            ts = np.frombuffer(tsq, dtype=np.float64)[head:end].copy()
-            slots = np.frombuffer(self.slot, dtype=np.int32)[head:end].copy()
-            gens = np.frombuffer(self.gen, dtype=np.uint32)[head:end].copy()
-            self.heads[which] = end
-        else:
-            ts, slots, gens = _EMPTY_F, _EMPTY_I, _EMPTY_U
-        heap, late = self.late[which], []
+        n, end = len(tsq), head
+        while end < n and end - head < _SCAN and tsq[end] + after < watermark:
+            end += 1
+        if end - head == _SCAN:  # many: a binary search for the rest
+            end = bisect_left(tsq, True, lo=end, hi=n, key=lambda t: t + after >= watermark)
+        ts, slots, gens = tsq[head:end], self.slot[head:end], self.gen[head:end]
+        self.heads[which] = end
+        heap = self.late[which]
+        ordered = True
         while heap and heap[0][0] + after < watermark:
-            late.append(heapq.heappop(heap))
-        if late:
-            ts = np.concatenate([ts, [e[0] for e in late]])
-            slots = np.concatenate([slots, np.array([e[1] for e in late], dtype=np.int32)])
-            gens = np.concatenate([gens, np.array([e[2] for e in late], dtype=np.uint32)])
-        self._compact()
-        return ts, slots, gens, not late
+            t, slot, gen = heapq.heappop(heap)
+            ts.append(t)
+            slots.append(slot)
+            gens.append(gen)
+            ordered = False
+        if end >= _COMPACT:
+            self._compact()
+        return ts, slots, gens, ordered
 
     def _compact(self) -> None:
         cut = min(self.heads)
-        if cut >= _COMPACT and 2 * cut >= len(self.ts):
+        if 2 * cut >= len(self.ts):
             del self.ts[:cut], self.slot[:cut], self.gen[:cut]
             self.heads = [h - cut for h in self.heads]
 
@@ -92,16 +96,31 @@ class DueQueue:
         # closed ones after the first open one are skipped when taken (the store says they are closed)
 
 
-def in_order(ts: np.ndarray, slots: np.ndarray, after: float, ordered: bool,
-             id_of: Callable[[int], str]) -> list[int]:
-    """``slots`` by due time (``ts + after``), then impression id."""
-    due = ts + after
-    if ordered and not (due[1:] == due[:-1]).any():
-        return slots.tolist()
-    keyed = sorted(zip(due.tolist(), slots.tolist(), strict=True), key=lambda e: (e[0], id_of(e[1])))
+def in_order(ts: array, slots: array, gens: array, ordered: bool, after: float, store: OpenStore,
+             skip: int) -> Sequence[int]:
+    """Those of ``slots`` that still hold the impression of generation ``gens`` (live, without flag
+    ``skip``), by due time (``ts + after``), then impression id."""
+    flags, gen = store.flags, store.gen
+    if len(slots) <= _SCAN:
+        keep = [i for i, s in enumerate(slots) if gen[s] == gens[i] and flags[s] & (LIVE | skip) == LIVE]
+        out = [slots[i] for i in keep]
+        due = [ts[i] + after for i in keep]
+        if not ordered or any(a == b for a, b in zip(due, due[1:], strict=False)):
+            return _sorted(due, out, store)
+        return out
+    sl = np.frombuffer(slots, dtype=np.int32)
+    f = np.frombuffer(flags, dtype=np.uint8)[sl]
+    ok = (np.frombuffer(gen, dtype=np.uint32)[sl] == np.frombuffer(gens, dtype=np.uint32)) & (f & (LIVE | skip) == LIVE)
+    due_a = np.frombuffer(ts, dtype=np.float64)[ok] + after
+    kept = sl[ok]
+    del f, sl
+    if not ordered or (due_a[1:] == due_a[:-1]).any():
+        return _sorted(due_a.tolist(), kept.tolist(), store)
+    return array("i", kept.tobytes())
+
+
+def _sorted(due: list[float], slots: list[int], store: OpenStore) -> list[int]:
+    keyed = sorted(zip(due, slots, strict=True), key=lambda e: (e[0], store.id_of(e[1])))
     return [s for _, s in keyed]
 
 
-_EMPTY_F = np.zeros(0, dtype=np.float64)
-_EMPTY_I = np.zeros(0, dtype=np.int32)
-_EMPTY_U = np.zeros(0, dtype=np.uint32)

@@ -24,19 +24,36 @@ class IdArena:
 
     def put(self, slot: int, text: str) -> None:
         raw = text.encode()
-        w = self.width
-        if len(raw) > w and len(raw) <= _MAX_WIDTH:
+        w, data = self.width, self.data
+        if len(raw) <= w and not raw.endswith(b"\0"):  # the usual case
+            start = slot * w
+            if start == len(data):
+                data += raw.ljust(w, b"\0")
+            else:
+                if start > len(data):
+                    data.extend(bytes(start - len(data)))
+                data[start:start + w] = raw.ljust(w, b"\0")
+            if self.long:
+                self.long.pop(slot, None)
+            return
+        if len(raw) <= _MAX_WIDTH and not raw.endswith(b"\0"):
             self._widen(min(_MAX_WIDTH, max(len(raw), 2 * w)))
-            w = self.width
+            self.put(slot, text)
+            return
         end = (slot + 1) * w
-        if len(self.data) < end:
-            self.data.extend(bytes(end - len(self.data)))
-        if len(raw) > w or raw.endswith(b"\0"):
-            self.long[slot] = text
-            self.data[slot * w:end] = bytes(w)
-        else:
-            self.long.pop(slot, None)
-            self.data[slot * w:end] = raw.ljust(w, b"\0")
+        if len(data) < end:
+            data.extend(bytes(end - len(data)))
+        self.long[slot] = text
+        data[slot * w:end] = bytes(w)
+
+    def equals(self, slot: int, text: str) -> bool:
+        """Whether ``slot`` holds ``text`` (without decoding the row)."""
+        if self.long and slot in self.long:
+            return self.long[slot] == text
+        raw = text.encode()
+        w, n = self.width, len(raw)
+        start = slot * w
+        return n <= w and self.data.startswith(raw, start) and (n == w or self.data[start + n] == 0)
 
     def get(self, slot: int) -> str:
         if self.long and slot in self.long:

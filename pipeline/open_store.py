@@ -79,6 +79,7 @@ class OpenRef(OpenImpression, gc=False):
 
 _NO_CONTEXT: dict[str, float | str] = {}
 _NO_SEEN: tuple[tuple[str, ...], tuple[int, ...]] = ((), ())
+_NO_ROW: tuple[Any, Any] = (_NO_CONTEXT, None)
 
 LIVE, CLICKED, CLOSED, HAS_X = 1, 2, 4, 8
 _EMPTY, _GONE = -1, -2
@@ -105,6 +106,7 @@ class OpenStore:
         #: context vectors: slot ``s`` is ``xs[s*dx:(s+1)*dx]`` when flagged HAS_X (one width per store)
         self.dx = 0
         self.xs = array("d")
+        self._zero_x = b""
         self.odd_x: dict[int, bytes] = {}  # vectors of another width than ``dx`` (never in practice)
         self.zs: dict[int, bytes] = {}
         #: (context, arm features) of impressions whose vectors the sink has not stored (yet)
@@ -131,7 +133,7 @@ class OpenStore:
             s = slots[i]
             if s == _EMPTY:
                 return -1
-            if s >= 0 and hashes[i] == h and self.ids.get(s) == key:
+            if s >= 0 and hashes[i] == h and self.ids.equals(s, key):
                 return s
             i = (i + 1) & mask
 
@@ -218,7 +220,7 @@ class OpenStore:
             self.flags.append(LIVE)
             self.gen.append(0)
             if self.dx:
-                self.xs.extend(_zeros(self.dx))
+                self.xs.frombytes(self._zero_x)
         self.ids.put(s, impression_id)
         self.event_ids.put(s, event_id)
         self.live += 1
@@ -280,6 +282,7 @@ class OpenStore:
         if not self.dx and not self.odd_x:
             self.dx = n
             self.xs = array("d", bytes(8 * n * len(self.ts)))
+            self._zero_x = bytes(8 * n)
         if n == self.dx:
             self.xs[slot * n:(slot + 1) * n] = array("d", x)
         else:
@@ -289,6 +292,26 @@ class OpenStore:
         self.flags[slot] |= HAS_X
         if self.contexts:
             self.contexts.pop(slot, None)
+
+    def put_matrix(self, slots: list[int], gens: list[int], X: np.ndarray) -> None:
+        """:meth:`put_vectors` of many impressions at once (rows of ``X``, no shared vectors)."""
+        if not self.dx and not self.odd_x:
+            self.put_vectors(slots[0], gens[0], X[0].tobytes(), None)
+        if X.shape[1] != self.dx or X.dtype != np.float64:
+            for s, g, row in zip(slots, gens, X, strict=True):
+                self.put_vectors(s, g, row.tobytes(), None)
+            return
+        sl = np.array(slots, dtype=np.int64)
+        flags = np.frombuffer(self.flags, dtype=np.uint8)
+        ok = (np.frombuffer(self.gen, dtype=np.uint32)[sl] == np.array(gens, dtype=np.uint32)) & (flags[sl] & LIVE != 0)
+        keep = sl[ok]
+        np.frombuffer(self.xs, dtype=np.float64).reshape(-1, self.dx)[keep] = X[ok]
+        flags[keep] |= HAS_X
+        del flags
+        if self.contexts:
+            pop = self.contexts.pop
+            for s in keep.tolist():
+                pop(s, None)
 
     def x_of(self, slot: int) -> bytes | None:
         if not self.flags[slot] & HAS_X:
@@ -300,22 +323,28 @@ class OpenStore:
 
 
     # -- as objects -----------------------------------------------------------------------------------
-    def ref(self, slot: int) -> OpenRef:
-        """The impression in ``slot`` as an :class:`OpenRef` (a copy: changes go through ``set_*``)."""
+    def _row(self, slot: int) -> tuple[Any, ...]:
         flags = self.flags[slot]
-        context, features = self.contexts.get(slot, (_NO_CONTEXT, None)) if self.contexts else (_NO_CONTEXT, None)
+        context, features = self.contexts.get(slot, _NO_ROW) if self.contexts else _NO_ROW
         seen, digests = self.seen.get(slot, _NO_SEEN) if self.seen else _NO_SEEN
         p = self.propensity[slot]
-        return OpenRef(self.ids.get(slot), self.event_ids.get(slot), self.ts[slot], self.arms[self.arm[slot]],
-                       context, features, bool(flags & CLICKED), self.conversions[slot], self.value_sum[slot],
-                       self.applied[slot], seen, None if p != p else p, self.candidates[slot],
-                       bool(flags & CLOSED), self.digest[slot], digests, self.x_of(slot),
-                       self.zs.get(slot) if self.zs else None, slot, self.gen[slot])
+        if flags & HAS_X:
+            n = self.dx
+            x = self.odd_x[slot] if self.odd_x and slot in self.odd_x else self.xs[slot * n:(slot + 1) * n].tobytes()
+        else:
+            x = None
+        return (self.ids.get(slot), self.event_ids.get(slot), self.ts[slot], self.arms[self.arm[slot]],
+                context, features, bool(flags & CLICKED), self.conversions[slot], self.value_sum[slot],
+                self.applied[slot], seen, None if p != p else p, self.candidates[slot], bool(flags & CLOSED),
+                self.digest[slot], digests, x, self.zs.get(slot) if self.zs else None)
+
+    def ref(self, slot: int) -> OpenRef:
+        """The impression in ``slot`` as an :class:`OpenRef` (a copy: changes go through ``set_*``)."""
+        return OpenRef(*self._row(slot), slot, self.gen[slot])  # type: ignore[call-arg]
 
     def plain(self, slot: int) -> OpenImpression:
         """The impression in ``slot`` as checkpointed."""
-        r = self.ref(slot)
-        return OpenImpression(*(getattr(r, f) for f in OpenImpression.__struct_fields__))
+        return OpenImpression(*self._row(slot))
 
     def load(self, imp: OpenImpression) -> int:
         """Add a checkpointed impression (restore); returns its slot."""
@@ -337,8 +366,6 @@ class OpenStore:
             self.seen[slot] = (seen, seen_digests)
 
 
-def _zeros(n: int) -> array:
-    return array("d", bytes(8 * n))
 
 
 class OpenView(Mapping[str, OpenImpression]):
