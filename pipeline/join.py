@@ -162,7 +162,7 @@ class EventJoin:
         self.watermark = watermark
         store, due, counters = self.store, self.due, self.counters
         close_after = self.close_after
-        if due.next_ts(0) + close_after < watermark:
+        if due.next[0] + close_after < watermark:
             closing = in_order(*due.due(0, close_after, watermark), close_after, store, CLOSED)
             sink = self.sink
             wants = getattr(sink, "wants_close", True)  # (a sink that learns nothing at the close)
@@ -174,7 +174,7 @@ class EventJoin:
                 if wants:
                     sink.on_close(store.ref(s))
         retention = self.config.retention
-        if due.next_ts(1) + retention < watermark:
+        if due.next[1] + retention < watermark:
             for s in in_order(*due.due(1, retention, watermark), retention, store, 0):
                 if self._tracking:
                     imp_id = store.id_of(s)
@@ -251,8 +251,8 @@ class EventJoin:
         self.counters["impressions"] += 1
         self._touch(ev.impression_id)
         store.contexts[slot] = (ev.context, features)  # until the sink stores its vectors
-        imp = OpenRef(ev.impression_id, ev.event_id, ev.ts, arm, ev.context, features, propensity=ev.propensity,
-                      candidates=candidates, digest=digest, slot=slot, gen=gen)
+        imp = OpenRef(ev.impression_id, ev.event_id, ev.ts, arm, ev.context, features, False, 0, 0.0, 0.0, (),
+                      ev.propensity, candidates, False, digest, (), None, None, slot, gen)  # type: ignore[call-arg]
         self.sink.on_impression(imp)
         if imp.x is not None:  # the sink keeps the vectors: the context is no longer needed
             store.put_vectors(slot, gen, imp.x, imp.z)

@@ -17,6 +17,7 @@ by due time, then impression id (as the heaps of impressions did), see :func:`in
 from __future__ import annotations
 
 import heapq
+import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -38,9 +39,16 @@ class DueQueue:
         self.gen = array("I")
         self.heads = [0, 0]
         self.late: list[list[tuple[float, int, int]]] = [[], []]
+        #: the smallest ts not yet taken, per consumer (inf: none)
+        self.next = [math.inf, math.inf]
 
     def push(self, ts: float, slot: int, gen: int) -> None:
         tsq = self.ts
+        nxt = self.next
+        if ts < nxt[0]:
+            nxt[0] = ts
+        if ts < nxt[1]:
+            nxt[1] = ts
         if not tsq or ts >= tsq[-1]:
             tsq.append(ts)
             self.slot.append(slot)
@@ -52,7 +60,7 @@ class DueQueue:
     def next_ts(self, which: int) -> float:
         """The smallest ``ts`` not yet taken by consumer ``which`` (inf: none)."""
         head, late = self.heads[which], self.late[which]
-        t = self.ts[head] if head < len(self.ts) else float("inf")
+        t = self.ts[head] if head < len(self.ts) else math.inf
         return min(t, late[0][0]) if late else t
 
     def due(self, which: int, after: float, watermark: float) -> tuple[array, array, array, bool]:
@@ -76,6 +84,7 @@ class DueQueue:
             ordered = False
         if end >= _COMPACT:
             self._compact()
+        self.next[which] = self.next_ts(which)
         return ts, slots, gens, ordered
 
     def _compact(self) -> None:
@@ -93,6 +102,7 @@ class DueQueue:
         self.gen.frombytes(gens[order].astype(np.uint32).tobytes())
         first_open = np.flatnonzero(~closed[order])
         self.heads[0] = int(first_open[0]) if first_open.size else len(self.ts)
+        self.next = [self.next_ts(0), self.next_ts(1)]
         # closed ones after the first open one are skipped when taken (the store says they are closed)
 
 
@@ -101,6 +111,9 @@ def in_order(ts: array, slots: array, gens: array, ordered: bool, after: float, 
     """Those of ``slots`` that still hold the impression of generation ``gens`` (live, without flag
     ``skip``), by due time (``ts + after``), then impression id."""
     flags, gen = store.flags, store.gen
+    if len(slots) == 1:  # the usual case of events in time order
+        s = slots[0]
+        return [s] if gen[s] == gens[0] and flags[s] & (LIVE | skip) == LIVE else []
     if len(slots) <= _SCAN:
         keep = [i for i, s in enumerate(slots) if gen[s] == gens[i] and flags[s] & (LIVE | skip) == LIVE]
         out = [slots[i] for i in keep]
