@@ -252,7 +252,7 @@ class EventJoin:
         self._touch(ev.impression_id)
         store.contexts[slot] = (ev.context, features)  # until the sink stores its vectors
         imp = OpenRef(ev.impression_id, ev.event_id, ev.ts, arm, ev.context, features, False, 0, 0.0, 0.0, (),
-                      ev.propensity, candidates, False, digest, (), None, None, slot, gen)  # type: ignore[call-arg]
+                      ev.propensity, candidates, False, digest, (), None, None, slot, gen)
         self.sink.on_impression(imp)
         if imp.x is not None:  # the sink keeps the vectors: the context is no longer needed
             store.put_vectors(slot, gen, imp.x, imp.z)
