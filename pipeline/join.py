@@ -123,13 +123,16 @@ class EventJoin:
         self.open = OpenView(self.store)
         if hasattr(self.sink, "store"):  # the sink stores an impression's vectors there (LearnerSink)
             self.sink.store = self.store
+        #: a sink whose learner reads no context (``wants_context`` False): the join keeps none
+        self._keep_context = getattr(self.sink, "wants_context", True)
         self.pending: dict[str, list[Feedback]] = {}
         self.watermark: float | None = None
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._pending_heap: list[tuple[float, str]] = []
-        #: impressions opened or changed (id -> change number) and evicted since the last saved checkpoint,
+        #: impressions opened or changed (slot -> change number) and evicted (id -> change number) since the
+        #: last saved checkpoint,
         #: tracked only while the next checkpoint can be a delta (see ``_touch``)
-        self._changed: dict[str, int] = {}
+        self._changed: dict[int, int] = {}
         self._removed: dict[str, int] = {}
         self._seq = self._export_seq = 0
         self._tracking = False
@@ -169,7 +172,7 @@ class EventJoin:
             for s in closing:
                 store.flags[s] |= CLOSED
                 if self._tracking:
-                    self._touch(store.id_of(s))
+                    self._touch(s)
                 counters["closed"] += 1
                 if wants:
                     sink.on_close(store.ref(s))
@@ -179,7 +182,7 @@ class EventJoin:
                 if self._tracking:
                     imp_id = store.id_of(s)
                     self._seq += 1
-                    self._changed.pop(imp_id, None)
+                    self._changed.pop(s, None)
                     self._removed[imp_id] = self._seq
                 store.remove(s)
                 counters["evicted"] += 1
@@ -210,14 +213,14 @@ class EventJoin:
         self._pending_heap.clear()
 
     # -- internals ------------------------------------------------------------------------------
-    def _touch(self, imp_id: str) -> None:
+    def _touch(self, slot: int) -> None:
         """Record a change for the next delta. Nothing is tracked before a checkpoint was saved or
         restored (the first is a full snapshot: a run without checkpoints keeps no record), nor once
         so much changed that the next checkpoint is a full snapshot anyway."""
         if not self._tracking:
             return
         self._seq += 1
-        self._changed[imp_id] = self._seq
+        self._changed[slot] = self._seq
         if not self._seq & 4095 and self.delta_policy.full_due(
                 depth=self._depth, churn=self._churn, changes=len(self._changed) + len(self._removed),
                 live=len(self.store)):
@@ -249,8 +252,9 @@ class EventJoin:
         gen = store.gen[slot]
         self.due.push(ev.ts, slot, gen)
         self.counters["impressions"] += 1
-        self._touch(ev.impression_id)
-        store.contexts[slot] = (ev.context, features)  # until the sink stores its vectors
+        self._touch(slot)
+        if self._keep_context:  # until the sink stores its vectors
+            store.contexts[slot] = (ev.context, features)
         imp = OpenRef(ev.impression_id, ev.event_id, ev.ts, arm, ev.context, features, False, 0, 0.0, 0.0, (),
                       ev.propensity, candidates, False, digest, (), None, None, slot, gen)
         self.sink.on_impression(imp)
@@ -309,7 +313,7 @@ class EventJoin:
         imp.seen = (*imp.seen, fb.event_id)  # (a redelivery of a late event is a duplicate)
         imp.seen_digests = (*imp.seen_digests, digest)
         self.store.seen[imp.slot] = (imp.seen, imp.seen_digests)
-        self._touch(imp.impression_id)
+        self._touch(imp.slot)
         if imp.closed and delta != 0.0:  # the window closed: what was learned at the close stands
             self.counters["late"] += 1
             self._dead(fb, f"late {'click' if is_click else 'conversion'}: its impression's window closed")

@@ -145,7 +145,7 @@ def export_checkpoint(join: Any, base: int | None) -> bytes:
         return export_full(join)
     join._export_seq = join._seq
     store = join.store
-    upserts = [store.plain(store.find(i)) for i in join._changed]
+    upserts = store.plain_many(list(join._changed))
     deletes = [i for i in join._removed if store.find(i) < 0]
     pending = [fb for held in join.pending.values() for fb in held]
     body = _encoder.encode(join.codec.delta_type(upserts, deletes, pending, join.watermark, dict(join.counters)))

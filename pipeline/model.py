@@ -164,6 +164,11 @@ class LearnerSink:
         """Whether :meth:`on_close` does anything (the join builds no impression for it otherwise)."""
         return bool(self.learner.learns_at_close)
 
+    @property
+    def wants_context(self) -> bool:
+        """Whether the learner reads an impression's context (the join keeps none otherwise)."""
+        return not self.learner.close_without_context
+
     def _queued(self, kind: int, imp: OpenImpression, value: float) -> None:
         queue = self._queue
         queue.append((kind, imp, value))
@@ -280,7 +285,9 @@ class LearnerSink:
             return
         v = self.vectorizer
         x, z = v.x(imp.context), v.z(imp.context, imp.arm_features)
-        if x.dtype == np.float64 and (z is None or z.dtype == np.float64):  # exact bytes: learning is unchanged
+        if self.learner.close_without_context:  # reads no context: nothing to keep (as in flush)
+            pass
+        elif x.dtype == np.float64 and (z is None or z.dtype == np.float64):  # exact bytes: learning is unchanged
             imp.x, imp.z = x.tobytes(), None if z is None else z.tobytes()
         if self.ips_clip is not None:
             if imp.propensity is None:

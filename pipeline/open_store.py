@@ -1,7 +1,5 @@
 """The join's open impressions in columns: what :class:`~banditloop.pipeline.join.EventJoin` keeps per
-impression until its windows close, without a Python object per impression.
-
-Each open impression is a *slot*: a row of typed columns (``array.array``: time, reward so far,
+impression until its windows close, without a Python object per impression. Each open impression is a *slot*: a row of typed columns (``array.array``: time, reward so far,
 propensity, digest, flags, ...), its context vector a row of one float64 slab, its impression and
 event ids fixed-width rows of a byte arena, and its id found by a 64-bit open-addressing hash table
 (Python's ``hash`` of the id, verified against the arena). Slots freed by evictions are reused; a
@@ -9,8 +7,8 @@ slot's *generation* tells a queued reference to an evicted impression from the o
 What only a few impressions have (the event ids of joined feedback, a context not yet featurized,
 shared vectors, ids too long for the arena) is kept in small dicts by slot.
 
-The join and its sink see an impression as an :class:`~banditloop.pipeline.join.OpenImpression`
-built from the columns when needed (``ref``); what the join changes it writes back (``set_*``).
+The join and its sink see an impression as an :class:`OpenImpression` built from the columns when
+needed (``ref``); what the join changes it writes back (``set_*``).
 
 >>> store = OpenStore()
 >>> slot = store.add("i1", "e1", 100.0, "ad-1", None, 0, 7)
@@ -69,9 +67,8 @@ class OpenImpression(msgspec.Struct, array_like=True, gc=False):
 
 
 class OpenRef(OpenImpression, gc=False):
-    """An open impression as the join hands it to its sink: a copy of its store row, with the row
-    (``slot``) and its generation (``gen``), through which the sink stores its vectors
-    (:meth:`OpenStore.put_vectors`). Never encoded (checkpoints hold :class:`OpenImpression`)."""
+    """An open impression as the join hands it to its sink: a copy of its row ``slot`` (generation ``gen``),
+    through which the sink stores its vectors (:meth:`OpenStore.put_vectors`). Never encoded."""
 
     slot: int = -1
     gen: int = 0
@@ -249,28 +246,8 @@ class OpenStore:
         return np.flatnonzero(np.frombuffer(self.flags, dtype=np.uint8) & LIVE) if len(self.flags) else \
             np.zeros(0, dtype=np.int64)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int]:  # the live slots
         return iter(self.slots().tolist())
-
-    def max_ts(self, default: float) -> float:
-        slots = self.slots()
-        return float(np.frombuffer(self.ts, dtype=np.float64)[slots].max()) if slots.size else default
-
-    def at_tick(self, k: int, tick: float, window: float,
-                click_window: float | None) -> tuple[list[OpenRef], list[OpenRef]]:
-        """Event-time grid point ``k`` (see ``event_time``): the open impressions not closed and within
-        their window's last grid point that are unconverted and older than it (due), and those whose
-        click label is learned at it (when ``click_window`` is given)."""
-        flags = np.frombuffer(self.flags, dtype=np.uint8)
-        ts = np.frombuffer(self.ts, dtype=np.float64)
-        live = (flags & (LIVE | CLOSED)) == LIVE
-        live &= k <= np.floor((ts + window) / tick)
-        due = live & (np.frombuffer(self.applied, dtype=np.float64) <= 0.0) & (np.floor(ts / tick) < k)
-        clicks = (live & (np.floor((ts + click_window) / tick) + 1 == k)) if click_window is not None else None
-        due_slots = np.flatnonzero(due).tolist()
-        click_slots = [] if clicks is None else np.flatnonzero(clicks).tolist()
-        del flags, ts, live, due, clicks
-        return [self.ref(s) for s in due_slots], [self.ref(s) for s in click_slots]
 
     # -- vectors ------------------------------------------------------------------------------------
     def put_vectors(self, slot: int, gen: int, x: bytes, z: bytes | None) -> None:
@@ -345,6 +322,37 @@ class OpenStore:
     def plain(self, slot: int) -> OpenImpression:
         """The impression in ``slot`` as checkpointed."""
         return OpenImpression(*self._row(slot))
+
+    def plain_many(self, slots: list[int]) -> list[OpenImpression]:
+        """:meth:`plain` of many slots, the columns read at once."""
+        if not slots:
+            return []
+        sl = np.array(slots, dtype=np.int64)
+
+        def col(arr: array, dtype: Any) -> list[Any]:
+            return np.frombuffer(arr, dtype=dtype)[sl].tolist()
+
+        flags = col(self.flags, np.uint8)
+        dx = self.dx
+        whole = np.frombuffer(self.xs, dtype=np.float64).reshape(-1, dx)[sl].tobytes() if dx else b""
+        contexts, seen, zs, odd = self.contexts, self.seen, self.zs, self.odd_x
+        arms, ids, events = self.arms, self.ids.get, self.event_ids.get
+        out = []
+        for i, (s, f, ts, app, vs, p, d, conv, cand, arm) in enumerate(zip(
+                slots, flags, col(self.ts, np.float64), col(self.applied, np.float64),
+                col(self.value_sum, np.float64), col(self.propensity, np.float64), col(self.digest, np.int64),
+                col(self.conversions, np.int32), col(self.candidates, np.int32), col(self.arm, np.int32),
+                strict=True)):
+            context, features = contexts.get(s, _NO_ROW) if contexts else _NO_ROW
+            sn, sd = seen.get(s, _NO_SEEN) if seen else _NO_SEEN
+            if f & HAS_X:
+                x = odd[s] if odd and s in odd else whole[i * 8 * dx:(i + 1) * 8 * dx]
+            else:
+                x = None
+            out.append(OpenImpression(ids(s), events(s), ts, arms[arm], context, features, bool(f & CLICKED), conv,
+                                      vs, app, sn, None if p != p else p, cand, bool(f & CLOSED), d, sd, x,
+                                      zs.get(s) if zs else None))
+        return out
 
     def load(self, imp: OpenImpression) -> int:
         """Add a checkpointed impression (restore); returns its slot."""
