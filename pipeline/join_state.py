@@ -25,14 +25,14 @@ import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 
 from banditloop.core.events import Click, Conversion
-from banditloop.pipeline import open_columns
-from banditloop.pipeline.open_store import CLOSED, OpenStore
+
+if TYPE_CHECKING:
+    from banditloop.pipeline.open_store import OpenStore
 
 MAGIC = b"BLJ2"
 #: a full snapshot as a list of open impressions (read, no longer written), a delta, a columnar full snapshot
@@ -119,6 +119,8 @@ class JoinCodec:
 
 def export_full(join: Any) -> bytes:
     """The whole join state (a full snapshot, in columns), the header and body written into one buffer."""
+    from banditloop.pipeline import open_columns  # (numpy: not for commands that only list models)
+
     join._export_seq = join._seq
     pending = [fb for held in join.pending.values() for fb in held]
     buffer = bytearray(encode_header(COLUMNS, None, 0, 0))
@@ -164,6 +166,11 @@ def saved(join: Any, written: bytes | None) -> None:
 
 def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
     """Restore ``data`` (a full snapshot, or a delta preceded by its ``chain``, oldest first)."""
+    import numpy as np
+
+    from banditloop.pipeline import open_columns
+    from banditloop.pipeline.open_store import CLOSED
+
     blobs = [*chain, data]
     first = read_header(blobs[0])
     codec = join.codec

@@ -1,7 +1,8 @@
 """The join's open impressions in columns: what :class:`~banditloop.pipeline.join.EventJoin` keeps per
-impression until its windows close, without a Python object per impression. Each open impression is a *slot*: a row of typed columns (``array.array``: time, reward so far,
-propensity, digest, flags, ...), its context vector a row of one float64 slab, its impression and
-event ids fixed-width rows of a byte arena, and its id found by a 64-bit open-addressing hash table
+impression until its windows close, without a Python object per impression. Each open impression
+is a *slot*: a row of typed columns (``array.array``: time, reward so far, propensity, digest,
+flags, ...), its context vector a row of one float64 slab, its impression and event ids
+fixed-width rows of a byte arena, and its id found by a 64-bit open-addressing hash table
 (Python's ``hash`` of the id, verified against the arena). Slots freed by evictions are reused; a
 slot's *generation* tells a queued reference to an evicted impression from the one now in its slot.
 What only a few impressions have (the event ids of joined feedback, a context not yet featurized,
