@@ -169,13 +169,16 @@ class EventJoin:
             closing = in_order(*due.due(0, close_after, watermark), close_after, store, CLOSED)
             sink = self.sink
             wants = getattr(sink, "wants_close", True)  # (a sink that learns nothing at the close)
-            for s in closing:
-                store.flags[s] |= CLOSED
-                if self._tracking:
-                    self._touch(s)
-                counters["closed"] += 1
+            for start in range(0, len(closing), 4096):  # (the sink sees no other impression's flags)
+                chunk = list(closing[start:start + 4096])
+                for s in chunk:
+                    store.flags[s] |= CLOSED
+                    if self._tracking:
+                        self._touch(s)
+                counters["closed"] += len(chunk)
                 if wants:
-                    sink.on_close(store.ref(s))
+                    for imp in (store.plain_many(chunk, refs=True) if len(chunk) > 8 else map(store.ref, chunk)):
+                        sink.on_close(imp)
         retention = self.config.retention
         if due.next[1] + retention < watermark:
             for s in in_order(*due.due(1, retention, watermark), retention, store, 0):

@@ -61,6 +61,17 @@ class IdArena:
         w = self.width
         return self.data[slot * w:(slot + 1) * w].rstrip(b"\0").decode()
 
+    def many(self, slots: np.ndarray) -> list[str]:
+        """:meth:`get` of many slots."""
+        w = self.width
+        rows = np.frombuffer(self.data, dtype=f"S{w}")[slots].tolist() if self.data else []
+        out = [r.decode() for r in rows]
+        if self.long:
+            for i, s in enumerate(slots.tolist()):
+                if s in self.long:
+                    out[i] = self.long[s]
+        return out
+
     def drop(self, slot: int) -> None:
         if self.long:
             self.long.pop(slot, None)

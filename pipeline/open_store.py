@@ -324,8 +324,8 @@ class OpenStore:
         """The impression in ``slot`` as checkpointed."""
         return OpenImpression(*self._row(slot))
 
-    def plain_many(self, slots: list[int]) -> list[OpenImpression]:
-        """:meth:`plain` of many slots, the columns read at once."""
+    def plain_many(self, slots: list[int], refs: bool = False) -> list[Any]:
+        """:meth:`plain` (or :meth:`ref`) of many slots, the columns read at once."""
         if not slots:
             return []
         sl = np.array(slots, dtype=np.int64)
@@ -337,22 +337,22 @@ class OpenStore:
         dx = self.dx
         whole = np.frombuffer(self.xs, dtype=np.float64).reshape(-1, dx)[sl].tobytes() if dx else b""
         contexts, seen, zs, odd = self.contexts, self.seen, self.zs, self.odd_x
-        arms, ids, events = self.arms, self.ids.get, self.event_ids.get
+        arms, gens = self.arms, col(self.gen, np.uint32) if refs else None
         out = []
-        for i, (s, f, ts, app, vs, p, d, conv, cand, arm) in enumerate(zip(
-                slots, flags, col(self.ts, np.float64), col(self.applied, np.float64),
-                col(self.value_sum, np.float64), col(self.propensity, np.float64), col(self.digest, np.int64),
-                col(self.conversions, np.int32), col(self.candidates, np.int32), col(self.arm, np.int32),
-                strict=True)):
+        for i, (s, f, iid, eid, ts, app, vs, p, d, conv, cand, arm) in enumerate(zip(
+                slots, flags, self.ids.many(sl), self.event_ids.many(sl), col(self.ts, np.float64),
+                col(self.applied, np.float64), col(self.value_sum, np.float64), col(self.propensity, np.float64),
+                col(self.digest, np.int64), col(self.conversions, np.int32), col(self.candidates, np.int32),
+                col(self.arm, np.int32), strict=True)):
             context, features = contexts.get(s, _NO_ROW) if contexts else _NO_ROW
             sn, sd = seen.get(s, _NO_SEEN) if seen else _NO_SEEN
             if f & HAS_X:
                 x = odd[s] if odd and s in odd else whole[i * 8 * dx:(i + 1) * 8 * dx]
             else:
                 x = None
-            out.append(OpenImpression(ids(s), events(s), ts, arms[arm], context, features, bool(f & CLICKED), conv,
-                                      vs, app, sn, None if p != p else p, cand, bool(f & CLOSED), d, sd, x,
-                                      zs.get(s) if zs else None))
+            row = (iid, eid, ts, arms[arm], context, features, bool(f & CLICKED), conv, vs, app, sn,
+                   None if p != p else p, cand, bool(f & CLOSED), d, sd, x, zs.get(s) if zs else None)
+            out.append(OpenRef(*row, s, gens[i]) if gens is not None else OpenImpression(*row))
         return out
 
     def load(self, imp: OpenImpression) -> int:
