@@ -32,10 +32,13 @@ Semantics
   The join keeps a 64-bit digest of the content (:mod:`banditloop.core.digest`) per open impression
   and joined feedback; states written before digests treat every redelivery as a plain duplicate.
 
-The state (open impressions and held feedback) is checkpointed as full snapshots and deltas of
-what changed since the previous checkpoint (:mod:`banditloop.pipeline.join_state`). An open
-impression keeps the feature vectors its sink stored at its opening (``x``, ``z``) rather than its
-context, when the sink stores them (:class:`~banditloop.pipeline.model.LearnerSink` does).
+The open impressions live in columns (:mod:`banditloop.pipeline.open_store`, closes and evictions
+from :mod:`banditloop.pipeline.open_due`); the sink gets an ``OpenImpression`` built for the call.
+An open impression keeps the feature vectors its sink stored (``x``, ``z``) rather than its context,
+when the sink stores them (:class:`~banditloop.pipeline.model.LearnerSink` does), and no context at
+all for a sink whose learner reads none (``wants_context``). The state (open impressions and held
+feedback) is checkpointed as full snapshots (in columns) and deltas of what changed since the
+previous checkpoint (:mod:`banditloop.pipeline.join_state`).
 
 With ``tick`` set (learners that learn event times, :mod:`banditloop.pipeline.event_time`), the sink
 also gets each feedback's time (``on_reward(imp, delta, ts)``), and moves the watermark itself
