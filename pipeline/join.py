@@ -173,7 +173,7 @@ class EventJoin:
             sink = self.sink
             wants = getattr(sink, "wants_close", True)  # (a sink that learns nothing at the close)
             for start in range(0, len(closing), 4096):  # (the sink sees no other impression's flags)
-                chunk = list(closing[start:start + 4096])
+                chunk = closing if len(closing) <= 8 else list(closing[start:start + 4096])
                 for s in chunk:
                     store.flags[s] |= CLOSED
                     if self._tracking:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -324,7 +324,7 @@ class OpenStore:
         """The impression in ``slot`` as checkpointed."""
         return OpenImpression(*self._row(slot))
 
-    def plain_many(self, slots: list[int], refs: bool = False) -> list[Any]:
+    def plain_many(self, slots: Sequence[int], refs: bool = False) -> list[Any]:
         """:meth:`plain` (or :meth:`ref`) of many slots, the columns read at once."""
         if not slots:
             return []
