@@ -7,10 +7,11 @@ belongs to the impression (within the click window) but is delivered later than 
 still join the open impression after that moment: with a conversion reward it changes no reward, so the
 join hands nothing to the sink, and the pCTR head would keep the negative it learned, unnoticed.
 
-:class:`ClickLabelJoin` is the join ``LearningRun`` uses for such models. When a click makes an
-unclicked impression clicked after its label was learned, it counts it (``late_click_labels``, a join
-counter: checkpointed with the join state, 0 in states written before it) and has the learner correct
-the label (``learn_late_click``): the pCTR head learns ``−log p − (−log(1 − p))``, the loss of the true
+:class:`ClickLabelJoin` is the join ``LearningRun`` uses for such models, through the join's public hook
+``EventJoin.on_click`` (a click made an impression clicked). When that happens after the label was
+learned, it counts it (``late_click_labels``, a join counter: checkpointed with the join state, 0 in
+states written before it) and has the sink correct the label (``EventTimeSink.learn_late_click``, the
+learner's ``learn_late_click``): the pCTR head learns ``−log p − (−log(1 − p))``, the loss of the true
 label less the loss of the negative it learned, so the sum of what the head learned for that impression
 is its true term ``−log p`` (the same bookkeeping as the delayed feedback factors). Whether the label
 was learned follows from the impression's time, the grid and the watermark (no per-impression state):
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import math
 
-from banditloop.core.events import Feedback
 from banditloop.pipeline.event_time import EventTimeSink
 from banditloop.pipeline.join import EventJoin, OpenImpression
 
@@ -63,15 +63,9 @@ class ClickLabelJoin(EventJoin):
             return False
         return math.floor(w / tick) >= math.floor((imp.ts + self.config.click_window) / tick) + 1
 
-    def _join(self, imp: OpenImpression, fb: Feedback) -> str:
-        was_clicked = imp.clicked
-        kind = super()._join(imp, fb)
-        if kind == "click" and not was_clicked and imp.clicked and self.label_learned(imp):
+    def on_click(self, imp: OpenImpression) -> None:
+        if self.label_learned(imp):
             self.counters[COUNTER] += 1
             sink = self.sink
             assert isinstance(sink, EventTimeSink)
-            sink.flush()
-            if sink.record:
-                sink.learned.append(("late click", imp.impression_id))
-            sink.learner.learn_late_click(imp.arm, sink._vectors(imp)[0])  # type: ignore[attr-defined]
-        return kind
+            sink.learn_late_click(imp)

@@ -25,7 +25,8 @@ to checkpoint, and the last grid point follows from the join's checkpointed wate
 restored mid-stream continues identically. Feedback the join refuses (a conversion after its
 impression's window closed: ``late``; beyond the window: ``unmatched``) never reaches the learner,
 is counted there and dead-lettered, and does not turn what was learned into a negative. A click that
-arrives after its label was learned (later than the allowed lateness) is not learned by the pCTR head.
+arrives after its label was learned (later than the allowed lateness) is counted and corrected by the
+join (``late_click_labels``, :mod:`banditloop.pipeline.click_labels`): ``esmm`` learns ``learn_late_click``.
 
 With ``batch`` > 0 impressions are queued and featurized as one matrix, as :class:`LearnerSink`
 does; every other call applies the queue first, so the learner sees the same calls in the same order
@@ -42,6 +43,7 @@ import numpy as np
 from banditloop.operators.base import Learner
 from banditloop.pipeline.join import OpenImpression
 from banditloop.pipeline.model import LearnerSink, Vectorizer
+from banditloop.pipeline.open_store import CLOSED, LIVE, OpenRef, OpenStore
 
 if TYPE_CHECKING:
     from banditloop.pipeline.join import EventJoin
@@ -96,7 +98,7 @@ class EventTimeSink(LearnerSink):
         let the join close and evict up to it (``EventJoin.set_watermark`` then moves to ``watermark``)."""
         assert join.watermark is not None
         if not math.isfinite(watermark):  # every window closes (end of a run): no later grid point matters
-            newest = max((imp.ts for imp in join.open.values()), default=join.watermark)
+            newest = _max_ts(join.store, default=join.watermark)
             watermark = newest + join.close_after + self.tick
         k, last = self._slot(join.watermark) + 1, self._slot(watermark)
         while k <= last and join.open:  # nothing open: no grid point until the next impression matters
@@ -108,15 +110,7 @@ class EventTimeSink(LearnerSink):
         g, window = k * self.tick, join.close_after
         cw = join.config.click_window
         labels = getattr(self.learner, "click_labels", False)
-        due, clicks = [], []
-        slot = self._slot
-        for imp in join.open.values():
-            if imp.closed or k > slot(imp.ts + window):  # past its window's last grid point
-                continue
-            if labels and slot(imp.ts + cw) + 1 == k:
-                clicks.append(imp)
-            if imp.applied <= 0.0 and slot(imp.ts) < k:
-                due.append(imp)
+        due, clicks = _at_tick(join.store, k, self.tick, window, cw if labels else None)
         if not (due or clicks):
             return
         self.flush()
@@ -137,6 +131,18 @@ class EventTimeSink(LearnerSink):
         if self.record:
             self.learned.append(("click", imp.impression_id, imp.clicked))
         self.learner.learn_click(imp.arm, self._vectors(imp)[0], imp.clicked)  # type: ignore[attr-defined]
+
+    @property
+    def wants_close(self) -> bool:
+        return self.join is not None or bool(self.learner.learns_at_close)
+
+    def learn_late_click(self, imp: OpenImpression) -> None:
+        """The click of ``imp`` joined after its click label (a negative) was learned: the learner
+        corrects it (``learn_late_click``; see :mod:`banditloop.pipeline.click_labels`)."""
+        self.flush()
+        if self.record:
+            self.learned.append(("late click", imp.impression_id))
+        self.learner.learn_late_click(imp.arm, self._vectors(imp)[0])  # type: ignore[attr-defined]
 
     # -- the join's hooks -------------------------------------------------------------------------
     def on_reward(self, imp: OpenImpression, delta: float, at: float | None = None) -> None:
@@ -176,3 +182,25 @@ class EventTimeSink(LearnerSink):
 
 def _ORDER(imp: OpenImpression) -> tuple[float, str]:
     return imp.ts, imp.impression_id
+
+
+def _max_ts(store: OpenStore, default: float) -> float:
+    slots = store.slots()
+    return float(np.frombuffer(store.ts, dtype=np.float64)[slots].max()) if slots.size else default
+
+
+def _at_tick(store: OpenStore, k: int, tick: float, window: float,
+             click_window: float | None) -> tuple[list[OpenRef], list[OpenRef]]:
+    """Event-time grid point ``k`` (see ``event_time``): the open impressions not closed and within
+    their window's last grid point that are unconverted and older than it (due), and those whose
+    click label is learned at it (when ``click_window`` is given)."""
+    flags = np.frombuffer(store.flags, dtype=np.uint8)
+    ts = np.frombuffer(store.ts, dtype=np.float64)
+    live = (flags & (LIVE | CLOSED)) == LIVE
+    live &= k <= np.floor((ts + window) / tick)
+    due = live & (np.frombuffer(store.applied, dtype=np.float64) <= 0.0) & (np.floor(ts / tick) < k)
+    clicks = (live & (np.floor((ts + click_window) / tick) + 1 == k)) if click_window is not None else None
+    due_slots = np.flatnonzero(due).tolist()
+    click_slots = [] if clicks is None else np.flatnonzero(clicks).tolist()
+    del flags, ts, live, due, clicks
+    return [store.ref(s) for s in due_slots], [store.ref(s) for s in click_slots]

@@ -32,10 +32,13 @@ Semantics
   The join keeps a 64-bit digest of the content (:mod:`banditloop.core.digest`) per open impression
   and joined feedback; states written before digests treat every redelivery as a plain duplicate.
 
-The state (open impressions and held feedback) is checkpointed as full snapshots and deltas of
-what changed since the previous checkpoint (:mod:`banditloop.pipeline.join_state`). An open
-impression keeps the feature vectors its sink stored at its opening (``x``, ``z``) rather than its
-context, when the sink stores them (:class:`~banditloop.pipeline.model.LearnerSink` does).
+The open impressions live in columns (:mod:`banditloop.pipeline.open_store`, closes and evictions
+from :mod:`banditloop.pipeline.open_due`); the sink gets an ``OpenImpression`` built for the call.
+An open impression keeps the feature vectors its sink stored (``x``, ``z``) rather than its context,
+when the sink stores them (:class:`~banditloop.pipeline.model.LearnerSink` does), and no context at
+all for a sink whose learner reads none (``wants_context``). The state (open impressions and held
+feedback) is checkpointed as full snapshots (in columns) and deltas of what changed since the
+previous checkpoint (:mod:`banditloop.pipeline.join_state`).
 
 With ``tick`` set (learners that learn event times, :mod:`banditloop.pipeline.event_time`), the sink
 also gets each feedback's time (``on_reward(imp, delta, ts)``), and moves the watermark itself
@@ -51,8 +54,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import msgspec
-
 from banditloop.core.digest import content_digest
 from banditloop.core.events import Click, Event, Feedback, Impression, encode_event
 from banditloop.core.reward import RewardSpec
@@ -60,42 +61,10 @@ from banditloop.pipeline import join_state
 from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.join_config import JoinConfig
 from banditloop.pipeline.join_state import DeltaPolicy, JoinCodec
+from banditloop.pipeline.open_due import DueQueue, in_order
+from banditloop.pipeline.open_store import CLOSED, OpenImpression, OpenRef, OpenStore, OpenView
 
-
-class OpenImpression(msgspec.Struct, array_like=True, gc=False):
-    """What the join keeps of an impression until its windows close.
-
-    ``gc=False``: not tracked by Python's cyclic garbage collector. Its fields (strings, numbers, a
-    flat dict, a list of strings) cannot form a reference cycle, and the join holds one per open
-    impression, so tracking them only made every full collection walk the whole join state.
-    """
-
-    impression_id: str
-    event_id: str
-    ts: float
-    arm: str
-    context: dict[str, float | str]
-    arm_features: dict[str, float | str] | None = None
-    clicked: bool = False
-    conversions: int = 0
-    value_sum: float = 0.0
-    applied: float = 0.0
-    #: event ids of the feedback joined so far (a tuple: the shared empty one for most impressions)
-    seen: tuple[str, ...] = ()
-    #: the logging policy's propensity and the number of candidates (off-policy weighting, see
-    #: ``banditloop.pipeline.model.LearnerSink``); defaults keep older join states readable
-    propensity: float | None = None
-    candidates: int = 0
-    #: the feedback window closed (``JoinSink.on_close`` was called)
-    closed: bool = False
-    #: content digest of the impression (0: unknown, a state written before digests)
-    digest: int = 0
-    #: digest of each feedback in ``seen``, in order (shorter in older states: the first are unknown)
-    seen_digests: tuple[int, ...] = ()
-    #: the context (and shared) feature vectors as float64 bytes, stored by the sink at the opening;
-    #: when set, the join drops ``context`` and ``arm_features`` (they are only needed to compute them)
-    x: bytes | None = None
-    z: bytes | None = None
+__all__ = ["COUNTER_NAMES", "EventJoin", "JoinConfig", "JoinSink", "OpenImpression"]
 
 
 class JoinSink(Protocol):
@@ -150,16 +119,23 @@ class EventJoin:
     codec = _CODEC
 
     def __post_init__(self) -> None:
-        self.open: dict[str, OpenImpression] = {}
+        #: the open impressions, in columns (see ``open_store``), and when they close and are evicted
+        self.store = OpenStore()
+        self.due = DueQueue()
+        #: the open impressions as a read-only mapping id -> OpenImpression (copies)
+        self.open = OpenView(self.store)
+        if hasattr(self.sink, "store"):  # the sink stores an impression's vectors there (LearnerSink)
+            self.sink.store = self.store
+        #: a sink whose learner reads no context (``wants_context`` False): the join keeps none
+        self._keep_context = getattr(self.sink, "wants_context", True)
         self.pending: dict[str, list[Feedback]] = {}
         self.watermark: float | None = None
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
-        self._evict_heap: list[tuple[float, str]] = []
-        self._close_heap: list[tuple[float, str]] = []
         self._pending_heap: list[tuple[float, str]] = []
-        #: impressions opened or changed (id -> change number) and evicted since the last saved checkpoint,
+        #: impressions opened or changed (slot -> change number) and evicted (id -> change number) since the
+        #: last saved checkpoint,
         #: tracked only while the next checkpoint can be a delta (see ``_touch``)
-        self._changed: dict[str, int] = {}
+        self._changed: dict[int, int] = {}
         self._removed: dict[str, int] = {}
         self._seq = self._export_seq = 0
         self._tracking = False
@@ -190,28 +166,32 @@ class EventJoin:
 
     def _advance(self, watermark: float) -> None:
         self.watermark = watermark
-        heap = self._close_heap
+        store, due, counters = self.store, self.due, self.counters
         close_after = self.close_after
-        while heap and heap[0][0] < watermark:
-            _, imp_id = heapq.heappop(heap)
-            imp = self.open.get(imp_id)
-            if imp is not None and not imp.closed and imp.ts + close_after < watermark:
-                imp.closed = True
-                self._touch(imp_id)
-                self.counters["closed"] += 1
-                self.sink.on_close(imp)
+        if due.next[0] + close_after < watermark:
+            closing = in_order(*due.due(0, close_after, watermark), close_after, store, CLOSED)
+            sink = self.sink
+            wants = getattr(sink, "wants_close", True)  # (a sink that learns nothing at the close)
+            for start in range(0, len(closing), 4096):  # (the sink sees no other impression's flags)
+                chunk = closing if len(closing) <= 8 else list(closing[start:start + 4096])
+                for s in chunk:
+                    store.flags[s] |= CLOSED
+                    if self._tracking:
+                        self._touch(s)
+                counters["closed"] += len(chunk)
+                if wants:
+                    for imp in (store.plain_many(chunk, refs=True) if len(chunk) > 8 else map(store.ref, chunk)):
+                        sink.on_close(imp)
         retention = self.config.retention
-        heap = self._evict_heap
-        while heap and heap[0][0] < watermark:
-            _, imp_id = heapq.heappop(heap)
-            imp = self.open.get(imp_id)
-            if imp is not None and imp.ts + retention < watermark:
-                del self.open[imp_id]
-                self.counters["evicted"] += 1
+        if due.next[1] + retention < watermark:
+            for s in in_order(*due.due(1, retention, watermark), retention, store, 0):
                 if self._tracking:
+                    imp_id = store.id_of(s)
                     self._seq += 1
-                    self._changed.pop(imp_id, None)
+                    self._changed.pop(s, None)
                     self._removed[imp_id] = self._seq
+                store.remove(s)
+                counters["evicted"] += 1
         heap = self._pending_heap
         skew = self.config.clock_skew
         while heap and heap[0][0] < watermark:
@@ -239,17 +219,17 @@ class EventJoin:
         self._pending_heap.clear()
 
     # -- internals ------------------------------------------------------------------------------
-    def _touch(self, imp_id: str) -> None:
+    def _touch(self, slot: int) -> None:
         """Record a change for the next delta. Nothing is tracked before a checkpoint was saved or
         restored (the first is a full snapshot: a run without checkpoints keeps no record), nor once
         so much changed that the next checkpoint is a full snapshot anyway."""
         if not self._tracking:
             return
         self._seq += 1
-        self._changed[imp_id] = self._seq
+        self._changed[slot] = self._seq
         if not self._seq & 4095 and self.delta_policy.full_due(
                 depth=self._depth, churn=self._churn, changes=len(self._changed) + len(self._removed),
-                live=len(self.open)):
+                live=len(self.store)):
             self._tracking = False
             self._changed, self._removed = {}, {}
 
@@ -258,9 +238,10 @@ class EventJoin:
 
     def _impression(self, ev: Impression) -> str:
         digest = content_digest(ev)
-        first = self.open.get(ev.impression_id)
-        if first is not None:
-            if first.digest not in (0, digest):
+        store = self.store
+        slot = store.find(ev.impression_id)
+        if slot >= 0:
+            if store.digest[slot] not in (0, digest):
                 return self._conflict(ev, f"impression {ev.impression_id} was already joined")
             self.counters["duplicates"] += 1
             return "duplicate"
@@ -271,16 +252,20 @@ class EventJoin:
         features = None
         if ev.arm_features is not None:
             features = ev.arm_features.get(ev.arm)
-        imp = OpenImpression(impression_id=ev.impression_id, event_id=ev.event_id, ts=ev.ts, arm=sys.intern(ev.arm),
-                             context=ev.context, arm_features=features, propensity=ev.propensity,
-                             candidates=len(ev.candidates) if ev.candidates else 0, digest=digest)
-        self.open[ev.impression_id] = imp
-        heapq.heappush(self._evict_heap, (ev.ts + self.config.retention, ev.impression_id))
-        heapq.heappush(self._close_heap, (ev.ts + self.close_after, ev.impression_id))
+        arm = sys.intern(ev.arm)
+        candidates = len(ev.candidates) if ev.candidates else 0
+        slot = store.add(ev.impression_id, ev.event_id, ev.ts, arm, ev.propensity, candidates, digest)
+        gen = store.gen[slot]
+        self.due.push(ev.ts, slot, gen)
         self.counters["impressions"] += 1
-        self._touch(ev.impression_id)
+        self._touch(slot)
+        if self._keep_context:  # until the sink stores its vectors
+            store.contexts[slot] = (ev.context, features)
+        imp = OpenRef(ev.impression_id, ev.event_id, ev.ts, arm, ev.context, features, False, 0, 0.0, 0.0, (),
+                      ev.propensity, candidates, False, digest, (), None, None, slot, gen)
         self.sink.on_impression(imp)
         if imp.x is not None:  # the sink keeps the vectors: the context is no longer needed
+            store.put_vectors(slot, gen, imp.x, imp.z)
             imp.context, imp.arm_features = _NO_CONTEXT, None
         held = self.pending.pop(ev.impression_id, None)
         if held:
@@ -290,9 +275,9 @@ class EventJoin:
         return "impression"
 
     def _feedback(self, fb: Feedback) -> str:
-        imp = self.open.get(fb.impression_id)
-        if imp is not None:
-            return self._join(imp, fb)
+        slot = self.store.find(fb.impression_id)
+        if slot >= 0:
+            return self._join(self.store.ref(slot), fb)
         held = self.pending.get(fb.impression_id)
         same = None if held is None else next((h for h in held if h.event_id == fb.event_id), None)
         if same is not None:
@@ -307,7 +292,7 @@ class EventJoin:
         self.counters["held"] += 1
         return "held"
 
-    def _join(self, imp: OpenImpression, fb: Feedback) -> str:
+    def _join(self, imp: OpenRef, fb: Feedback) -> str:
         digest = content_digest(fb)
         if fb.event_id in imp.seen:
             at = imp.seen.index(fb.event_id) - (len(imp.seen) - len(imp.seen_digests))  # digests align at the end
@@ -333,11 +318,13 @@ class EventJoin:
         delta = reward - imp.applied
         imp.seen = (*imp.seen, fb.event_id)  # (a redelivery of a late event is a duplicate)
         imp.seen_digests = (*imp.seen_digests, digest)
-        self._touch(imp.impression_id)
+        self.store.seen[imp.slot] = (imp.seen, imp.seen_digests)
+        self._touch(imp.slot)
         if imp.closed and delta != 0.0:  # the window closed: what was learned at the close stands
             self.counters["late"] += 1
             self._dead(fb, f"late {'click' if is_click else 'conversion'}: its impression's window closed")
             return "late"
+        was_clicked = imp.clicked
         imp.clicked, imp.conversions, imp.value_sum = clicked, conversions, value_sum
         kind = "click" if is_click else "conversion"
         self.counters["clicks" if is_click else "conversions"] += 1
@@ -345,11 +332,19 @@ class EventJoin:
             if imp.applied == 0.0:
                 self.counters["rewarded"] += 1
             imp.applied = reward
+        self.store.set_feedback(imp.slot, clicked, conversions, value_sum, imp.applied, imp.seen, imp.seen_digests)
+        if delta != 0.0:
             if self.tick is None:
                 self.sink.on_reward(imp, delta)
             else:  # a sink that learns event times (see the module docstring)
                 self.sink.on_reward(imp, delta, fb.ts)  # type: ignore[call-arg]
+        if clicked and not was_clicked:
+            self.on_click(imp)
         return kind
+
+    def on_click(self, imp: OpenImpression) -> None:
+        """Hook: a click made the open impression ``imp`` clicked (after its reward went to the sink);
+        see :mod:`banditloop.pipeline.click_labels`."""
 
     def _unmatched(self, fb: Feedback, reason: str) -> str:
         self.counters["unmatched"] += 1

@@ -13,7 +13,9 @@ impressions (and more than :attr:`DeltaPolicy.min_churn`): restoring then reads 
 ``1 + max_churn`` times the live state.
 
 Format: a 25-byte header (magic ``BLJ2``, kind, base version or -1, chain depth, churn) and a
-msgpack body. Join states written before the header existed (JSON) read as full snapshots.
+msgpack body. A full snapshot is written in columns (kind ``COLUMNS``, :mod:`banditloop.pipeline.open_columns`);
+full snapshots written as lists of open impressions (kind ``FULL``) and join states written before the
+header existed (JSON) still read as full snapshots.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from banditloop.core.events import Click, Conversion
 
+if TYPE_CHECKING:
+    from banditloop.pipeline.open_store import OpenStore
+
 MAGIC = b"BLJ2"
-FULL, DELTA = 0, 1
+#: a full snapshot as a list of open impressions (read, no longer written), a delta, a columnar full snapshot
+FULL, DELTA, COLUMNS = 0, 1, 2
 _HEADER = struct.Struct(">4sBqIQ")
 
 
@@ -81,7 +87,7 @@ def read_header(data: bytes) -> Header | None:
     if len(data) < _HEADER.size:
         raise ValueError("truncated join state header")
     _, kind, base, depth, churn = _HEADER.unpack_from(data)
-    if kind not in (FULL, DELTA) or (kind == DELTA) != (base >= 0):
+    if kind not in (FULL, DELTA, COLUMNS) or (kind == DELTA) != (base >= 0):
         raise ValueError(f"bad join state header (kind {kind}, base {base})")
     return Header(kind, base if base >= 0 else None, depth, churn)
 
@@ -112,10 +118,22 @@ class JoinCodec:
         self.legacy = msgspec.json.Decoder(self.legacy_type)
 
 def export_full(join: Any) -> bytes:
-    """The whole join state (a full snapshot)."""
+    """The whole join state (a full snapshot, in columns), the header and body written into one buffer."""
+    from banditloop.pipeline import open_columns  # (numpy: not for commands that only list models)
+
     join._export_seq = join._seq
     pending = [fb for held in join.pending.values() for fb in held]
-    body = _encoder.encode(join.codec.full_type(list(join.open.values()), pending, join.watermark,
+    buffer = bytearray(encode_header(COLUMNS, None, 0, 0))
+    _encoder.encode_into(open_columns.columns(join.store, pending, join.watermark, dict(join.counters)),
+                         buffer, len(buffer))
+    return buffer  # type: ignore[return-value]  # (bytes-like: stored as it is)
+
+
+def export_rows(join: Any) -> bytes:
+    """The whole join state as a ``FULL`` snapshot (a list of open impressions), as written before columns."""
+    pending = [fb for held in join.pending.values() for fb in held]
+    store = join.store
+    body = _encoder.encode(join.codec.full_type([store.plain(s) for s in store], pending, join.watermark,
                                                 dict(join.counters)))
     return encode_header(FULL, None, 0, 0) + body
 
@@ -125,12 +143,12 @@ def export_checkpoint(join: Any, base: int | None) -> bytes:
     full snapshot when there is no base or :class:`DeltaPolicy` says so."""
     changes = len(join._changed) + len(join._removed)
     if base is None or not join._tracking or join.delta_policy.full_due(
-            depth=join._depth, churn=join._churn, changes=changes, live=len(join.open)):
+            depth=join._depth, churn=join._churn, changes=changes, live=len(join.store)):
         return export_full(join)
     join._export_seq = join._seq
-    open_ = join.open
-    upserts = [open_[i] for i in join._changed]
-    deletes = [i for i in join._removed if i not in open_]
+    store = join.store
+    upserts = store.plain_many(list(join._changed))
+    deletes = [i for i in join._removed if store.find(i) < 0]
     pending = [fb for held in join.pending.values() for fb in held]
     body = _encoder.encode(join.codec.delta_type(upserts, deletes, pending, join.watermark, dict(join.counters)))
     return encode_header(DELTA, base, join._depth + 1, join._churn + len(upserts) + len(deletes)) + body
@@ -148,17 +166,27 @@ def saved(join: Any, written: bytes | None) -> None:
 
 def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
     """Restore ``data`` (a full snapshot, or a delta preceded by its ``chain``, oldest first)."""
+    import numpy as np
+
+    from banditloop.pipeline import open_columns
+    from banditloop.pipeline.open_store import CLOSED
+
     blobs = [*chain, data]
     first = read_header(blobs[0])
     codec = join.codec
-    if first is None:
-        full = codec.legacy.decode(blobs[0])
-    elif first.kind == FULL:
-        full = codec.full.decode(memoryview(blobs[0])[_HEADER.size:])
+    join.__post_init__()
+    store = join.store
+    if first is not None and first.kind == COLUMNS:
+        state = msgspec.msgpack.decode(memoryview(blobs[0])[_HEADER.size:], type=open_columns.ColumnsState)
+        open_columns.load(store, state)
+    elif first is None or first.kind == FULL:
+        state = codec.legacy.decode(blobs[0]) if first is None else codec.full.decode(
+            memoryview(blobs[0])[_HEADER.size:])
+        _upsert(store, state.open)
     else:
         raise ValueError("the join state is a delta without the snapshot it applies to")
-    open_ = {imp.impression_id: imp for imp in full.open}
-    pending, watermark, counters = full.pending, full.watermark, full.counters
+    pending, watermark, counters = state.pending, state.watermark, state.counters
+    del state
     header = first
     for blob in blobs[1:]:
         header = read_header(blob)
@@ -166,26 +194,32 @@ def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
             raise ValueError("a join state chain continues with something other than a delta")
         delta = codec.delta.decode(memoryview(blob)[_HEADER.size:])
         for imp_id in delta.deletes:
-            open_.pop(imp_id, None)
-        for imp in delta.upserts:
-            open_[imp.impression_id] = imp
+            slot = store.find(imp_id)
+            if slot >= 0:
+                store.remove(slot)
+        _upsert(store, delta.upserts)
         pending, watermark, counters = delta.pending, delta.watermark, delta.counters
-    join.__post_init__()
     join.watermark = watermark
     join.counters.update(counters)
     join._depth, join._churn = (header.depth, header.churn) if header is not None else (0, 0)
     join._tracking = True
-    retention, close_after = join.config.retention, join.close_after
-    intern = sys.intern
-    for imp in open_.values():
-        imp.arm = intern(imp.arm)
-        join.open[imp.impression_id] = imp
-        join._evict_heap.append((imp.ts + retention, imp.impression_id))
-        if not imp.closed:
-            join._close_heap.append((imp.ts + close_after, imp.impression_id))
-    heapq.heapify(join._evict_heap)
-    heapq.heapify(join._close_heap)
+    slots = store.slots()
+    flags = np.frombuffer(store.flags, dtype=np.uint8)
+    join.due.rebuild(np.frombuffer(store.ts, dtype=np.float64)[slots], slots,
+                     np.frombuffer(store.gen, dtype=np.uint32)[slots], (flags[slots] & CLOSED) != 0)
+    del flags
     for fb in pending:
         join.pending.setdefault(fb.impression_id, []).append(fb)
         join._pending_heap.append((fb.ts + join.config.clock_skew, fb.impression_id))
     heapq.heapify(join._pending_heap)
+
+
+def _upsert(store: OpenStore, imps: Sequence[Any]) -> None:
+    """Put checkpointed open impressions in the store (replacing one with the same id)."""
+    intern = sys.intern
+    for imp in imps:
+        slot = store.find(imp.impression_id)
+        if slot >= 0:
+            store.remove(slot)
+        imp.arm = intern(imp.arm)
+        store.load(imp)

@@ -19,6 +19,7 @@ from banditloop.core.reward import RewardSpec
 from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_class, learners_with, make_learner
 from banditloop.pipeline.join import JoinConfig, OpenImpression
+from banditloop.pipeline.open_store import OpenRef, OpenStore
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,20 @@ class LearnerSink:
         self.ips_clip = ips_clip
         self.batch = batch
         self.unweighted = 0
+        #: where the join keeps its open impressions (set by the join): vectors computed later are stored there
+        self.store: OpenStore | None = None
         #: queued calls: (0 impression | 1 reward | 2 close, impression, delta or final reward)
         self._queue: list[tuple[int, OpenImpression, float]] = []
+
+    @property
+    def wants_close(self) -> bool:
+        """Whether :meth:`on_close` does anything (the join builds no impression for it otherwise)."""
+        return bool(self.learner.learns_at_close)
+
+    @property
+    def wants_context(self) -> bool:
+        """Whether the learner reads an impression's context (the join keeps none otherwise)."""
+        return not self.learner.close_without_context
 
     def _queued(self, kind: int, imp: OpenImpression, value: float) -> None:
         queue = self._queue
@@ -216,7 +229,7 @@ class LearnerSink:
             else:
                 learner.learn_close(imp.arm, x, value, z)
 
-    def _matrix(self, imps: list[OpenImpression]) -> np.ndarray:
+    def _matrix(self, imps: Sequence[OpenImpression]) -> np.ndarray:
         """The context vectors of ``imps``, one row each: as stored (``imp.x``), else featurized as one
         matrix, and then stored, with the shared vector, so the join can drop the context (as
         :meth:`on_impression` does event at a time)."""
@@ -233,12 +246,23 @@ class LearnerSink:
             if Xf is not None:
                 X[fresh] = Xf
         if Xf is not None and X.dtype == np.float64:
-            v = self.vectorizer
+            v, store = self.vectorizer, self.store
+            rows, slots, gens = [], [], []  # stored in the join's store at once (no shared vectors)
             for i in fresh:
                 imp = imps[i]
                 z = v.z(imp.context, imp.arm_features)
                 imp.x, imp.z = X[i].tobytes(), None if z is None else z.tobytes()
                 imp.context, imp.arm_features = _NO_CONTEXT, None
+                if store is not None and isinstance(imp, OpenRef):
+                    if z is None:
+                        rows.append(i)
+                        slots.append(imp.slot)
+                        gens.append(imp.gen)
+                    else:
+                        store.put_vectors(imp.slot, imp.gen, imp.x, imp.z)
+            if rows:
+                assert store is not None
+                store.put_matrix(slots, gens, X[rows])
         return X
 
     def _scale(self, imp: OpenImpression) -> float:
@@ -261,7 +285,9 @@ class LearnerSink:
             return
         v = self.vectorizer
         x, z = v.x(imp.context), v.z(imp.context, imp.arm_features)
-        if x.dtype == np.float64 and (z is None or z.dtype == np.float64):  # exact bytes: learning is unchanged
+        if self.learner.close_without_context:  # reads no context: nothing to keep (as in flush)
+            pass
+        elif x.dtype == np.float64 and (z is None or z.dtype == np.float64):  # exact bytes: learning is unchanged
             imp.x, imp.z = x.tobytes(), None if z is None else z.tobytes()
         if self.ips_clip is not None:
             if imp.propensity is None:

@@ -16,7 +16,7 @@ from banditloop.core.features import FeatureSpec
 from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_links_table
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.join import JoinConfig
-from banditloop.pipeline.join_state import DELTA, FULL, DeltaPolicy, read_header
+from banditloop.pipeline.join_state import COLUMNS, DELTA, FULL, DeltaPolicy, read_header
 from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.shard_restore import restore_shard
@@ -69,14 +69,16 @@ def drive(run: LearningRun, store: CheckpointStore, chunks: int, per: int = 40, 
 
 
 def kinds(store: CheckpointStore, model: str = "m") -> dict[int, int | str | None]:
-    """version -> FULL, DELTA, "json" (written before deltas) or None (join state not kept)."""
+    """version -> FULL (a full snapshot: now written in columns, ``COLUMNS``), DELTA, "json" (written
+    before deltas) or None (join state not kept)."""
     with store.engine.connect() as conn:
         rows = conn.execute(select(checkpoints_table.c.version, checkpoints_table.c.join_state)
                             .where(checkpoints_table.c.model == model).order_by(checkpoints_table.c.version)).all()
     out: dict[int, int | str | None] = {}
     for version, data in rows:
         header = None if data is None else read_header(data)
-        out[version] = None if data is None else "json" if header is None else header.kind
+        out[version] = None if data is None else "json" if header is None else (
+            FULL if header.kind == COLUMNS else header.kind)
     return out
 
 
