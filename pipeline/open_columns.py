@@ -107,6 +107,10 @@ def load(store: OpenStore, state: ColumnsState) -> None:
         if len(column) != n:
             raise ValueError(f"join state column {name} has {len(column)} rows, not {n}")
         setattr(store, name, column)
+    for name, size, width in (("ids", len(state.ids), state.id_width), ("event ids", len(state.event_ids),
+                              state.event_width), ("vectors", len(state.xs), 8 * state.dx)):
+        if size != n * width:
+            raise ValueError(f"join state {name} hold {size} bytes, not {n} rows of {width}")
     store.gen = array("I", bytes(4 * n))
     store.arms = [sys.intern(a) for a in state.arms]
     store._arm_code = {a: i for i, a in enumerate(store.arms)}

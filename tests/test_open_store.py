@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from banditloop.core.events import Click, Impression
 from banditloop.pipeline.join import EventJoin, JoinConfig
 from banditloop.pipeline.join_state import COLUMNS, FULL, export_rows, read_header
+from banditloop.pipeline.open_columns import ColumnsState, columns, load
 from banditloop.pipeline.open_store import OpenStore
 
 
@@ -78,3 +80,15 @@ def test_columnar_snapshot_round_trips_after_evictions_and_old_full_snapshots_lo
         assert back.counters == join.counters and back.watermark == join.watermark
         back.set_watermark(1e9)  # closes what is open, in order
         assert back.counters["closed"] == join.counters["closed"] + sum(not v.closed for v in join.open.values())
+
+
+def test_a_columnar_snapshot_whose_rows_disagree_is_refused_with_its_reason() -> None:
+    store = OpenStore()
+    for i in range(3):
+        s = store.add(f"i{i}", f"e{i}", 5.0 + i, "a", 0.5, 3, 9)
+        store.put_vectors(s, 0, bytes(16), None)
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(columns(store, [], 1.0, {})), type=ColumnsState)
+    for field, cut in (("ids", 1), ("xs", 8), ("ts", 8)):
+        broken = msgspec.structs.replace(state, **{field: getattr(state, field)[:-cut]})
+        with pytest.raises(ValueError, match="join state"):
+            load(OpenStore(), broken)
