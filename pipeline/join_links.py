@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
 from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_links_table
@@ -35,10 +35,12 @@ def base_usable(session: Connection, model: str, shard: str, base: int) -> bool:
     """Whether ``base`` is the shard's newest version and has its join state: a delta may be written on
     it. (A run's base is always the version it last wrote or restored, the newest unless it fell back
     past damaged versions or another writer came in between: then a full snapshot is written.)"""
-    newest = session.execute(select(checkpoints_table.c.version, checkpoints_table.c.join_state.is_not(None)).where(
+    # length(), not IS NOT NULL: SQLite reads a whole blob to test it for NULL, but its length from the
+    # record header (a 200 MB join state: ~250 ms against 0.2 ms per checkpoint)
+    newest = session.execute(select(checkpoints_table.c.version, func.length(checkpoints_table.c.join_state)).where(
         checkpoints_table.c.model == model, checkpoints_table.c.shard == shard)
         .order_by(checkpoints_table.c.version.desc()).limit(1)).first()
-    return newest is not None and newest[0] == base and bool(newest[1])
+    return newest is not None and newest[0] == base and newest[1] is not None
 
 
 def materialize(session: Connection, model: str, shard: str, base: int, delta: bytes) -> bytes:

@@ -5,7 +5,7 @@ with the older versions their join-state chains are built on (:mod:`banditloop.p
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from banditloop.pipeline import join_links
@@ -39,7 +39,7 @@ def prune_model(session: Connection, model: str, keep: int) -> int:
         if len(versions) > JOIN_STATE_VERSIONS:
             session.execute(update(checkpoints_table).where(
                 in_shard, checkpoints_table.c.version <= versions[JOIN_STATE_VERSIONS], not_link,
-                checkpoints_table.c.join_state.is_not(None))
+                func.length(checkpoints_table.c.join_state).is_not(None))  # (see join_links.base_usable)
                 .values(join_state=None))
             dropped = max(dropped, versions[JOIN_STATE_VERSIONS])
         join_links.forget(session, model, [v for v in link_map if v <= dropped and v not in links_kept])
