@@ -81,10 +81,11 @@ from benchmarks.common import (  # noqa: E402
 ARMS, CONTEXT_DIM, SHARED_DIM = 20, 15, 64
 PEERS = {"river": RiverLinUCB.name, "mabwiser": MabwiserLinUCB.name, "vw": VWAdf.name}
 #: the one exploration grid every tuned contender is tried on, ours and peers alike
-GRID = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 #: tuned contender -> (ours: registry name, or the peer's key; the parameter the grid sets; fixed params)
 TUNED: dict[str, tuple[str, str, dict]] = {
     "linucb": ("linucb", "alpha", {}),
+    "glm-ucb": ("glm-ucb", "alpha", {}),
     "lints": ("lints", "v", {}),
     "logistic-ts": ("logistic-ts", "exploration", {"propensity_draws": 0}),
     "logistic-ts full": ("logistic-ts", "exploration", {"covariance": "full", "propensity_draws": 0}),
@@ -92,6 +93,15 @@ TUNED: dict[str, tuple[str, str, dict]] = {
     "mabwiser": ("mabwiser", "alpha", {}),
     "vw": ("vw", "epsilon", {}),
 }
+#: grid values a contender cannot take (skipped, printed "n/a"): river's ``alpha`` is the prior precision of
+#: its Bayesian linear regressions (its bonus is their predictive standard deviation), which must be > 0
+INVALID: dict[str, tuple[float, ...]] = {"river": (0.0,)}
+
+
+def in_grid(tuned: str, value: float) -> bool:
+    return value not in INVALID.get(tuned, ())
+
+
 #: the world the grid is searched on: another seed than the reported ones, a shorter run
 TUNE_SEED = 100
 #: non-default settings of ours shown in the defaults table (not tuned)
@@ -101,7 +111,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 PEER_VARIANTS: dict[str, str] = {}
 #: rough cost per event (µs, measured) used only to start the slowest runs first
 COST = {"mabwiser": 1650, "river": 360, "hybrid-linucb": 340, "ts": 285, "ctr-lr": 225, "lints": 170,
-        "vw": 130, "logistic-ts": 300}
+        "vw": 130, "logistic-ts": 300, "glm-ucb": 120}
 
 
 def _sd(a: np.ndarray) -> float:
@@ -283,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.only:
         labels = [label for label in labels if label in args.only]
     tuned = [t for t in args.tuned if TUNED[t][0] in PEERS or TUNED[t][0] in ours]
-    grid_labels = [f"{t}@{v:g}" for t in tuned for v in GRID]
+    grid_labels = [f"{t}@{v:g}" for t in tuned for v in GRID if in_grid(t, v)]
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"K={ARMS}, d={CONTEXT_DIM + 1} (bias + {CONTEXT_DIM} context values, for every linear contender), "
           f"logistic click model, immediate feedback; {steps:,} steps, seeds {args.seeds}; load average {load}")
@@ -291,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. the grid search, on its own world (seed TUNE_SEED, tune_steps), for every tuned contender
     grid_results = run_all([(lab, TUNE_SEED, tune_steps) for lab in grid_labels], args.jobs)
     grid = {lab: next(r["regret"] for r in grid_results if r["label"] == lab) for lab in grid_labels}
-    chosen = {t: min(GRID, key=lambda v, t=t: grid[f"{t}@{v:g}"]) for t in tuned}
+    chosen = {t: min((v for v in GRID if in_grid(t, v)), key=lambda v, t=t: grid[f"{t}@{v:g}"]) for t in tuned}
     tuned_labels = [f"{t}@{chosen[t]:g}" for t in tuned]
 
     # 2. the reported runs: defaults and the tuned contenders at their chosen value
@@ -313,15 +323,19 @@ def main(argv: list[str] | None = None) -> dict:
     if labels:
         print("\nDEFAULTS: every contender at its default exploration (river and MABWiser alpha=1, VW epsilon=0.05)")
         print_table(labels, summary, oracle, name_of)
-        mine = min((lab for lab in labels if lab not in PEERS), key=lambda lab: summary[lab]["regret_mean"])
-        theirs = min((lab for lab in labels if lab in PEERS), key=lambda lab: summary[lab]["regret_mean"])
-        a, b = summary[mine]["regret_mean"], summary[theirs]["regret_mean"]
-        verdicts.append(f"defaults: best of ours {name_of(mine)} {a:,.1f} vs best peer {name_of(theirs)} {b:,.1f}: "
-                        f"ratio {a / b:.2f}")
+        mine_d = [lab for lab in labels if lab not in PEERS]
+        theirs_d = [lab for lab in labels if lab in PEERS]
+        if mine_d and theirs_d:
+            mine = min(mine_d, key=lambda lab: summary[lab]["regret_mean"])
+            theirs = min(theirs_d, key=lambda lab: summary[lab]["regret_mean"])
+            a, b = summary[mine]["regret_mean"], summary[theirs]["regret_mean"]
+            verdicts.append(f"defaults: best of ours {name_of(mine)} {a:,.1f} vs best peer {name_of(theirs)} "
+                            f"{b:,.1f}: ratio {a / b:.2f}")
     print(f"\nGRID SEARCH: regret after {tune_steps:,} steps on seed {TUNE_SEED} (a world not reported below), "
           f"grid {list(GRID)} for each contender's exploration parameter")
     print(table(["contender", "parameter", *[f"{v:g}" for v in GRID], "chosen"],
-                [[t, TUNED[t][1], *[grid[f"{t}@{v:g}"] for v in GRID], f"{chosen[t]:g}"] for t in tuned]))
+                [[t, TUNED[t][1], *[grid[f"{t}@{v:g}"] if in_grid(t, v) else "n/a" for v in GRID],
+                  f"{chosen[t]:g}"] for t in tuned]))
     if tuned_labels:
         print(f"\nTUNED: each at its chosen value, {steps:,} steps, seeds {args.seeds}")
         print_table(tuned_labels, summary, oracle, name_of)
