@@ -17,10 +17,14 @@ equivalent matrix product checked against ``cross`` at start-up).
 * DEFAULTS: every contender at its default exploration (ours: the registry defaults; river and
   MABWiser alpha=1; VW epsilon=0.05), plus ``logistic-ts covariance=full`` labelled non-default.
 * TUNED: each tuned contender's exploration parameter is searched on the one grid :data:`GRID`
-  (LinUCB/river/MABWiser ``alpha``, LinTS ``v``, logistic TS ``exploration`` — the scale of its
-  posterior draws — and VW ``epsilon``) on a world that is not reported (seed :data:`TUNE_SEED`,
-  ``--tune-steps``), then run at its chosen value on the reported seeds. The grid, every grid cell and
+  (LinUCB/MABWiser/GLM-UCB ``alpha``, LinTS ``v``, logistic TS ``exploration`` — the scale of its
+  posterior draws — river's ``alpha`` and VW ``epsilon``) on a world that is not reported (seed
+  :data:`TUNE_SEED`, ``--tune-steps``), then run at its chosen value on the reported seeds. The grid
+  includes 0 (greedy); river's ``alpha`` is the prior precision of its Bayesian regressions (its
+  bonus is their predictive sd), so its 0 cell is skipped (``n/a``). The grid, every grid cell and
   the chosen values are printed. Target (issue 9): our best <= 0.8x the best tuned peer.
+  MABWiser is fitted on 200 uniformly random warm-up steps before the run (how it is used), which
+  the regret does not count: a small head start that the others do not get.
 
 Runs are spread over ``--jobs`` processes (default 2, this machine's cores).
 
