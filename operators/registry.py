@@ -22,6 +22,7 @@ LEARNERS: dict[str, str] = {
     "diag-linucb": "banditloop.operators.diag_linucb:DiagLinUCB",
     "lints": "banditloop.operators.lin_ts:LinearTS",
     "logistic-ts": "banditloop.operators.logistic_ts:LogisticTS",
+    "glm-ucb": "banditloop.operators.glm_ucb:GLMUCB",
     "ctr-lr": "banditloop.operators.ctr_lr:CTRLogisticRegression",
     "ctr-ftrl": "banditloop.operators.ctr_ftrl:CTRFTRL",
     "dfm": "banditloop.operators.dfm:DelayedFeedbackModel",

@@ -41,6 +41,7 @@ PARAMS: dict[str, dict] = {
     "diag-linucb": {"alpha": 0.8, "ridge": 0.7},
     "lints": {"v": 0.5, "ridge": 0.7, "refresh_every": 7, "propensity_draws": 128},
     "logistic-ts": {"prior_precision": 0.5, "update_every": 3, "propensity_draws": 128},
+    "glm-ucb": {"alpha": 0.3, "prior_precision": 0.5, "intercept_precision": 2.0},
     "ctr-lr": {"epsilon": 0.3, "learning_rate": 0.1},
     "ctr-ftrl": {"delay": "wait", "alpha": 0.2, "beta": 0.5, "l1": 0.01, "l2": 0.1, "prior": 0.2, "epsilon": 0.3},
     "vw-cb": {"exploration": "epsilon", "epsilon": 0.3, "bits": 16},
