@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "CTRLogisticRegression": "banditloop.operators.ctr_lr",
     "KLUCB": "banditloop.operators.kl_ucb",
     "LogisticTS": "banditloop.operators.logistic_ts",
+    "GLMUCB": "banditloop.operators.glm_ucb",
     "DiscountedBetaTS": "banditloop.operators.beta_ts",
     "DiscountedUCB": "banditloop.operators.ucb1",
     "DiscountedLinUCB": "banditloop.operators.discounted_linucb",
@@ -111,6 +112,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from banditloop.operators.diag_linucb import DiagLinUCB
     from banditloop.operators.discounted_linucb import DiscountedLinUCB
     from banditloop.operators.epsilon_greedy import EpsilonGreedy
+    from banditloop.operators.glm_ucb import GLMUCB
     from banditloop.operators.hybrid_linucb import HybridLinUCB
     from banditloop.operators.kl_ucb import KLUCB
     from banditloop.operators.lin_ts import LinearTS
