@@ -112,7 +112,8 @@ class ESMM(FTRLHeads):
                  seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
         for rate in (ctr_alpha, ctcvr_alpha):
-            if rate is not None and not (math.isfinite(rate) and rate > 0):
+            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                     or not (math.isfinite(rate) and rate > 0)):
                 raise ValueError("ctr_alpha and ctcvr_alpha must be None (alpha) or finite and > 0")
         self.ctr_alpha = None if ctr_alpha is None else float(ctr_alpha)
         self.ctcvr_alpha = None if ctcvr_alpha is None else float(ctcvr_alpha)

@@ -62,7 +62,8 @@ def merge_ftrl_coords(z1: np.ndarray, n1: np.ndarray, z2: np.ndarray, n2: np.nda
     return np.where(share == 1.0, z2, np.where(share == 0.0, z1, z)), n
 
 
-def ftrl_step_packed(v: np.ndarray, g: np.ndarray, alpha: float | np.ndarray, beta: float, l1: float, l2: float) -> None:
+def ftrl_step_packed(v: np.ndarray, g: np.ndarray, alpha: float | np.ndarray, beta: float, l1: float,
+                     l2: float) -> None:
     """``ftrl_step`` in place on gathered coordinates ``v = (z, n, w)`` (stacked), gradient ``g``: the
     same float operations, so the same bits (the weights are ``ftrl_weights(z, n)`` exactly). ``alpha``
     may be an array broadcast against ``z`` (per-head rates).
@@ -104,7 +105,8 @@ def check_average(average: float | None) -> float | None:
     """``average`` as stored: None (off) or a finite ω >= 0."""
     if average is None:
         return None
-    if not (math.isfinite(average) and average >= 0):
+    if isinstance(average, bool) or not isinstance(average, (int, float)) or not (
+            math.isfinite(average) and average >= 0):
         raise ValueError("average must be None (off) or a finite ω >= 0")
     return float(average)
 

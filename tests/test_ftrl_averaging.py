@@ -121,3 +121,7 @@ def test_bad_options_are_refused():
         DelayedFeedbackModel(dim=1, average=math.inf)
     with pytest.raises(ValueError, match="alpha"):
         ESMM(dim=1, ctcvr_alpha=0.0)
+    with pytest.raises(ValueError, match="average"):
+        ESMM(dim=1, average="1")  # type: ignore[arg-type]  # a JSON string from --param
+    with pytest.raises(ValueError, match="alpha"):
+        ESMM(dim=1, ctr_alpha=True)
