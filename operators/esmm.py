@@ -47,10 +47,11 @@ and the pCTR head stays at its prior. Scores (greedy) are the expected value per
 **Rates and averaging** (opt-in, :mod:`banditloop.operators.ftrl_heads`). ``ctr_alpha`` and
 ``ctcvr_alpha``: the FTRL ``alpha`` of the pCTR and of the second (δ or pCVR) head (None: ``alpha``; the
 delay head keeps ``alpha``). ``average = ω``: predict with the ω-suffix average of the FTRL iterates
-(Polyak–Ruppert), learn with the raw iterate (the pCTCVR terms take the raw pCTR logit as offset). In the
-selection-bias world the online ``δ`` fits against a pCTR offset that is still moving; a faster pCTR
-head and averaged iterates bring the online error towards the batch fit's (``benchmarks/README.md``).
-States written before these load with them off.
+(Polyak–Ruppert; per step, or ``average_at="tick"``: of the iterates at the ticks), learn with the raw
+iterate (the pCTCVR terms take the raw pCTR logit as offset). In the selection-bias world the online
+``δ`` fits against a pCTR offset that is still moving; a faster pCTR head and averaged iterates bring the
+online error towards the batch fit's (``benchmarks/README.md``). States written before these load with
+them off.
 
 **State**: per arm ``z``, ``n`` (3 × dim: CTR, CTCVR (δ or pCVR), delay heads), ``impressions``, ``clicks`` and
 ``conversions``; global ``z_shared``, ``n_shared`` (3 × dim), ``z_bias``, ``n_bias`` (3); with averaging
@@ -72,6 +73,7 @@ from banditloop.operators.ftrl_heads import (
     _checked_times,
     _sigmoid,
     check_average,
+    check_average_at,
     check_ftrl,
     sigmoid_scalar,
 )
@@ -109,6 +111,7 @@ class ESMM(FTRLHeads):
                  ctr_prior: float = 0.05, prior: float = 0.005, delay_prior: float = 86400.0,
                  window: float = 604800.0, tick: float = 21600.0, form: str = "logit",
                  ctr_alpha: float | None = None, ctcvr_alpha: float | None = None, average: float | None = None,
+                 average_at: str = "step",
                  seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
         for rate in (ctr_alpha, ctcvr_alpha):
@@ -118,6 +121,7 @@ class ESMM(FTRLHeads):
         self.ctr_alpha = None if ctr_alpha is None else float(ctr_alpha)
         self.ctcvr_alpha = None if ctcvr_alpha is None else float(ctcvr_alpha)
         self.average = check_average(average)
+        self.average_at = check_average_at(average_at)
         self.tick = float(tick)
         if not 0.0 < ctr_prior < 1.0:
             raise ValueError("ctr_prior must be in (0, 1)")

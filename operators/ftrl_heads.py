@@ -22,6 +22,12 @@ count for the bias and shared coordinates, the arm's for its own): ω = 0 the un
 iterates, larger ω weighs the recent ones more (about the last ``1/(1 + ω)`` of them). ``w̄`` and the
 counts (``w_avg``, ``avg_steps``; global ``w_avg_shared``, ``w_avg_bias``, ``avg_steps_global``) are state
 arrays when averaging is on (a 4th row of the buffer), absent when off, so older states load unchanged.
+``average_at = "tick"``: the average is taken instead over the raw weights at the end of each
+:meth:`FTRLHeads.learn_elapsed_batch` (a tick: every pending item's elapsed time learned, the model
+consistent), ``k`` the number of ticks, every coordinate at once (:meth:`FTRLHeads.snapshot`); before the
+first tick the raw weights are served. Per-step averages of delayed-feedback models include the
+iterates between ticks, pushed up by the conversions whose pending peers' survival is not learned yet
+(a bias of +10 % to +28 % measured, ``benchmarks/README.md``); tick averages do not.
 """
 
 from __future__ import annotations
@@ -111,6 +117,15 @@ def check_average(average: float | None) -> float | None:
     return float(average)
 
 
+AVERAGE_AT = ("step", "tick")
+
+
+def check_average_at(average_at: str) -> str:
+    if average_at not in AVERAGE_AT:
+        raise ValueError(f"average_at must be one of {AVERAGE_AT}, not {average_at!r}")
+    return average_at
+
+
 def averaged(w_bar: np.ndarray, w: np.ndarray, steps: np.ndarray | float, omega: float) -> np.ndarray:
     """One averaging step: ``w̄ + (w − w̄)·(1 + ω)/(k + ω)`` with ``k = steps`` (after this step).
 
@@ -161,6 +176,8 @@ class FTRLHeads(Learner):
     heads: int = 2
     #: ω of the averaged iterates (see the module docstring); None: off
     average: float | None = None
+    #: when the average is updated: "step" (every step of a coordinate) or "tick" (:meth:`snapshot`)
+    average_at: str = "step"
     #: per-head ``alpha`` (shape ``(heads, 1)``); None: ``alpha`` for every head
     _head_alpha: np.ndarray | None = None
     alpha: float
@@ -262,6 +279,9 @@ class FTRLHeads(Learner):
             ftrl_step_packed(v, g, alpha, self.beta, self.l1, self.l2)
         else:
             ftrl_step_packed(v[:3], g, alpha, self.beta, self.l1, self.l2)
+            if self.average_at == "tick":  # averaged at the ticks (snapshot)
+                buf.put(index, v)
+                return
             steps, arm_steps, rate, omega, d = (self._globals["avg_steps_global"], self._arrays["avg_steps"],
                                                 self._rate, self.average, self.dim)
             steps += 1.0
@@ -276,9 +296,19 @@ class FTRLHeads(Learner):
         of the averaged weights if averaging is on."""
         g, a = self._globals, self._arrays
         x = np.asarray(x, dtype=float)
-        if self.average is not None:
+        if self.average is not None and (self.average_at == "step" or g["avg_steps_global"][0] > 0):
             return self._offsets + g["w_avg_bias"] + g["w_avg_shared"] @ x + a["w_avg"][rows] @ x
         return self._offsets + g["w_bias"] + g["w_shared"] @ x + a["w"][rows] @ x
+
+    def snapshot(self) -> None:
+        """With ``average_at="tick"``: one averaging step of every coordinate towards the raw weights now
+        (``averaged``, ``k`` = ``avg_steps_global``); called at the end of each :meth:`learn_elapsed_batch`
+        (callers without ticks call it at their own consistent points). Otherwise nothing."""
+        if self.average is None or self.average_at != "tick":
+            return
+        buf, steps = self._packed(), self._globals["avg_steps_global"]
+        steps += 1.0
+        buf[3] = averaged(buf[3], buf[2], steps[0], self.average)
 
     def _on_load(self) -> None:
         a, g, h = self._arrays, self._globals, self._hyper()
@@ -289,17 +319,11 @@ class FTRLHeads(Learner):
     def _merge_arrays(self, rows: np.ndarray, theirs: Mapping[str, np.ndarray], other: Learner) -> None:
         a, g = self._arrays, self._globals
         if self.average is not None:  # the averaged weights mixed as the weights: n-weighted
-            for avg, n, mine in (("w_avg", "n", a["n"][rows]), ("w_avg_shared", "n_shared", g["n_shared"]),
-                                 ("w_avg_bias", "n_bias", g["n_bias"])):
+            for avg, n, at in (("w_avg", "n", rows), ("w_avg_shared", "n_shared", ...), ("w_avg_bias", "n_bias", ...)):
+                target, mine = (a, a[n][rows]) if at is rows else (g, g[n])
                 total = mine + theirs[n]
                 share = np.divide(theirs[n], total, out=np.full(total.shape, 0.5), where=total > 0)
-                target = a[avg] if avg == "w_avg" else g[avg]
-                ours = target[rows] if avg == "w_avg" else target
-                mixed = (1.0 - share) * ours + share * theirs[avg]
-                if avg == "w_avg":
-                    target[rows] = mixed
-                else:
-                    target[...] = mixed
+                target[avg][at] = (1.0 - share) * target[avg][at] + share * theirs[avg]
             a["avg_steps"][rows] += theirs["avg_steps"]
             g["avg_steps_global"] += theirs["avg_steps_global"]
         h = self._hyper()
@@ -358,6 +382,7 @@ class FTRLHeads(Learner):
             for r, xv, a, b in zip(rows, XV, e0.tolist(), e1.tolist(), strict=True):
                 buf, index, v, logits = self._gather(r, xv)
                 self._put(buf, index, v, xv, self._elapsed_grads(logits, a, b))
+            self.snapshot()
             return
         buf, coords, grads, offsets = self._packed(), self._coords, self._elapsed_grads, self._offsets
         alpha, beta, l1, l2 = self.alpha, self.beta, self.l1, self.l2

@@ -59,8 +59,38 @@ def test_averaged_ctr_head_equals_a_hand_computation(omega):
     assert not model._globals["w_avg_bias"][1:].any() and not model._arrays["w_avg"][:2, 1:].any()
 
 
+def test_tick_averaging_averages_the_weights_at_the_ends_of_the_batches():
+    omega, x = 2.0, np.array([0.5, -1.0])
+    model = ESMM(dim=2, ctr_alpha=0.4, average=omega, average_at="tick")
+    raw = ESMM(dim=2, ctr_alpha=0.4)  # the same raw learning, no averaging
+    rng = np.random.default_rng(4)
+    want, ticks = None, 0
+    for _ in range(3):
+        for m in (model, raw):
+            m.learn_click("a", x, 1.0)
+            m.learn_conversion("b", -x, 3600.0)
+        if ticks == 0:  # before the first tick: the raw weights are served
+            assert model.ctcvr("b", x) == raw.ctcvr("b", x)
+        X = rng.normal(size=(4, 2))
+        for m in (model, raw):
+            m.learn_elapsed_batch(["a", "b", "a", "c"], X, np.zeros(4), np.full(4, 86400.0))
+        ticks += 1
+        w = raw._packed()[2].copy()
+        want = w if want is None else want + (w - want) * (1.0 + omega) / (ticks + omega)
+    assert np.array_equal(model._packed()[:3], raw._packed())  # learning itself is unchanged
+    assert np.allclose(model._packed()[3], want, rtol=1e-13, atol=0)
+    assert model._globals["avg_steps_global"][0] == 3.0
+    model.learn_click("a", x, 1.0)  # between ticks the average does not move
+    assert np.array_equal(model._packed()[3], want) or np.allclose(model._packed()[3], want, rtol=1e-13, atol=0)
+    h, d = model.heads, model.dim
+    row = model.arm_index["b"]
+    avg = model._packed()[3]
+    logits = model._offsets + avg[:h] + avg[h:h * (d + 1)].reshape(h, d) @ x + model._arrays["w_avg"][row] @ x
+    assert model.ctcvr("b", x) == pytest.approx(1 / (1 + math.exp(-(logits[0] + logits[1]))), rel=1e-12)
+
+
 OPTIONS = [(ESMM, {"average": 1.0, "ctr_alpha": 0.3, "ctcvr_alpha": 0.1}), (ESMM, {"ctcvr_alpha": 0.2}),
-           (DelayedFeedbackModel, {"average": 0.0})]
+           (DelayedFeedbackModel, {"average": 0.0}), (ESMM, {"average": 1.0, "average_at": "tick"})]
 
 
 @pytest.mark.parametrize(("cls", "options"), OPTIONS)
@@ -95,6 +125,8 @@ def test_batch_of_elapsed_times_is_the_single_calls_with_the_options(cls, option
             unrolled.append(ev)
     drive(single, unrolled, reference=False)
     want, got = states(single), states(batched)
+    if options.get("average_at") == "tick":  # single calls are no ticks: the learning is the same
+        want = {k: v for k, v in want.items() if not k.startswith(("w_avg", "avg_steps"))}
     assert all(np.array_equal(want[k], got[k]) for k in want)
 
 
@@ -103,7 +135,7 @@ def test_old_states_load_with_the_options_off_and_off_is_unchanged(cls):
     model = cls(dim=2)
     drive(model, events(seed=2, n=80, dim=2, arms=4), reference=False)
     state = model.export_state()
-    new = {"average", "ctr_alpha", "ctcvr_alpha"}
+    new = {"average", "average_at", "ctr_alpha", "ctcvr_alpha"}
     old = dataclasses.replace(state, params={k: v for k, v in state.params.items() if k not in new})
     loaded = learner_from_state(old)
     assert loaded.average is None and "w_avg" not in loaded.export_state().arrays
@@ -125,3 +157,5 @@ def test_bad_options_are_refused():
         ESMM(dim=1, average="1")  # type: ignore[arg-type]  # a JSON string from --param
     with pytest.raises(ValueError, match="alpha"):
         ESMM(dim=1, ctr_alpha=True)
+    with pytest.raises(ValueError, match="average_at"):
+        DelayedFeedbackModel(dim=1, average=1.0, average_at="day")
