@@ -25,9 +25,9 @@ arrays when averaging is on (a 4th row of the buffer), absent when off, so older
 ``average_at = "tick"``: the average is taken instead over the raw weights at the end of each
 :meth:`FTRLHeads.learn_elapsed_batch` (a tick: every pending item's elapsed time learned, the model
 consistent), ``k`` the number of ticks, every coordinate at once (:meth:`FTRLHeads.snapshot`); before the
-first tick the raw weights are served. Per-step averages of delayed-feedback models include the
-iterates between ticks, pushed up by the conversions whose pending peers' survival is not learned yet
-(a bias of +10 % to +28 % measured, ``benchmarks/README.md``); tick averages do not.
+first tick the raw weights are served. With delayed feedback and a fast rate the raw iterate is a
+sawtooth (conversions push it up between ticks, each tick's burst of elapsed times down): per-step
+averages were measured +10 % to +28 % biased, tick averages −5 % to −30 % (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
