@@ -30,8 +30,8 @@ the join and ``LearningRun`` as simulate/replay learn (``benchmarks/calibration_
 
 **Settings** (issue 11, ESMM's 0.5× target): ``--esmm-options`` (JSON keyword arguments) and
 ``--dfm-options`` (a JSON list of them) add ``esmm tuned`` and ``dfm clicked-only t1``, ``t2``... to
-measurement 2: the best settings of the same grid of FTRL rates and averaged iterates
-(``benchmarks/esmm_capacity.py --grid``), the clicked-only peer's best few; the ratio is printed for the
+measurement 2: settings from the same grid of FTRL rates and averaged iterates
+(``benchmarks/esmm_capacity.py --grid``), the best with delays; the ratio is printed for the
 defaults and for ``esmm tuned`` ÷ the best clicked-only model of the run (default or tuned).
 Figures: ``benchmarks/README.md`` (issue 11).
 """
@@ -292,8 +292,8 @@ def delayed_conversions(steps: int, days: float, tick_hours: float, seed: int, c
     return run(cfg, contenders, steps, tick_hours * 3600.0, fresh=0, measure_all=False)
 
 
-#: the best settings of ``esmm_capacity.py --grid`` (seeds 0-2), averaged at the ticks (``README.md``)
-TUNED_ESMM = {"ctr_alpha": 0.5, "ctcvr_alpha": 0.2, "average": 1.0, "average_at": "tick"}
+#: the best settings measured with delays (``esmm_capacity.py --grid`` then this world, ``README.md``)
+TUNED_ESMM: dict = {"ctr_alpha": 0.5}
 TUNED_DFM = [{"alpha": a, "average": 1.0, "average_at": "tick"} for a in (0.05, 0.2)]
 
 
