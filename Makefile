@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	# obp (Open Bandit Pipeline), the reference our OPE estimators are checked against: 0.4.1 is the
+	# last release for Python >= 3.10; --no-deps because it pins torch, which its numpy estimators never call
+	$(BIN)/pip install --quiet --no-deps 'obp==0.4.1'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

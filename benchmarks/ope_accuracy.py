@@ -218,15 +218,18 @@ def load_seed(seed: int, n: int, n_truth: int, cache: Path | None, *, wait: bool
 
 
 #: bump when the estimators change: cached estimates of another version are recomputed
-ESTIMATES_VERSION = 5
+ESTIMATES_VERSION = 6
 
 
-def one_seed(seed: int, n: int, n_truth: int, cache: Path | None = None, wait: bool = False) -> dict:
-    """The seed's true values and estimates; with ``cache``, the estimates are kept there as JSON."""
-    path = cache / f"seed{seed}-n{n}-truth{n_truth}-estimates-v{ESTIMATES_VERSION}.json" if cache else None
+def one_seed(seed: int, n: int, n_truth: int, cache: Path | None = None, wait: bool = False,
+             kinds: tuple[str, ...] = tuple(KINDS)) -> dict:
+    """The seed's true values and estimates of the interval ``kinds``; with ``cache``, the estimates are
+    kept there as JSON."""
+    lean = "" if kinds == tuple(KINDS) else "-" + "+".join(kinds)
+    path = cache / f"seed{seed}-n{n}-truth{n_truth}-estimates-v{ESTIMATES_VERSION}{lean}.json" if cache else None
     if path is not None and path.exists():
         return _from_json(json.loads(path.read_text()))
-    out = _estimate_seed(load_seed(seed, n, n_truth, cache, wait=wait), seed)
+    out = _estimate_seed(load_seed(seed, n, n_truth, cache, wait=wait), seed, kinds)
     if path is not None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(_to_json(out)))
@@ -267,7 +270,7 @@ def exact_variance(p_all: np.ndarray, target: np.ndarray, mu: np.ndarray, q: np.
     return float(second.mean() - first.mean() ** 2)
 
 
-def _estimate_seed(data: dict[str, np.ndarray], seed: int) -> dict:
+def _estimate_seed(data: dict[str, np.ndarray], seed: int, kinds: tuple[str, ...] = tuple(KINDS)) -> dict:
     truth = {t: (float(data[f"truth/{t}"][0]), float(data[f"truth/{t}"][1])) for t in TARGETS}
     out: dict = {"truth": truth, "estimates": {}}
     X = np.c_[np.ones(data["X"].shape[0]), data["X"]]
@@ -297,18 +300,22 @@ def _estimate_seed(data: dict[str, np.ndarray], seed: int) -> dict:
                 for name, q, gamma in (("ips", None, 0.0), ("dr", q_ridge, 1.0), ("dr_logistic", q_log, 1.0),
                                        ("dr_true", mu, 1.0), ("dr_cv", q_ridge, cell["beta_cv"])):
                     cell[("exact_var", name)] = exact_variance(p_all, full[t], mu, q, gamma)
-            for kind, (interval, bound) in KINDS.items():
-                if kind in ("normal", DEFAULT_INTERVAL["dr_cv"]):  # the others: not worth their time
-                    cell[("dr_cv", kind)] = DRCV(interval=interval, weight_bound=bound).estimate(
-                        r, p, tp, ql, qt)
-                    cell[("dr_logistic", kind)] = DR("dr_logistic", interval=interval,
-                                                     weight_bound=bound).estimate(r, p, tp, qlg, qtg)
+            for kind in kinds:
+                interval, bound = KINDS[kind]
                 cell[("ips", kind)] = ips = IPS(interval=interval, weight_bound=bound).estimate(r, p, tp)
                 snips = SNIPS(interval="normal").estimate(r, p, tp)
                 # SNIPS's EL interval is IPS's (same value estimated, same constraint): not solved twice
                 cell[("snips", kind)] = snips if interval == "normal" else replace(
                     snips, ci_low=ips.ci_low, ci_high=ips.ci_high, interval=ips.interval)
-                cell[("dr", kind)] = DR(interval=interval, weight_bound=bound).estimate(r, p, tp, ql, qt)
+                cell[("dr", kind)] = dr = DR(interval=interval, weight_bound=bound).estimate(r, p, tp, ql, qt)
+                if kind in ("normal", DEFAULT_INTERVAL["dr_cv"]):  # the others: not worth their time
+                    # dr_cv's EL interval is DR's (the control variate's constraint makes it free of β)
+                    cv = DRCV(interval="normal").estimate(r, p, tp, ql, qt)
+                    cell[("dr_cv", kind)] = cv if interval == "normal" else replace(
+                        cv, ci_low=dr.ci_low, ci_high=dr.ci_high, interval=dr.interval)
+                if kind == "normal" or (kind == DEFAULT_INTERVAL["dr_logistic"] and len(kinds) == len(KINDS)):
+                    cell[("dr_logistic", kind)] = DR("dr_logistic", interval=interval,
+                                                     weight_bound=bound).estimate(r, p, tp, qlg, qtg)
             out["estimates"][(logger, t)] = {
                 **cell,
                 "logging_value": float(data[f"{logger}/logging_value"][0]),
@@ -380,7 +387,13 @@ def main(argv: list[str] | None = None) -> dict:
                         help="only the seeds of the range whose estimates are in --cache (a partial run)")
     parser.add_argument("--simulate-only", action="store_true",
                         help="only fill --cache (e.g. seed ranges in parallel), print nothing else")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help="interval kinds computed for IPS, SNIPS and DR (comma-separated, default all: "
+                             f"{','.join(KINDS)}); fewer is faster (dr_logistic then gets the normal one only)")
     args = parser.parse_args(argv)
+    kinds = tuple(k for k in KINDS if k in args.kinds.split(","))
+    if "normal" not in kinds or any(k not in KINDS for k in args.kinds.split(",")):
+        parser.error(f"--kinds: a comma-separated subset of {', '.join(KINDS)} including normal")
     seeds = args.seeds or (10 if args.quick else 100)
     n = args.n or (20_000 if args.quick else 100_000)
     n_truth = args.truth or (20_000 if args.quick else 50_000)
@@ -395,7 +408,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.cached_only or args.estimated_only:
         if args.cache is None:
             parser.error("--cached-only and --estimated-only need --cache")
-        suffix = f"-estimates-v{ESTIMATES_VERSION}.json" if args.estimated_only else f"-{LOG_VERSION}.npz"
+        lean = "" if kinds == tuple(KINDS) else "-" + "+".join(kinds)
+        suffix = f"-estimates-v{ESTIMATES_VERSION}{lean}.json" if args.estimated_only else f"-{LOG_VERSION}.npz"
         wanted = [s for s in wanted if (args.cache / f"seed{s}-n{n}-truth{n_truth}{suffix}").exists()]
         print(f"partial run: {len(wanted)} of {seeds} seeds are cached", file=sys.stderr)
         if not wanted:
@@ -405,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.simulate_only:
             load_seed(s, n, n_truth, args.cache)
         else:
-            results.append(one_seed(s, n, n_truth, args.cache, wait=args.wait))
+            results.append(one_seed(s, n, n_truth, args.cache, wait=args.wait, kinds=kinds))
         print(f"seed {i + 1}/{seeds} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     if args.simulate_only:
@@ -419,8 +433,10 @@ def main(argv: list[str] | None = None) -> dict:
             cells = [res["estimates"][(logger, t)] for res in results]
             min_p = min(c["min_pscore"] for c in cells)
             for name in ESTIMATORS:
-                for kind in KINDS if name in ("ips", "snips", "dr") else (
+                for kind in kinds if name in ("ips", "snips", "dr") else (
                         ("normal", DEFAULT_INTERVAL[name]) if name in EL_ESTIMATORS else ("normal",)):
+                    if (name, kind) not in cells[0]:
+                        continue
                     ests = [c[(name, kind)] for c in cells]
                     values = np.array([e.value for e in ests])
                     err = values - truths

@@ -16,8 +16,11 @@ Owen, *Monte Carlo theory, methods and examples*, ch. 8.9): using the same rows 
 costs a bias of order ``1/n`` and leaves the asymptotic variance that of ``β*``. ``beta`` fixes the
 coefficient instead (``0``: IPS, ``1``: DR, as :class:`~banditloop.evaluation.estimators.DR` computes it).
 
-Intervals as DR's: ``normal`` over the terms ``w r − β̂ c`` (``β̂`` treated as known, a second-order
-effect), or EL (the default) over the same terms, a missing row adding ``w (r − β̂ q̂)``.
+Intervals: ``normal`` over the terms ``w r − β̂ c`` (``β̂`` treated as known, a second-order effect),
+or EL (the default): DR's, EL with ``E[c] = 0`` as a side constraint
+(:mod:`banditloop.evaluation.el_moments`), which does not depend on ``β`` (under the constraint
+``E_q[w r − β c] = E_q[w r]`` for every ``β``) and is to first order the normal interval of the optimal
+``β*``.
 
 >>> import numpy as np
 >>> r = np.array([1.0, 0.0, 1.0, 0.0]); p = np.array([0.5, 0.8, 0.2, 0.5]); t = np.array([1.0, 0.5, 0.4, 0.0])
@@ -47,7 +50,7 @@ from banditloop.evaluation.estimators import (
     _reward_range,
     kish_ess,
     mean_estimate,
-    with_interval,
+    with_cv_interval,
 )
 
 
@@ -96,7 +99,6 @@ class DRCV:
         beta = optimal_beta(w * r, control) if self.beta is None else float(self.beta)
         terms = w * r - beta * control
         est = mean_estimate(self.name, terms, kish_ess(w))
-        low, high = _reward_range(r, self.reward_range)
-        bq = (beta * float(ql.min()), beta * float(ql.max()))
-        return with_interval(est, self.interval, terms, w, (low - max(bq), high - min(bq)),
-                             _bound(self.weight_bound, p, w))
+        # the EL interval with the control variate's constraint does not depend on β: DR's
+        return with_cv_interval(est, self.interval, r, w, ql, qt, _reward_range(r, self.reward_range),
+                                _bound(self.weight_bound, p, w))

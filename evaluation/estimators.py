@@ -30,16 +30,18 @@ same numbers.
   the sample miss rows of weight up to that bound (a number, ``"logged"`` = max(target_pscore) / min(pscore), or
   ``inf``), whose reward lies in ``reward_range`` (default: the logged rewards' min and max): wider,
   more conservative intervals. IPS and SNIPS estimate the same value, so they share one EL
-  interval; DR's is over its own terms (a missing row adds reward minus model, within the rewards'
-  and the model's ranges); clipped IPS and switch-DR bound their weights, so a missing row adds
-  nothing. The EL interval need not be centred on the point estimate (it may even exclude it when
-  ``mean(w)`` is far from 1).
+  interval. DR and ``dr_cv`` share another (:mod:`banditloop.evaluation.el_moments`): EL of the
+  value ``E[w r]`` with the reward model as a **control variate**, the second side constraint
+  ``E[w q̂(x, a) − q̂_π(x)] = 0``; an unseen row adds its reward (as for IPS) while its model values
+  only take up the control variate's slack (the interval before it, EL of the DR terms with E[w] = 1
+  alone, let an unseen row add reward − model, within 1 + range(q̂): too wide). Clipped IPS and
+  switch-DR bound their weights, so a missing row adds nothing. The EL interval need not be centred
+  on the point estimate (it may even exclude it when ``mean(w)`` is far from 1).
 
 Each estimator's default is the interval that covered in ``benchmarks/ope_accuracy.py``: EL with
-``weight_bound="logged"`` for IPS, SNIPS and DR (100 seeds: 93-100% everywhere, where the normal
-interval covers 87-89% for a softmax logger → greedy target; as wide as the normal one under
-ε-greedy, 1.5-2.2× wider under softmax, and up to 2.2× wider than the estimates' spread over seeds
-needs: conservative, 100% for DR softmax → LinUCB); ``std_error`` is always the normal one.
+``weight_bound="logged"`` for IPS, SNIPS, DR and ``dr_cv`` (the normal interval covers 87-89% for a
+softmax logger → greedy target; coverage of the defaults per cell in ``benchmarks/README.md``);
+``std_error`` is always the normal one.
 
 **Effective sample size** is Kish's ``(Σw)²/Σw²`` of the
 importance weights ``w = target_pscore / pscore`` (``n`` for an on-policy log, smaller the more the
@@ -65,6 +67,7 @@ from typing import Any
 
 import numpy as np
 
+from banditloop.evaluation.el_moments import el_cv_interval
 from banditloop.evaluation.intervals import INTERVALS, el_interval
 
 #: two-sided 95% normal quantile
@@ -185,6 +188,18 @@ def with_interval(est: Estimate, interval: str, terms: np.ndarray, w: np.ndarray
     return Estimate(est.name, est.value, float(low), float(high), est.std_error, est.n, est.ess, interval)
 
 
+def with_cv_interval(est: Estimate, interval: str, r: np.ndarray, w: np.ndarray, ql: np.ndarray, qt: np.ndarray,
+                     reward_range: tuple[float, float], weight_bound: float | None = None) -> Estimate:
+    """``est`` with the EL interval that uses the reward model as a control variate (DR and ``dr_cv``:
+    :mod:`banditloop.evaluation.el_moments`) when ``interval == "el"`` (else unchanged)."""
+    if interval == "normal" or not math.isfinite(est.value):
+        return est
+    model = (min(float(ql.min()), float(qt.min())), max(float(ql.max()), float(qt.max())))
+    low, high = el_cv_interval(w * r, w, w * ql - qt, reward_range=reward_range, model_range=model,
+                               weight_bound=weight_bound)
+    return Estimate(est.name, est.value, float(low), float(high), est.std_error, est.n, est.ess, interval)
+
+
 @dataclass(frozen=True)
 class OnPolicy:
     """The logging policy's own value: the mean logged reward."""
@@ -301,8 +316,8 @@ class DR:
     """Doubly robust (Dudík, Langford & Li 2011): ``mean(q_target + w (r − q_logged))``. Unbiased when
     either the propensities or the reward model are right; with ``q̂ = 0`` it is IPS. The reward model
     must not be fitted on the rows it predicts (see :mod:`banditloop.evaluation.reward_model`: cross-fitting).
-    Default interval: EL over the DR terms (a missing row adds reward − model, within the rewards' and
-    the model's ranges).
+    Default interval: EL with the reward model as a control variate
+    (:mod:`banditloop.evaluation.el_moments`; shared with ``dr_cv``).
 
     How much variance DR can remove: per impression, with the true model ``μ`` and binary rewards,
     ``Var(IPS) − Var(DR) = E[w² μ_a²] − E[μ_π(x)²]`` out of ``Var(IPS) = E[w² μ_a] − V²``, so for rare
@@ -325,9 +340,8 @@ class DR:
         w = t / p
         terms = qt + w * (r - ql)
         est = mean_estimate(self.name, terms, kish_ess(w))
-        low, high = _reward_range(r, self.reward_range)
-        return with_interval(est, self.interval, terms, w, (low - float(ql.max()), high - float(ql.min())),
-                             _bound(self.weight_bound, p, w))
+        return with_cv_interval(est, self.interval, r, w, ql, qt, _reward_range(r, self.reward_range),
+                                _bound(self.weight_bound, p, w))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ given range. The interval is every value whose profile likelihood ratio passes t
     bounds = min / max of  Σ q_i d_i + q₀ W δ   over  δ ∈ [δ_min, δ_max]  and  q, q₀ ≥ 0 with
              Σ q_i + q₀ = 1,  Σ q_i w_i + q₀ W = 1,  Σ log(n q_i) ≥ ℓ̂ − crit/2
 
-where ``d_i`` is the estimator's per-impression term (``w r`` for IPS, ``q̂_π + w (r − q̂)`` for DR)
+where ``d_i`` is the estimator's per-impression term (``w r`` for IPS; DR and ``dr_cv`` use the EL with the
+reward model as a second constraint, :mod:`banditloop.evaluation.el_moments`, instead)
 and ``δ`` what a missing row adds per unit of weight (the reward for IPS; reward minus model for
 DR). ``ℓ̂`` is the likelihood's maximum under the weight constraint alone. Without a missing row
 (``weight_bound=None``) ``q₀ = 0``: plain EL with the side constraint E[w] = 1 (Owen 2001, §3.10).

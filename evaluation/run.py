@@ -24,6 +24,7 @@ arm the target cannot play (retired by it) gets target probability 0, which is c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -214,8 +215,12 @@ def estimate(data: LoggedData, options: EvaluationOptions | None = None) -> dict
                   folds=opts.folds, ridge=opts.ridge, seed=opts.seed, model=opts.reward_model)
     q_logged = q[np.arange(r.size), data.logged_col]
     q_target = (q * data.cand_prob).sum(axis=1)
-    out["dr"] = DR(**bounded).estimate(r, p, t, q_logged, q_target)
-    out["dr_cv"] = DRCV(**bounded).estimate(r, p, t, q_logged, q_target)
+    out["dr"] = dr = DR(**bounded).estimate(r, p, t, q_logged, q_target)
+    if dr.interval == "el":  # dr_cv's EL interval is DR's (free of β): not solved twice
+        cv = DRCV(**{**bounded, "interval": "normal"}).estimate(r, p, t, q_logged, q_target)
+        out["dr_cv"] = dataclasses.replace(cv, ci_low=dr.ci_low, ci_high=dr.ci_high, interval=dr.interval)
+    else:
+        out["dr_cv"] = DRCV(**bounded).estimate(r, p, t, q_logged, q_target)
     out["clipped_ips"] = ClippedIPS(opts.clip, **chosen).estimate(r, p, t)
     out["switch_dr"] = SwitchDR(opts.clip, **chosen).estimate(r, p, t, q_logged, q_target)
     return out

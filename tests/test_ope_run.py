@@ -122,6 +122,10 @@ def test_evaluate_on_a_simulated_log_and_user_errors(tmp_path, capsys):
     assert main(["evaluate", str(log), "--learner", "random", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["used"] == 3000 and out["ips"]["value"] == pytest.approx(out["logging"]["value"], abs=1e-12)
+    # DR and dr_cv share the control-variate EL interval (solved once), each keeps its own value
+    assert {"value", "ci_low", "ci_high"} <= set(out["dr_cv"]) and out["dr_cv"]["interval"] == "el"
+    assert (out["dr_cv"]["ci_low"], out["dr_cv"]["ci_high"]) == (out["dr"]["ci_low"], out["dr"]["ci_high"])
+    assert out["dr"]["ci_low"] < out["dr"]["value"] < out["dr"]["ci_high"]
     for argv in (["evaluate", str(log)], ["evaluate", str(log), "--learner", "random", "--model", "m"],
                  ["evaluate", str(tmp_path / "none.jsonl"), "--learner", "random"],
                  ["evaluate", str(log), "--model", "absent", "--db", f"sqlite:///{tmp_path / 'e.db'}"]):
