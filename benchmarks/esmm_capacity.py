@@ -130,35 +130,62 @@ def errors(models, arm, X, p_conv, weight=None, product=None) -> tuple[float, ..
     return tuple(out)
 
 
-def online(arm, X, clicked, converted, alpha: float, f_arm, f_X, seed: int, two_pass: bool = False,
-           form: str = "logit") -> dict[str, np.ndarray]:
-    """pCVR of ``esmm`` and of the clicked-only ``dfm`` learned online (see the module docstring) on the
-    fresh impressions, as ``errors`` expects them (per arm: a callable in place of weights)."""
+def online_model(kind: str, options: dict, arm, X, clicked, converted, f_arm, f_X, seed: int,
+                 two_pass: bool = False) -> np.ndarray:
+    """pCVR on the fresh impressions of ``esmm`` (``kind="esmm"``, every impression) or of the
+    clicked-only ``dfm`` learned online with ``options`` (see the module docstring)."""
     from banditloop.operators.dfm import DelayedFeedbackModel
     from banditloop.operators.esmm import ESMM
 
     window, day = 7 * 86400.0, 86400.0
-    e = ESMM(dim=X.shape[1], ctr_prior=0.1, prior=0.01, delay_prior=day, window=window, alpha=alpha, form=form)
-    d = DelayedFeedbackModel(dim=X.shape[1], prior=0.1, delay_prior=day, window=window, alpha=alpha)
-    rng = np.random.default_rng([seed, 11])
-    if two_pass:
+    model: ESMM | DelayedFeedbackModel
+    if kind == "esmm":
+        model = ESMM(dim=X.shape[1], ctr_prior=0.1, prior=0.01, delay_prior=day, window=window, **options)
+    else:
+        model = DelayedFeedbackModel(dim=X.shape[1], prior=0.1, delay_prior=day, window=window, **options)
+    esmm = isinstance(model, ESMM)
+    rng = np.random.default_rng([seed, 11])  # the same delays for both models
+    if esmm and two_pass:
         for a, x, c in zip(arm.tolist(), X, clicked.tolist(), strict=True):
-            e.learn_click(f"a{a}", x, bool(c))
+            model.learn_click(f"a{a}", x, bool(c))
     for a, x, c, v in zip(arm.tolist(), X, clicked.tolist(), converted.tolist(), strict=True):
         name = f"a{a}"
-        if not two_pass:
-            e.learn_click(name, x, bool(c))
+        if esmm and not two_pass:
+            model.learn_click(name, x, bool(c))
         if v:
-            delay = float(rng.exponential(day))
-            e.learn_conversion(name, x, delay, 0.0)
-            d.learn_conversion(name, x, delay, 0.0)
-        else:
-            e.learn_elapsed(name, x, 0.0, window)
-            if c:
-                d.learn_elapsed(name, x, 0.0, window)
-    names = [f"a{a}" for a in f_arm.tolist()]
-    return {"only": np.array([d.cvr(n, x) for n, x in zip(names, f_X, strict=True)]),
-            "esmm": np.array([e.cvr(n, x) for n, x in zip(names, f_X, strict=True)])}
+            model.learn_conversion(name, x, float(rng.exponential(day)), 0.0)
+        elif esmm or c:
+            model.learn_elapsed(name, x, 0.0, window)
+    return np.array([model.cvr(f"a{a}", x) for a, x in zip(f_arm.tolist(), f_X, strict=True)])
+
+
+def online(arm, X, clicked, converted, alpha: float, f_arm, f_X, seed: int, two_pass: bool = False,
+           form: str = "logit") -> dict[str, np.ndarray]:
+    """``online_model`` of both models at one ``alpha`` (``esmm`` of ``form``)."""
+    data = (arm, X, clicked, converted, f_arm, f_X, seed)
+    return {"only": online_model("dfm", {"alpha": alpha}, *data),
+            "esmm": online_model("esmm", {"alpha": alpha, "form": form}, *data, two_pass=two_pass)}
+
+
+#: ``--grid``: the same rates and averaging for both models (``esmm``: its pCTR and pCTCVR heads apart;
+#: ``dfm``'s single ``alpha`` is its conversion head's); ``{}`` is the default model
+RATES, AVERAGES = (0.05, 0.2, 0.5), (None, 1.0, 3.0)
+ESMM_GRID = [{}] + [{"ctr_alpha": c, "ctcvr_alpha": v, "average": o} for c in RATES[1:] for v in RATES[:2]
+                    for o in AVERAGES]
+DFM_GRID = [{"alpha": a, "average": o} for a in RATES for o in AVERAGES]
+
+
+def grid(data, f_pv: np.ndarray, seed: int) -> dict[str, list[float]]:
+    """Error of pCVR of every setting of both grids (printed as they come)."""
+    t, out = f_pv.mean(), {}
+    for kind, settings in (("dfm", DFM_GRID), ("esmm", ESMM_GRID)):
+        out[kind] = []
+        for options in settings:
+            p = online_model(kind, options, *data, seed)
+            out[kind].append(float(np.abs(p - f_pv).mean() / t))
+            print(f"{seed:<6}grid {kind:<5}{out[kind][-1]:8.3f}{p.mean() / t - 1:+8.1%}  {options or 'default'}",
+                  flush=True)
+    return out
 
 
 def main() -> None:
@@ -173,7 +200,9 @@ def main() -> None:
     ap.add_argument("--world", choices=["selection", "default"], default="selection")
     ap.add_argument("--form", default="logit", help="esmm's form in the online fits (logit, product)")
     ap.add_argument("--online", default="", help="FTRL alphas of the online fits (e.g. 0.05,0.2; default none)")
+    ap.add_argument("--grid", action="store_true", help="online fits of both models over ESMM_GRID and DFM_GRID")
     args = ap.parse_args()
+    grids: list[dict[str, list[float]]] = []
     print(f"esmm capacity vs estimation; load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     print(f"{args.world} world")
@@ -187,6 +216,8 @@ def main() -> None:
         sampled = fit(arm, X, clicked, converted, converted, clicked, cfg.arms)
         e = errors(sampled, f_arm, f_X, f_pv)
         print(f"{seed:<6}{'sampled':<10}{e[0]:17.3f}{e[1]:+8.1%}{e[2]:10.3f}{e[3]:+8.1%}{e[2] / e[0]:7.2f}", flush=True)
+        if args.grid:
+            grids.append(grid((arm, X, clicked, converted, f_arm, f_X), f_pv, seed))
         for alpha, two in [(float(v), two) for v in args.online.split(",") if v for two in (False, True)]:
             p = online(arm, X, clicked, converted, alpha, f_arm, f_X, seed, two, args.form)
             t = f_pv.mean()
@@ -203,7 +234,26 @@ def main() -> None:
                 print(f"{seed:<6}{label:<10}{e[0]:17.3f}{e[1]:+8.1%}{e[2]:10.3f}{e[3]:+8.1%}"
                       + (f"{e[2] / e[0]:7.2f}" if e[0] > 1e-6 else f"{'-':>7}")
                       + f"{e[4]:12.3f}{e[5]:+8.1%}", flush=True)
+    if grids:
+        report_grid(grids)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
+def report_grid(grids: list[dict[str, list[float]]]) -> None:
+    """Per setting the mean error over the seeds; the ratio ESMM ÷ clicked-only of the defaults and of
+    each model's best setting (chosen on the mean over the seeds), mean ± sd over the seeds."""
+    for kind, settings in (("dfm", DFM_GRID), ("esmm", ESMM_GRID)):
+        errs = np.array([g[kind] for g in grids])
+        for k, options in enumerate(settings):
+            print(f"mean  {kind:<5}{errs[:, k].mean():8.3f} ± {errs[:, k].std(ddof=1) if len(grids) > 1 else 0:.3f}"
+                  f"  {options or 'default'}")
+    e, d = np.array([g["esmm"] for g in grids]), np.array([g["dfm"] for g in grids])
+    be, bd = int(e.mean(axis=0).argmin()), int(d.mean(axis=0).argmin())
+    default_dfm = DFM_GRID.index({"alpha": 0.05, "average": None})
+    for label, i, j in (("defaults", 0, default_dfm), ("best of grid", be, bd)):
+        r = e[:, i] / d[:, j]
+        print(f"ratio esmm ÷ clicked-only, {label} ({ESMM_GRID[i] or 'default'} ÷ {DFM_GRID[j]}): "
+              + ", ".join(f"{v:.2f}" for v in r) + f"; mean {r.mean():.2f} ± {r.std(ddof=1) if len(r) > 1 else 0:.2f}")
 
 
 if __name__ == "__main__":

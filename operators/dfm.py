@@ -34,6 +34,10 @@ once when its window closes instead (so does a state written before ``tick`` exi
 reward as label: converted within the window (``log p F(window)``, the delay unknown) or not
 (``log S(window)``), through ``learn_close``, unbiased but a window late.
 
+``average = ω`` (opt-in, default off): predict with the ω-suffix average of the FTRL iterates (per
+step, or ``average_at="tick"``: at the ticks), learn with the raw iterate
+(:mod:`banditloop.operators.ftrl_heads`).
+
 **State**: per arm ``z``, ``n`` (shape 2 × dim: conversion head, delay head), ``clicks`` and
 ``conversions``; global ``z_shared``, ``n_shared`` (2 × dim) and ``z_bias``, ``n_bias`` (2). Weights are
 rebuilt from ``(z, n)`` on load, so a restored model continues identically. Merge is the
@@ -53,6 +57,8 @@ from banditloop.operators.ftrl_heads import (
     FTRLHeads,
     _checked_times,
     _sigmoid,
+    check_average,
+    check_average_at,
     check_ftrl,
     sigmoid_scalar,
 )
@@ -143,8 +149,11 @@ class DelayedFeedbackModel(FTRLHeads):
 
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  prior: float = 0.1, delay_prior: float = 86400.0, window: float = 604800.0,
-                 tick: float = 21600.0, seed: int = 0) -> None:
+                 tick: float = 21600.0, average: float | None = None, average_at: str = "step",
+                 seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        self.average = check_average(average)
+        self.average_at = check_average_at(average_at)
         self.tick = float(tick)
         self.alpha, self.beta, self.l1, self.l2 = float(alpha), float(beta), float(l1), float(l2)
         self.prior = float(prior)
