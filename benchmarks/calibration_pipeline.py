@@ -260,8 +260,8 @@ def through_pipeline(cfg: WorldConfig, name: str, learner: str, params: dict, st
 
 #: the join's counters shown (``late_click_labels``: see ``banditloop.pipeline.click_labels``)
 COUNTERS = ("impressions", "clicks", "conversions", "unmatched", "late", "closed", "late_click_labels")
-MODELS = ("dfm", "esmm", "esmm-product", "naive", "ctr-ftrl", "vw-ctr", "ctr-lr", "dfm-clicks", "naive-clicks",
-          "dfm-close", "oracle", "oracle-clicks")
+MODELS = ("dfm", "esmm", "esmm-product", "esmm-ctr05", "naive", "ctr-ftrl", "vw-ctr", "ctr-lr", "dfm-clicks",
+          "naive-clicks", "dfm-close", "oracle", "oracle-clicks")
 
 
 def measure(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 0.25,
@@ -283,6 +283,8 @@ def measure(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 
         "dfm-close": ("dfm tick=0 (close)", "dfm", {"prior": p_conv, "tick": 0.0, **common}, "impressions"),
         "esmm-product": ("esmm product (ours)", "esmm", {"ctr_prior": cfg.base_ctr, "prior": p_conv, "tick": tick,
                                                          "form": "product", **common}, "impressions"),
+        "esmm-ctr05": ("esmm ctr_alpha=0.5 (ours)", "esmm", {"ctr_prior": cfg.base_ctr, "prior": p_conv,
+                                                             "tick": tick, "ctr_alpha": 0.5, **common}, "impressions"),
         "esmm-ignore": ("esmm late clicks lost", "esmm-ignore", {"ctr_prior": cfg.base_ctr, "prior": p_conv,
                                                                   "tick": tick, **common}, "impressions"),
         "oracle": ("oracle FTRL (no delay)", "oracle", {"prior": p_conv, "epsilon": 0.0}, "impressions"),
