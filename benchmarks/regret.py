@@ -320,6 +320,11 @@ def main(argv: list[str] | None = None) -> dict:
             return PEERS[base] + " (peer)"
         return label + (" (non-default)" if label in VARIANTS else "")
 
+    def best(group: list[str]) -> tuple[str, float]:
+        """The label of ``group`` with the lowest mean regret, and that regret."""
+        label = min(group, key=lambda lab: summary[lab]["regret_mean"])
+        return label, summary[label]["regret_mean"]
+
     verdicts = []
     if labels:
         print("\nDEFAULTS: every contender at its default exploration (river and MABWiser alpha=1, VW epsilon=0.05)")
@@ -327,9 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
         mine_d = [lab for lab in labels if lab not in PEERS]
         theirs_d = [lab for lab in labels if lab in PEERS]
         if mine_d and theirs_d:
-            mine = min(mine_d, key=lambda lab: summary[lab]["regret_mean"])
-            theirs = min(theirs_d, key=lambda lab: summary[lab]["regret_mean"])
-            a, b = summary[mine]["regret_mean"], summary[theirs]["regret_mean"]
+            (mine, a), (theirs, b) = best(mine_d), best(theirs_d)
             verdicts.append(f"defaults: best of ours {name_of(mine)} {a:,.1f} vs best peer {name_of(theirs)} "
                             f"{b:,.1f}: ratio {a / b:.2f}")
     print(f"\nGRID SEARCH: regret after {tune_steps:,} steps on seed {TUNE_SEED} (a world not reported below), "
@@ -343,9 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
         peer_t = [lab for lab in tuned_labels if TUNED[lab.split("@")[0]][0] in PEERS]
         our_t = [lab for lab in tuned_labels if lab not in peer_t]
         if peer_t and our_t:
-            mine = min(our_t, key=lambda lab: summary[lab]["regret_mean"])
-            theirs = min(peer_t, key=lambda lab: summary[lab]["regret_mean"])
-            a, b = summary[mine]["regret_mean"], summary[theirs]["regret_mean"]
+            (mine, a), (theirs, b) = best(our_t), best(peer_t)
             verdicts.append(f"tuned: best of ours {name_of(mine)} {a:,.1f} vs best tuned peer {name_of(theirs)} "
                             f"{b:,.1f}: ratio {a / b:.2f} (target <= 0.80: {'met' if a <= 0.8 * b else 'NOT met'})")
     print()
