@@ -149,7 +149,7 @@ def run_case(case: str, names: list[str], steps: int, fresh: int, seed: int, rat
     for name in names:
         learner_name, params = CONTENDERS[name]
         if learner_name == "dfm":  # its window is the join's; elapsed times learned 96 times per window
-            params = {**params, "window": window, "tick": max(window / 96, 60.0)}
+            params = {"window": window, "tick": max(window / 96, 60.0), **params}
         config = ModelConfig(learner_name, dict(params), features=features,
                              join=JoinConfig(click_window=window))
         peers = [name] + (["river-lr-naive"] if name == "ctr-lr" else [])
@@ -232,6 +232,16 @@ def report(results: list[Result]) -> None:
               f"{'yes' if ok else 'no':>3} {r.all_arms:8.3f}")
 
 
+def _value(text: str) -> float | str | None:
+    """A ``--dfm`` value: a float if it reads as one, None for "none", else the text."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--cvr" in argv:  # conversion models under delays of days: their own script and options
@@ -246,10 +256,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS))
     ap.add_argument("--ftrl-prior", type=float, default=None,
                     help="ctr-ftrl's prior (its prediction before any data; default: its own, 0.5)")
+    ap.add_argument("--dfm", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="dfm's parameters (e.g. delay_features=bias prior=0.04 tick=1800); numbers as floats")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate", type=float, default=10.0, help="requests per second of event time")
     args = ap.parse_args(argv)
     steps, fresh = (20_000, 2000) if args.quick else (args.steps, args.fresh)
+    for item in args.dfm:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--dfm takes KEY=VALUE, not {item!r}")
+        CONTENDERS["dfm"][1][key] = _value(value)
+    if args.dfm:
+        print(f"dfm: {CONTENDERS['dfm'][1]}")
     if args.ftrl_prior is not None:
         for name, (learner, params) in CONTENDERS.items():
             if learner == "ctr-ftrl":

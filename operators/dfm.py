@@ -124,6 +124,10 @@ def conversion_factor_grad(p: float, log_rate: float, delay: float, elapsed_from
     return ga - a0, gl - l0
 
 
+#: what the delay head learns: "all" (bias, shared and per-arm weights), "bias" (one rate for all)
+DELAY_FEATURES = ("all", "bias")
+
+
 class DelayedFeedbackModel(FTRLHeads):
     """Chapelle's delayed feedback model (conversion probability and exponential delay), FTRL-Proximal,
     learned online from the elapsed time of every pending click; greedy on the conversion probability.
@@ -150,8 +154,11 @@ class DelayedFeedbackModel(FTRLHeads):
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  prior: float = 0.1, delay_prior: float = 86400.0, window: float = 604800.0,
                  tick: float = 21600.0, average: float | None = None, average_at: str = "step",
-                 seed: int = 0) -> None:
+                 delay_features: str = "all", seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        if delay_features not in DELAY_FEATURES:
+            raise ValueError(f"delay_features must be one of {DELAY_FEATURES}, not {delay_features!r}")
+        self.delay_features = delay_features
         self.average = check_average(average)
         self.average_at = check_average_at(average_at)
         self.tick = float(tick)
@@ -161,6 +168,10 @@ class DelayedFeedbackModel(FTRLHeads):
         self.window = float(window)
         self._offsets = np.array([math.log(self.prior / (1.0 - self.prior)), -math.log(self.delay_prior)])
         super().__init__(dim, seed)
+        if delay_features == "bias":  # one delay rate for every arm and context: the delay head's bias
+            mask = np.zeros((2, 2 * dim + 1))
+            mask[0], mask[1, 0] = 1.0, 1.0
+            self._grad_mask = mask
 
     # -- predictions ----------------------------------------------------------------------------
     def cvr(self, arm: str, x: np.ndarray) -> float:
