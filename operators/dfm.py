@@ -34,20 +34,6 @@ once when its window closes instead (so does a state written before ``tick`` exi
 reward as label: converted within the window (``log p F(window)``, the delay unknown) or not
 (``log S(window)``), through ``learn_close``, unbiased but a window late.
 
-``delay_features`` (default ``"all"``): the delay head's log-rate is linear in the bias, shared and
-per-arm coordinates like the conversion head. ``"bias"``: one delay rate for every arm and context (the
-head's bias only; its other coordinates stay 0). When the delay does not depend on the arm or the
-context (a click delay is mostly the user's, not the ad's), this is the right model and it is learned from
-every click at once: with per-arm delay rates each arm's ``p`` and ``λ`` are confounded in its own data
-until its clicks have had time to arrive (``benchmarks/README.md``, issue 11 at a 2 h click delay).
-
-``phases = m`` (default 1): through the pipeline, every pending impression learns its elapsed time at
-the same grid points ``k·tick``, so each tick is a burst of steps (all of them "not yet", pushing ``p``
-down) between which the conversions push it up: a sawtooth whose amplitude grows with the number of
-pending impressions. With ``m`` > 1 the grid is ``tick / m`` and each impression learns at every
-``m``-th point from its first (still every ``tick`` seconds, as many steps): the bursts are ``m`` times
-smaller and ``m`` times more frequent (:mod:`banditloop.pipeline.event_time`).
-
 ``average = ω`` (opt-in, default off): predict with the ω-suffix average of the FTRL iterates (per
 step, or ``average_at="tick"``: at the ticks), learn with the raw iterate
 (:mod:`banditloop.operators.ftrl_heads`).
@@ -168,14 +154,11 @@ class DelayedFeedbackModel(FTRLHeads):
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  prior: float = 0.1, delay_prior: float = 86400.0, window: float = 604800.0,
                  tick: float = 21600.0, average: float | None = None, average_at: str = "step",
-                 delay_features: str = "all", phases: int = 1, seed: int = 0) -> None:
+                 delay_features: str = "all", seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
         if delay_features not in DELAY_FEATURES:
             raise ValueError(f"delay_features must be one of {DELAY_FEATURES}, not {delay_features!r}")
         self.delay_features = delay_features
-        if isinstance(phases, bool) or not (isinstance(phases, (int, float)) and phases >= 1 and phases == int(phases)):
-            raise ValueError("phases must be an integer >= 1")
-        self.phases = int(phases)
         self.average = check_average(average)
         self.average_at = check_average_at(average_at)
         self.tick = float(tick)

@@ -12,10 +12,6 @@ when its conversion arrives ``d`` seconds after it. :class:`EventTimeSink` drive
   impression with ``ts < g ≤ ts + W`` (``W`` = the join's ``close_after``, the window) learns
   ``S(e₁)/S(e₀)`` with ``e₁ = g − ts`` and ``e₀ = g − T − ts`` (0 for its first tick), all of them at
   once with ``learn_elapsed_batch`` (contexts as one matrix), in order of ``(ts, impression_id)``.
-* **Phases** (``dfm``'s ``phases = m`` > 1): the grid is ``tick / m`` and an impression first seen
-  after grid point ``j`` learns only at ``j + m``, ``j + 2m``, ...: every ``tick`` seconds as before,
-  but each grid point holds a ``1/m`` share of the pending impressions (smaller, more frequent bursts).
-  Its ``e₀`` is the elapsed time at its own last grid point. ``m = 1`` is the common grid above.
 * **A conversion** (the first positive reward increment) joined at feedback time ``at``:
   ``learn_conversion(arm, x, delay=at − ts, elapsed_from=e₀)``, ``e₀`` the elapsed time at the last
   grid point the watermark reached (0 if none since the impression).
@@ -84,9 +80,6 @@ class EventTimeSink(LearnerSink):
         super().__init__(learner, vectorizer, None, batch)
         self.record = record
         self.tick = float(learner.tick)  # type: ignore[attr-defined]
-        #: each impression's own grid is every ``phases``-th point of a grid of ``tick / phases`` seconds
-        self.phases = int(getattr(learner, "phases", 1))
-        self.step = self.tick / self.phases if self.phases > 1 else self.tick
         self.join: EventJoin | None = None
         #: with ``record``: what was learned, as (kind, times...) tuples (tests and examples)
         self.learned: list[tuple[Any, ...]] = []
@@ -94,15 +87,11 @@ class EventTimeSink(LearnerSink):
     # -- the grid -------------------------------------------------------------------------------
     def _slot(self, t: float) -> int:
         """Index of the last grid point at or before ``t``."""
-        return math.floor(t / self.step)
+        return math.floor(t / self.tick)
 
     def _seen_until(self, imp: OpenImpression, slot: int) -> float:
-        """Elapsed time of ``imp`` at its last own grid point at or before ``slot`` if it was aged there,
-        else 0 (never aged)."""
-        first = self._slot(imp.ts)
-        if self.phases > 1:
-            slot = first + (slot - first) // self.phases * self.phases
-        return slot * self.step - imp.ts if slot > first else 0.0
+        """Elapsed time of ``imp`` at grid point ``slot`` if it was aged there, else 0 (never aged)."""
+        return slot * self.tick - imp.ts if slot > self._slot(imp.ts) else 0.0
 
     def ticks_until(self, join: EventJoin, watermark: float) -> None:
         """Move ``join``'s watermark through every grid point up to ``watermark``: learn at each, then
@@ -114,14 +103,14 @@ class EventTimeSink(LearnerSink):
         k, last = self._slot(join.watermark) + 1, self._slot(watermark)
         while k <= last and join.open:  # nothing open: no grid point until the next impression matters
             self._at_tick(join, k)
-            join._advance(k * self.step)
+            join._advance(k * self.tick)
             k += 1
 
     def _at_tick(self, join: EventJoin, k: int) -> None:
-        g, window = k * self.step, join.close_after
+        g, window = k * self.tick, join.close_after
         cw = join.config.click_window
         labels = getattr(self.learner, "click_labels", False)
-        due, clicks = _at_tick(join.store, k, self.step, window, cw if labels else None, self.phases)
+        due, clicks = _at_tick(join.store, k, self.tick, window, cw if labels else None)
         if not (due or clicks):
             return
         self.flush()
@@ -201,21 +190,17 @@ def _max_ts(store: OpenStore, default: float) -> float:
 
 
 def _at_tick(store: OpenStore, k: int, tick: float, window: float,
-             click_window: float | None, phases: int = 1) -> tuple[list[OpenRef], list[OpenRef]]:
+             click_window: float | None) -> tuple[list[OpenRef], list[OpenRef]]:
     """Event-time grid point ``k`` (see ``event_time``): the open impressions not closed and within
-    their window's last grid point that are unconverted and older than it (due; with ``phases`` > 1
-    only those whose own grid, every ``phases``-th point from their first, holds ``k``), and those whose
+    their window's last grid point that are unconverted and older than it (due), and those whose
     click label is learned at it (when ``click_window`` is given)."""
     flags = np.frombuffer(store.flags, dtype=np.uint8)
     ts = np.frombuffer(store.ts, dtype=np.float64)
     live = (flags & (LIVE | CLOSED)) == LIVE
     live &= k <= np.floor((ts + window) / tick)
-    first = np.floor(ts / tick)
-    due = live & (np.frombuffer(store.applied, dtype=np.float64) <= 0.0) & (first < k)
-    if phases > 1:
-        due &= np.mod(k - first, phases) == 0
+    due = live & (np.frombuffer(store.applied, dtype=np.float64) <= 0.0) & (np.floor(ts / tick) < k)
     clicks = (live & (np.floor((ts + click_window) / tick) + 1 == k)) if click_window is not None else None
     due_slots = np.flatnonzero(due).tolist()
     click_slots = [] if clicks is None else np.flatnonzero(clicks).tolist()
-    del flags, ts, live, due, clicks, first
+    del flags, ts, live, due, clicks
     return [store.ref(s) for s in due_slots], [store.ref(s) for s in click_slots]
