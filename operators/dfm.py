@@ -34,6 +34,13 @@ once when its window closes instead (so does a state written before ``tick`` exi
 reward as label: converted within the window (``log p F(window)``, the delay unknown) or not
 (``log S(window)``), through ``learn_close``, unbiased but a window late.
 
+``delay_features`` (default ``"all"``): the delay head's log-rate is linear in the bias, shared and
+per-arm coordinates like the conversion head. ``"bias"``: one delay rate for every arm and context (the
+head's bias only; its other coordinates stay 0). When the delay does not depend on the arm or the
+context (a click delay is mostly the user's, not the ad's), this is the right model and it is learned from
+every click at once: with per-arm delay rates each arm's ``p`` and ``λ`` are confounded in its own data
+until its clicks have had time to arrive (``benchmarks/README.md``, issue 11 at a 2 h click delay).
+
 ``average = ω`` (opt-in, default off): predict with the ω-suffix average of the FTRL iterates (per
 step, or ``average_at="tick"``: at the ticks), learn with the raw iterate
 (:mod:`banditloop.operators.ftrl_heads`).

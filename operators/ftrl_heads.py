@@ -180,8 +180,7 @@ class FTRLHeads(Learner):
     average_at: str = "step"
     #: per-head ``alpha`` (shape ``(heads, 1)``); None: ``alpha`` for every head
     _head_alpha: np.ndarray | None = None
-    #: per-head mask of the input ``[1, x, x]`` (shape ``(heads, 2 dim + 1)``: 0 freezes a coordinate at
-    #: 0, e.g. a head that learns its bias only); None: every coordinate learns
+    #: per-head mask of ``[1, x, x]`` (``(heads, 2 dim + 1)``; 0 keeps a coordinate at 0); None: all learn
     _grad_mask: np.ndarray | None = None
     alpha: float
     beta: float
@@ -383,8 +382,7 @@ class FTRLHeads(Learner):
         rows = self.rows_of(arms).tolist()  # adds unseen arms first, in order: the rows of the single calls
         XV = np.empty((count, 2 * self.dim + 1))
         XV[:, 0], XV[:, 1:self.dim + 1], XV[:, self.dim + 1:] = 1.0, X, X
-        if self.average is not None or self._head_alpha is not None or self._grad_mask is not None:
-            # the options: the single calls' steps
+        if self.average is not None or self._head_alpha is not None or self._grad_mask is not None:  # options
             for r, xv, a, b in zip(rows, XV, e0.tolist(), e1.tolist(), strict=True):
                 buf, index, v, logits = self._gather(r, xv)
                 self._put(buf, index, v, xv, self._elapsed_grads(logits, a, b))
