@@ -34,6 +34,13 @@ once when its window closes instead (so does a state written before ``tick`` exi
 reward as label: converted within the window (``log p F(window)``, the delay unknown) or not
 (``log S(window)``), through ``learn_close``, unbiased but a window late.
 
+``delay_features`` (default ``"all"``): the delay head's log-rate is linear in the bias, shared and
+per-arm coordinates like the conversion head. ``"bias"``: one delay rate for every arm and context (the
+head's bias only; its other coordinates stay 0). When the delay does not depend on the arm or the
+context (a click delay is mostly the user's, not the ad's), this is the right model and it is learned from
+every click at once: with per-arm delay rates each arm's ``p`` and ``λ`` are confounded in its own data
+until its clicks have had time to arrive (``benchmarks/README.md``, issue 11 at a 2 h click delay).
+
 ``average = ω`` (opt-in, default off): predict with the ω-suffix average of the FTRL iterates (per
 step, or ``average_at="tick"``: at the ticks), learn with the raw iterate
 (:mod:`banditloop.operators.ftrl_heads`).
@@ -124,6 +131,10 @@ def conversion_factor_grad(p: float, log_rate: float, delay: float, elapsed_from
     return ga - a0, gl - l0
 
 
+#: what the delay head learns: "all" (bias, shared and per-arm weights), "bias" (one rate for all)
+DELAY_FEATURES = ("all", "bias")
+
+
 class DelayedFeedbackModel(FTRLHeads):
     """Chapelle's delayed feedback model (conversion probability and exponential delay), FTRL-Proximal,
     learned online from the elapsed time of every pending click; greedy on the conversion probability.
@@ -150,8 +161,11 @@ class DelayedFeedbackModel(FTRLHeads):
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  prior: float = 0.1, delay_prior: float = 86400.0, window: float = 604800.0,
                  tick: float = 21600.0, average: float | None = None, average_at: str = "step",
-                 seed: int = 0) -> None:
+                 delay_features: str = "all", seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        if delay_features not in DELAY_FEATURES:
+            raise ValueError(f"delay_features must be one of {DELAY_FEATURES}, not {delay_features!r}")
+        self.delay_features = delay_features
         self.average = check_average(average)
         self.average_at = check_average_at(average_at)
         self.tick = float(tick)
@@ -161,6 +175,10 @@ class DelayedFeedbackModel(FTRLHeads):
         self.window = float(window)
         self._offsets = np.array([math.log(self.prior / (1.0 - self.prior)), -math.log(self.delay_prior)])
         super().__init__(dim, seed)
+        if delay_features == "bias":  # one delay rate for every arm and context: the delay head's bias
+            mask = np.zeros((2, 2 * dim + 1))
+            mask[0], mask[1, 0] = 1.0, 1.0
+            self._grad_mask = mask
 
     # -- predictions ----------------------------------------------------------------------------
     def cvr(self, arm: str, x: np.ndarray) -> float:

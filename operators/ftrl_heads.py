@@ -180,6 +180,8 @@ class FTRLHeads(Learner):
     average_at: str = "step"
     #: per-head ``alpha`` (shape ``(heads, 1)``); None: ``alpha`` for every head
     _head_alpha: np.ndarray | None = None
+    #: per-head mask of ``[1, x, x]`` (``(heads, 2 dim + 1)``; 0 keeps a coordinate at 0); None: all learn
+    _grad_mask: np.ndarray | None = None
     alpha: float
     beta: float
     l1: float
@@ -274,6 +276,8 @@ class FTRLHeads(Learner):
         """One FTRL step of the gathered coordinates (of the row last gathered); ``grads`` is the loss
         gradient per head output. With averaging, then the averaged weights' step (``averaged``)."""
         g = np.multiply(np.array(grads)[:, None], xv)
+        if self._grad_mask is not None:
+            g *= self._grad_mask
         alpha = self.alpha if self._head_alpha is None else self._head_alpha
         if self.average is None:
             ftrl_step_packed(v, g, alpha, self.beta, self.l1, self.l2)
@@ -378,7 +382,7 @@ class FTRLHeads(Learner):
         rows = self.rows_of(arms).tolist()  # adds unseen arms first, in order: the rows of the single calls
         XV = np.empty((count, 2 * self.dim + 1))
         XV[:, 0], XV[:, 1:self.dim + 1], XV[:, self.dim + 1:] = 1.0, X, X
-        if self.average is not None or self._head_alpha is not None:  # the options: the single calls' steps
+        if self.average is not None or self._head_alpha is not None or self._grad_mask is not None:  # options
             for r, xv, a, b in zip(rows, XV, e0.tolist(), e1.tolist(), strict=True):
                 buf, index, v, logits = self._gather(r, xv)
                 self._put(buf, index, v, xv, self._elapsed_grads(logits, a, b))
