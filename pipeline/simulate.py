@@ -218,7 +218,7 @@ class _SameContext:
 
     def z(self, context: Mapping[str, float | str],
           arm_features: Mapping[str, float | str] | None) -> np.ndarray | None:
-        return self.inner.z(context, arm_features)
+        return None if self.shared is None else self.inner.z(context, arm_features)
 
 
 def _decide(learner: Learner, reqs: list[Request], xs: list[np.ndarray], vectorizer: Vectorizer | None,
@@ -297,10 +297,10 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
                     for arm in req.retired:
                         learner.retire_arm(arm)
                     x = featurize(req)
-                    decisions = [choose(x, req.candidates, vectorizer.shared_for(req.context, req.candidates,
-                                                                                  req.arm_features)
-                                        if with_shared else None)]
-                    steps: Any = ((req, x, decisions[0]),)
+                    decision = choose(x, req.candidates, vectorizer.shared_for(req.context, req.candidates,
+                                                                                req.arm_features)
+                                      if with_shared else None)
+                    steps: Any = ((req, x, decision),)
                 else:
                     xs = []
                     for r in reqs:
@@ -316,8 +316,8 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
                         while pending and pending[0][0] <= ts:
                             emit(heappop(pending)[3])
                         join_advance(ts)
-                    if memo is not None:
-                        memo.remember(req.context, x)
+                    if memo is not None:  # (memo.remember, inlined)
+                        memo.context, memo.vector = req.context, x
                     column, impression, click, conversion = respond(req, decision.arm, decision.propensity, policy)
                     truth = req.truth
                     if predict is not None:
