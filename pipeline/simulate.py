@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from banditloop.core.events import TYPE_ORDER, Event, encode_event
+from banditloop.core.events import TYPE_ORDER, Click, Conversion, Event, encode_event
 from banditloop.operators.base import Learner
 from banditloop.operators.decision import Decision
 from banditloop.operators.predictions import reward_probability
@@ -167,6 +167,35 @@ def _dense_context(config: ModelConfig, world: WorldConfig) -> tuple[np.ndarray,
     return template, np.array(slots, dtype=np.intp)
 
 
+def _featurizer(config: ModelConfig, world: WorldConfig, vectorizer: Vectorizer) -> Callable[[Request], np.ndarray]:
+    """``vectorizer.x(req.context)`` for the world's requests. With the plain layout (:func:`_dense_context`)
+    the contexts of a block are featurized at once when its first request comes, and a request gets its
+    row, a view (vectors are never modified after they are built); the first request is checked
+    against the vectorizer, and any other layout is featurized context by context."""
+    dense = _dense_context(config, world)
+    featurize = vectorizer.x
+    current: list[Any] = [None, None]  # the block, its featurized contexts
+
+    def x_of(req: Request) -> np.ndarray:
+        nonlocal dense
+        if dense is None:
+            return featurize(req.context)
+        truth = req.truth
+        if truth.block is not current[0]:
+            b = truth.block
+            X = np.empty((b.x.shape[0], dense[0].shape[0]))
+            X[:] = dense[0]
+            X[:, dense[1]] = b.x
+            current[:] = b, X
+        x = current[1][truth.row]
+        if req.step == 0 and not np.array_equal(x, featurize(req.context)):
+            dense = None  # not the plain layout after all: featurize every context
+            return featurize(req.context)
+        return x
+
+    return x_of
+
+
 class _SameContext:
     """The model's :class:`Vectorizer` with a one-entry memo keyed by the context *object*: the
     impression that simulate just emitted carries the very dict it featurized for the choice, so the
@@ -189,7 +218,7 @@ class _SameContext:
 
     def z(self, context: Mapping[str, float | str],
           arm_features: Mapping[str, float | str] | None) -> np.ndarray | None:
-        return self.inner.z(context, arm_features)
+        return None if self.shared is None else self.inner.z(context, arm_features)
 
 
 def _decide(learner: Learner, reqs: list[Request], xs: list[np.ndarray], vectorizer: Vectorizer | None,
@@ -224,10 +253,14 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
     if world_config.reward.kind != config.reward.kind:
         predict = None
     predicted_sum = true_sum = 0.0
-    dense = _dense_context(config, world_config)
-    featurize = vectorizer.x
+    featurize = _featurizer(config, world_config, vectorizer)
     with_shared = vectorizer.shared is not None
-    process, join_advance, choose, respond = run.process, run.join.advance, learner.choose, world.respond
+    process, join_advance, choose = run.process, run.join.advance, learner.choose
+    # the impression's time is the clock's (``join_advance`` ran at it): ``run.process`` would advance
+    # the join to the same watermark again, a no-op; the join is handed the impression directly
+    impress = run.join.process
+    next_request, respond, heappush, heappop = world.next_request, world.respond_events, heapq.heappush, heapq.heappop
+    click_order, conversion_order = TYPE_ORDER[Click], TYPE_ORDER[Conversion]
     on_event = opts.on_event
     batch = max(1, opts.batch)
     memo = None
@@ -248,57 +281,67 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
         with CheckpointTimer(opts.checkpoint_interval if store is not None else None) as timer, \
                 progress_bar(opts.steps, desc=f"simulate {config.learner}", unit="step", quiet=opts.quiet) as bar:
             for start in range(0, opts.steps, batch):
-                reqs = [world.next_request() for _ in range(min(batch, opts.steps - start))]
-                ts = reqs[0].ts
+                if batch == 1:  # one request at a time: the loop of `simulate` without micro-batches
+                    req = next_request()
+                    reqs = None
+                    ts = req.ts
+                else:
+                    reqs = [next_request() for _ in range(min(batch, opts.steps - start))]
+                    ts = reqs[0].ts
                 while pending and pending[0][0] <= ts:
-                    emit(heapq.heappop(pending)[3])
+                    emit(heappop(pending)[3])
                 # the clock is at req.ts: windows that closed by now are learned before this choice
                 # (the impression below would advance the join to the same watermark right after)
                 join_advance(ts)
-                xs = []
-                for req in reqs:
+                if reqs is None:
                     for arm in req.retired:
                         learner.retire_arm(arm)
-                    if dense is not None:
-                        x = dense[0].copy()
-                        x[dense[1]] = req.x
-                        if req.step == 0 and not np.array_equal(x, featurize(req.context)):
-                            dense = None  # not the plain layout after all: featurize every context
-                            x = featurize(req.context)
-                    else:
-                        x = featurize(req.context)
-                    xs.append(x)
-                if batch == 1:
-                    req = reqs[0]
-                    shared = (vectorizer.shared_for(req.context, req.candidates, req.arm_features)
-                              if with_shared else None)
-                    decisions = [choose(xs[0], req.candidates, shared)]
+                    x = featurize(req)
+                    decision = choose(x, req.candidates, vectorizer.shared_for(req.context, req.candidates,
+                                                                                req.arm_features)
+                                      if with_shared else None)
+                    steps: Any = ((req, x, decision),)
                 else:
+                    xs = []
+                    for r in reqs:
+                        for arm in r.retired:
+                            learner.retire_arm(arm)
+                        xs.append(featurize(r))
                     decisions = _decide(learner, reqs, xs, vectorizer if with_shared else None)
-                for req, x, decision in zip(reqs, xs, decisions, strict=True):
+                    steps = zip(reqs, xs, decisions, strict=True)
+                for req, x, decision in steps:
                     step = req.step
-                    if batch > 1:  # feedback that arrived while the micro-batch was being scored
+                    if reqs is not None:  # feedback that arrived while the micro-batch was being scored
                         ts = req.ts
                         while pending and pending[0][0] <= ts:
-                            emit(heapq.heappop(pending)[3])
+                            emit(heappop(pending)[3])
                         join_advance(ts)
-                    if memo is not None:
-                        memo.remember(req.context, x)
-                    outcome = respond(req, decision.arm, propensity=decision.propensity, policy=policy)
+                    if memo is not None:  # (memo.remember, inlined)
+                        memo.context, memo.vector = req.context, x
+                    column, impression, click, conversion = respond(req, decision.arm, decision.propensity, policy)
+                    truth = req.truth
                     if predict is not None:
                         predicted_sum += predict(decision.arm, x)
-                        true_sum += outcome.expected_reward
-                    emit(outcome.impression)
-                    for fb in (outcome.click, outcome.conversion):
-                        if fb is not None:
+                        true_sum += float(truth.block.expected[truth.row, column])
+                    impress(impression)
+                    if log is not None:
+                        log.write(encode_event(impression) + b"\n")
+                    if on_event is not None:
+                        on_event(impression)
+                    if click is not None:
+                        sequence += 1
+                        heappush(pending, (click.ts, click_order, sequence, click))
+                        if conversion is not None:
                             sequence += 1
-                            heapq.heappush(pending, (fb.ts, TYPE_ORDER[type(fb)], sequence, fb))
-                    truth = req.truth
-                    chosen.add(truth.block, truth.row, truth.index[decision.arm])
+                            heappush(pending, (conversion.ts, conversion_order, sequence, conversion))
+                    if truth.block is chosen.block:
+                        chosen.columns.append(column)
+                    else:
+                        chosen.add(truth.block, truth.row, column)
                     if store is not None and timer.due():
                         run.checkpoint(store, source(step + 1))
                         checkpoints += 1
-                    if (step + 1) % 1024 == 0:
+                    if not (step + 1) & 1023:
                         chosen.flush()
                         bar.update(1024)
                         bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)
@@ -306,7 +349,7 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
             bar.set_postfix(regret=f"{tracker.regret:.1f}", refresh=False)  # the final regret, as in the summary
             bar.update(bar.total - bar.n)
             while pending:  # feedback due after the last request still arrives
-                emit(heapq.heappop(pending)[3])
+                emit(heappop(pending)[3])
     finally:
         if log is not None:
             log.close()
