@@ -117,6 +117,7 @@ class EventJoin:
     #: event-time ticks every ``tick`` seconds, and feedback times to ``on_reward`` (see ``event_time``)
     tick: float | None = None
     codec = _CODEC
+    _arm_only = None  # the sink reads an impression's arm only (``LearnerSink.arm_only``); None: not asked yet
 
     def __post_init__(self) -> None:
         #: the open impressions, in columns (see ``open_store``), and when they close and are evicted
@@ -172,6 +173,8 @@ class EventJoin:
             closing = in_order(*due.due(0, close_after, watermark), close_after, store, CLOSED)
             sink = self.sink
             wants = getattr(sink, "wants_close", True)  # (a sink that learns nothing at the close)
+            if (arm_only := self._arm_only) is None:
+                arm_only = self._arm_only = getattr(sink, "arm_only", False)
             for start in range(0, len(closing), 4096):  # (the sink sees no other impression's flags)
                 chunk = closing if len(closing) <= 8 else list(closing[start:start + 4096])
                 for s in chunk:
@@ -179,9 +182,14 @@ class EventJoin:
                     if self._tracking:
                         self._touch(s)
                 counters["closed"] += len(chunk)
-                if wants:
-                    for imp in (store.plain_many(chunk, refs=True) if len(chunk) > 8 else map(store.ref, chunk)):
-                        sink.on_close(imp)
+                if not wants:
+                    continue
+                if arm_only:  # the sink reads the arm and final reward only: no impression built
+                    arms, codes, applied = store.arms, store.arm, store.applied
+                    sink.close_arms([arms[codes[s]] for s in chunk], [applied[s] for s in chunk])  # type: ignore[attr-defined]
+                    continue
+                for imp in (store.plain_many(chunk, refs=True) if len(chunk) > 8 else map(store.ref, chunk)):
+                    sink.on_close(imp)
         retention = self.config.retention
         if due.next[1] + retention < watermark:
             for s in in_order(*due.due(1, retention, watermark), retention, store, 0):
@@ -261,6 +269,14 @@ class EventJoin:
         self._touch(slot)
         if self._keep_context:  # until the sink stores its vectors
             store.contexts[slot] = (ev.context, features)
+        elif (arm_only := self._arm_only) or (arm_only is None and getattr(self.sink, "arm_only", False)):
+            self._arm_only = True
+            self.sink.impression_arm(arm)  # type: ignore[attr-defined]  # reads the arm only: no impression built
+            held = self.pending.pop(ev.impression_id, None)
+            for fb in held or ():
+                self.counters["held"] -= 1
+                self._join(store.ref(slot), fb)
+            return "impression"
         imp = OpenRef(ev.impression_id, ev.event_id, ev.ts, arm, ev.context, features, False, 0, 0.0, 0.0, (),
                       ev.propensity, candidates, False, digest, (), None, None, slot, gen)
         self.sink.on_impression(imp)

@@ -1,0 +1,92 @@
+"""The replay's fast paths learn bit for bit what the general paths do (issue 12: per-event cost)."""
+
+import pytest
+
+from banditloop.core.events import Click, Conversion, Impression
+from banditloop.core.features import FeatureSpec
+from banditloop.core.reward import RewardSpec
+from banditloop.pipeline.checkpoints import CheckpointStore
+from banditloop.pipeline.join_config import JoinConfig
+from banditloop.pipeline.model import LearnerSink, ModelConfig
+from banditloop.pipeline.replay import ReplayOptions, replay_log
+from banditloop.pipeline.runner import LearningRun
+from banditloop.pipeline.simulate import SimulationOptions, simulate
+from banditloop.simulators.world import WorldConfig
+from tests.helpers import assert_states_equal
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fast") / "events.jsonl"
+    config = ModelConfig("random", features=FeatureSpec(dim=6))
+    simulate(WorldConfig(arms=6, dim=5, seed=11, click_delay_mean=30.0, conversion_rate=0.3), config, "sim", None,
+             SimulationOptions(steps=2500, out=path, quiet=True))
+    return path
+
+
+def _replay(log, config, batch):
+    store = CheckpointStore("sqlite://")
+    out = replay_log(log, config, "m", store, ReplayOptions(quiet=True, learn_batch=batch))
+    cp = store.latest("m")
+    store.close()
+    return cp.state, cp.join_state, {k: v for k, v in out.items() if "second" not in k}
+
+
+def _general(monkeypatch):
+    """The general path: every sink call gets an impression built from the columns."""
+    monkeypatch.setattr(LearnerSink, "arm_only", property(lambda self: False))
+
+
+@pytest.mark.parametrize("learner, params", [("ts", {}), ("ts", {"pending": "failure"}), ("kl-ucb", {}),
+                                             ("discounted-ts", {})])
+@pytest.mark.parametrize("windows", [{}, {"click_window": 600.0, "conversion_window": 600.0}])
+def test_a_sink_that_reads_the_arm_only_learns_what_the_general_path_learns(log, monkeypatch, learner, params,
+                                                                             windows):
+    config = ModelConfig(learner, params, features=FeatureSpec(dim=7), join=JoinConfig(**windows))
+    assert LearningRun(config, "m").sink.arm_only
+    fast = {batch: _replay(log, config, batch) for batch in (0, 7, 1024)}
+    _general(monkeypatch)
+    assert not LearningRun(config, "m").sink.arm_only
+    for batch in (0, 7, 1024):
+        general = _replay(log, config, batch)
+        assert_states_equal(fast[batch][0], general[0], rtol=0, atol=0)
+        assert fast[batch][1] == general[1]  # the join state, byte for byte
+        assert fast[batch][2] == general[2]
+
+
+def _events():
+    """Held feedback (a click before its impression), duplicates, a conflict, a late click, closes."""
+    return [
+        Click(event_id="c0", ts=8.0, impression_id="i0"),
+        Impression(event_id="e0", ts=10.0, impression_id="i0", arm="a"),
+        Impression(event_id="e1", ts=11.0, impression_id="i1", arm="b", context={"x": 1.0}),
+        Impression(event_id="e1", ts=11.0, impression_id="i1", arm="b", context={"x": 1.0}),
+        Impression(event_id="e1b", ts=11.0, impression_id="i1", arm="c"),
+        Click(event_id="c1", ts=20.0, impression_id="i1"),
+        Conversion(event_id="v1", ts=25.0, impression_id="i1", value=2.0),
+        Impression(event_id="e2", ts=30.0, impression_id="i2", arm="a"),
+        Impression(event_id="e3", ts=200.0, impression_id="i3", arm="c"),
+        Click(event_id="c2", ts=201.0, impression_id="i2"),
+        Impression(event_id="e4", ts=900.0, impression_id="i4", arm="b"),
+    ]
+
+
+@pytest.mark.parametrize("reward", ["click", "conversion"])
+@pytest.mark.parametrize("batch", [0, 3])
+def test_arm_only_join_event_by_event(monkeypatch, reward, batch):
+    config = ModelConfig("ts", features=FeatureSpec(dim=4), reward=RewardSpec(kind=reward),
+                         join=JoinConfig(click_window=100.0, conversion_window=300.0, allowed_lateness=0.0))
+    results = []
+    for general in (False, True):
+        if general:
+            _general(monkeypatch)
+        dead = []
+        run = LearningRun(config, "m", dead_letter=lambda raw, reason, source, dead=dead: dead.append(reason))
+        run.sink.batch = batch
+        outcomes = [run.process(ev) for ev in _events()]
+        run.flush()
+        results.append((outcomes, run.counters(), dead, run.learner.export_state(), run.join.export_state()))
+    (o1, c1, d1, s1, j1), (o2, c2, d2, s2, j2) = results
+    assert o1 == o2 and c1 == c2 and d1 == d2 and j1 == j2
+    assert_states_equal(s1, s2, rtol=0, atol=0)
+    assert c1["closed"] > 0 and c1["conflicts"] == 1 and c1["duplicates"] == 1
