@@ -87,6 +87,21 @@ class DueQueue:
         self.next[which] = self.next_ts(which)
         return ts, slots, gens, ordered
 
+    def take(self, which: int, after: float, watermark: float, store: OpenStore, skip: int) -> Sequence[int]:
+        """:func:`in_order` of what :meth:`due` takes: the slots of the live impressions (without flag
+        ``skip``) whose ``ts + after < watermark``, in the join's order; quicker for the usual one."""
+        tsq, head = self.ts, self.heads[which]
+        nxt = head + 1
+        if nxt < len(tsq) and not self.late[which] and tsq[head] + after < watermark \
+                and not tsq[nxt] + after < watermark:  # exactly one due, in order (events in time order)
+            s, g = self.slot[head], self.gen[head]
+            self.heads[which] = nxt
+            self.next[which] = tsq[nxt]
+            if nxt >= _COMPACT:
+                self._compact()
+            return [s] if store.gen[s] == g and store.flags[s] & (LIVE | skip) == LIVE else []
+        return in_order(*self.due(which, after, watermark), after, store, skip)
+
     def _compact(self) -> None:
         cut = min(self.heads)
         if 2 * cut >= len(self.ts):

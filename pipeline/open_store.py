@@ -146,13 +146,6 @@ class OpenStore:
         if self._used * 10 > 7 * (mask + 1):
             self._rebuild()
 
-    def _table_drop(self, h: int, slot: int) -> None:
-        mask, slots = self._mask, self._slots
-        i = h & mask
-        while slots[i] != slot:
-            i = (i + 1) & mask
-        slots[i] = _GONE
-
     def _rebuild(self) -> None:
         """A new table (twice the live entries at least, no tombstones), filled vectorised."""
         old_slots = np.frombuffer(self._slots, dtype=np.int32)
@@ -226,12 +219,20 @@ class OpenStore:
         return s
 
     def remove(self, slot: int) -> None:
-        self._table_drop(hash(self.ids.get(slot)), slot)
+        ids = self.ids
+        if ids.long and slot in ids.long:
+            key = ids.long.pop(slot)
+        else:  # (IdArena.get, inlined: once per impression)
+            w = ids.width
+            key = ids.data[slot * w:(slot + 1) * w].rstrip(b"\0").decode()
+        mask, slots = self._mask, self._slots  # (_table_drop, inlined)
+        i = hash(key) & mask
+        while slots[i] != slot:
+            i = (i + 1) & mask
+        slots[i] = _GONE
         self.flags[slot] = 0
-        self.ids.drop(slot)
-        self.event_ids.drop(slot)
-        for side in (self.contexts, self.seen, self.zs, self.odd_x):
-            if side:
+        if self.contexts or self.seen or self.zs or self.odd_x or self.event_ids.long:
+            for side in (self.contexts, self.seen, self.zs, self.odd_x, self.event_ids.long):
                 side.pop(slot, None)
         self.free.append(slot)
         self.live -= 1

@@ -90,3 +90,36 @@ def test_arm_only_join_event_by_event(monkeypatch, reward, batch):
     assert o1 == o2 and c1 == c2 and d1 == d2 and j1 == j2
     assert_states_equal(s1, s2, rtol=0, atol=0)
     assert c1["closed"] > 0 and c1["conflicts"] == 1 and c1["duplicates"] == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_due_queue_take_is_in_order_of_due(monkeypatch, seed):
+    """``DueQueue.take`` (with its one-entry fast path) returns what ``in_order(*due(...))`` does, through
+    compactions, out-of-order pushes and evicted slots."""
+    import random
+
+    from banditloop.pipeline import open_due
+    from banditloop.pipeline.open_due import DueQueue, in_order
+    from banditloop.pipeline.open_store import CLOSED, OpenStore
+
+    monkeypatch.setattr(open_due, "_COMPACT", 8)
+    rng = random.Random(seed)
+    queues = [DueQueue(), DueQueue()]
+    store = OpenStore()
+    taken: list[list[list[int]]] = [[], []]
+    t = 0.0
+    for n in range(3000):
+        t += rng.choice([0.0, 0.5, 1.0, 1.0, 2.0])
+        ts = t - (rng.random() * 5 if rng.random() < 0.05 else 0.0)  # now and then out of order
+        slot = store.add(f"i{n}", f"e{n}", ts, "a", None, 0, 1)
+        for q in queues:
+            q.push(ts, slot, store.gen[slot])
+        if rng.random() < 0.1:
+            store.remove(slot)  # evicted early: skipped when taken
+        watermark = t - rng.choice([3.0, 10.0])
+        for which, after, skip in ((0, 2.0, CLOSED), (1, 2.0, 0)):
+            if queues[0].next[which] + after < watermark:
+                taken[0].append(list(queues[0].take(which, after, watermark, store, skip)))
+                taken[1].append(list(in_order(*queues[1].due(which, after, watermark), after, store, skip)))
+                assert queues[0].next == queues[1].next and queues[0].heads == queues[1].heads
+    assert taken[0] == taken[1] and sum(map(len, taken[0])) > 1000
