@@ -289,6 +289,14 @@ class LearnerSink:
                     X[i] = np.frombuffer(imp.x)
             if Xf is not None:
                 X[fresh] = Xf
+        if Xf is not None and X.dtype == np.float64 and self.vectorizer.shared is None and type(self) is LearnerSink:
+            # only the store keeps the vectors: the queued calls read their rows of X, and what the join
+            # hands to the sink later is built from the store (an impression still in hand is featurized again)
+            refs = [imps[i] for i in fresh]
+            if self.store is not None and all(isinstance(imp, OpenRef) for imp in refs):
+                self.store.put_matrix([imp.slot for imp in refs], [imp.gen for imp in refs],  # type: ignore[attr-defined]
+                                      X if len(fresh) == len(imps) else X[fresh])
+                return X
         if Xf is not None and X.dtype == np.float64:
             v, store = self.vectorizer, self.store
             rows, slots, gens = [], [], []  # stored in the join's store at once (no shared vectors)
