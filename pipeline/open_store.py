@@ -135,17 +135,6 @@ class OpenStore:
                 return s
             i = (i + 1) & mask
 
-    def _table_put(self, h: int, slot: int) -> None:
-        mask, slots = self._mask, self._slots
-        i = h & mask
-        while slots[i] >= 0:
-            i = (i + 1) & mask
-        if slots[i] == _EMPTY:
-            self._used += 1
-        slots[i], self._hashes[i] = slot, h
-        if self._used * 10 > 7 * (mask + 1):
-            self._rebuild()
-
     def _rebuild(self) -> None:
         """A new table (twice the live entries at least, no tombstones), filled vectorised."""
         old_slots = np.frombuffer(self._slots, dtype=np.int32)
@@ -215,7 +204,16 @@ class OpenStore:
         self.ids.put(s, impression_id)
         self.event_ids.put(s, event_id)
         self.live += 1
-        self._table_put(hash(impression_id), s)
+        h = hash(impression_id)  # into the id table
+        mask, slots = self._mask, self._slots
+        i = h & mask
+        while slots[i] >= 0:
+            i = (i + 1) & mask
+        if slots[i] == _EMPTY:
+            self._used += 1
+        slots[i], self._hashes[i] = s, h
+        if self._used * 10 > 7 * (mask + 1):
+            self._rebuild()
         return s
 
     def remove(self, slot: int) -> None:
@@ -299,7 +297,6 @@ class OpenStore:
             return self.odd_x[slot]
         n = self.dx
         return self.xs[slot * n:(slot + 1) * n].tobytes()
-
 
     # -- as objects -----------------------------------------------------------------------------------
     def _row(self, slot: int) -> tuple[Any, ...]:
