@@ -123,3 +123,18 @@ def test_due_queue_take_is_in_order_of_due(monkeypatch, seed):
                 taken[1].append(list(in_order(*queues[1].due(which, after, watermark), after, store, skip)))
                 assert queues[0].next == queues[1].next and queues[0].heads == queues[1].heads
     assert taken[0] == taken[1] and sum(map(len, taken[0])) > 1000
+
+
+def test_content_digests_are_those_of_earlier_versions():
+    """Checkpointed join states hold these digests: the faster ``content_digest`` must give the same ones."""
+    from banditloop.core.digest import content_digest
+
+    events = [Impression(event_id="e1", ts=1700000000.5, impression_id="i1", arm="a3",
+                         context={"x1": 0.25, "x0": -1.0, "c": "fr"}, candidates=["a1", "a3"], propensity=0.5,
+                         arm_features={"a3": {"p": 2.0}}),
+              Impression(event_id="e2", ts=10.0, impression_id="i2", arm="b"),
+              Click(event_id="c1", ts=130.0, impression_id="i1"),
+              Conversion(event_id="v1", ts=140.0, impression_id="i1", value=19.9),
+              Conversion(event_id="v2", ts=140.0, impression_id="i1")]
+    assert [content_digest(e) for e in events] == [1168709777834641578, -3349739299102429776, -920267937093405401,
+                                                   -3323054460460446912, -4438380898816908886]
