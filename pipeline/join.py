@@ -22,7 +22,13 @@ Semantics
   then gets ``on_close`` (the final reward is ``imp.applied``), exactly once. This is when a learner
   that does not count a pending impression as a failure (Beta TS, logistic TS, KL-UCB) learns its
   negative. Feedback that would change the reward of a closed impression is late (dead-lettered):
-  a closed window is final, so what a learner learned at the close is never contradicted.
+  a closed window is final, so what a learner learned at the close is never contradicted. (Under a
+  click reward the impression is evicted at its close, so a click after it is unmatched instead.)
+* With a click reward, conversions are *ignored*: the reward does not read them, so they are counted
+  (``ignored``) and neither joined, held nor dead-lettered, and an impression leaves the join state
+  (is evicted) as soon as its click window closes instead of staying for the conversion window, which
+  would keep a week of impressions for nothing. With a conversion or ``click+value`` reward both
+  windows apply and an impression stays until the longer one has passed.
 * Duplicates (same impression, same feedback ``event_id``) are applied once. They are recognised
   while the impression is in the join state, which is exactly as long as they could matter.
 * A redelivery with identical content is a plain duplicate (counted in ``duplicates``). One with the
@@ -52,6 +58,7 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 from banditloop.core.digest import content_digest
@@ -61,7 +68,7 @@ from banditloop.pipeline import join_state
 from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.join_config import JoinConfig
 from banditloop.pipeline.join_state import DeltaPolicy, JoinCodec
-from banditloop.pipeline.open_due import DueQueue
+from banditloop.pipeline.open_due import DueQueue, closed_to_sink
 from banditloop.pipeline.open_store import CLOSED, OpenImpression, OpenRef, OpenStore, OpenView
 
 __all__ = ["COUNTER_NAMES", "EventJoin", "JoinConfig", "JoinSink", "OpenImpression"]
@@ -81,7 +88,7 @@ class JoinSink(Protocol):
 
 
 COUNTER_NAMES = ("impressions", "clicks", "conversions", "duplicates", "unmatched", "late", "held",
-                 "evicted", "rewarded", "closed", "conflicts")
+                 "evicted", "rewarded", "closed", "conflicts", "ignored")
 
 _NO_CONTEXT: dict[str, float | str] = {}
 _CODEC = JoinCodec(OpenImpression)
@@ -117,7 +124,9 @@ class EventJoin:
     #: event-time ticks every ``tick`` seconds, and feedback times to ``on_reward`` (see ``event_time``)
     tick: float | None = None
     codec = _CODEC
-    _arm_only = None  # the sink reads an impression's arm only (``LearnerSink.arm_only``); None: not asked yet
+    @cached_property
+    def _arm_only(self) -> bool:  # the sink reads an impression's arm only (``LearnerSink.arm_only``)
+        return bool(getattr(self.sink, "arm_only", False))
 
     def __post_init__(self) -> None:
         #: the open impressions, in columns (see ``open_store``), and when they close and are evicted
@@ -145,11 +154,15 @@ class EventJoin:
         c = self.config
         #: seconds after the impression at which its feedback window closes (see the module docstring)
         self.close_after = c.click_window if self.reward.kind == "click" else c.retention
+        #: seconds after the impression at which it is evicted: a click reward reads no conversion
+        self.retention = self.close_after if self.reward.kind == "click" else c.retention
+        self._ignore_conversions = self.reward.kind == "click"
 
     # -- input ----------------------------------------------------------------------------------
     def process(self, event: Event) -> str:
         """Apply one decoded event; returns what happened (``"impression"``, ``"click"``,
-        ``"conversion"``, ``"duplicate"``, ``"conflict"``, ``"held"``, ``"late"`` or ``"unmatched"``)."""
+        ``"conversion"``, ``"duplicate"``, ``"conflict"``, ``"held"``, ``"late"``, ``"unmatched"`` or
+        ``"ignored"``)."""
         if isinstance(event, Impression):
             return self._impression(event)
         return self._feedback(event)
@@ -174,25 +187,16 @@ class EventJoin:
             closing = due.take(0, close_after, watermark, store, CLOSED)
             sink = self.sink
             wants = closing and getattr(sink, "wants_close", True)  # (a sink that learns nothing at the close)
-            if (arm_only := self._arm_only) is None:
-                arm_only = self._arm_only = getattr(sink, "arm_only", False)
             for start in range(0, len(closing), 4096):  # (the sink sees no other impression's flags)
                 chunk = closing if len(closing) <= 8 else list(closing[start:start + 4096])
-                flags = store.flags
                 for s in chunk:
-                    flags[s] |= CLOSED
+                    store.flags[s] |= CLOSED
                     if self._tracking:
                         self._touch(s)
                 counters["closed"] += len(chunk)
-                if not wants:
-                    continue
-                if arm_only:  # the sink reads the arm and final reward only: no impression built
-                    arms, codes, applied = store.arms, store.arm, store.applied
-                    sink.close_arms([arms[codes[s]] for s in chunk], [applied[s] for s in chunk])  # type: ignore[attr-defined]
-                    continue
-                for imp in (store.plain_many(chunk, refs=True) if len(chunk) > 8 else map(store.ref, chunk)):
-                    sink.on_close(imp)
-        retention = self.config.retention
+                if wants:
+                    closed_to_sink(store, chunk, sink, self._arm_only)
+        retention = self.retention
         if due.next[1] + retention < watermark:
             store, counters = self.store, self.counters
             for s in due.take(1, retention, watermark, store, 0):
@@ -267,10 +271,7 @@ class EventJoin:
         gen = store.gen[slot]
         self.due.push(ev.ts, slot, gen)
         counters["impressions"] += 1
-        if self._tracking:
-            self._touch(slot)
-        if self._arm_only is None:
-            self._arm_only = getattr(self.sink, "arm_only", False)
+        self._touch(slot)
         imp = None
         if self._arm_only:  # the sink reads the arm only: no impression built
             self.sink.impression_arm(arm)  # type: ignore[attr-defined]
@@ -289,6 +290,9 @@ class EventJoin:
         return "impression"
 
     def _feedback(self, fb: Feedback) -> str:
+        if self._ignore_conversions and not isinstance(fb, Click):  # the reward reads no conversion
+            self.counters["ignored"] += 1
+            return "ignored"
         slot = self.store.find(fb.impression_id)
         if slot >= 0:
             return self._join(self.store.ref(slot), fb)

@@ -21,6 +21,7 @@ import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -152,3 +153,12 @@ def _sorted(due: list[float], slots: list[int], store: OpenStore) -> list[int]:
     return [s for _, s in keyed]
 
 
+def closed_to_sink(store: OpenStore, slots: Sequence[int], sink: Any, arm_only: bool) -> None:
+    """The sink's ``on_close`` of the impressions in ``slots``, in order; a sink that reads only their arms
+    and final rewards (``LearnerSink.arm_only``) gets them as two lists (``close_arms``), no impression built."""
+    if arm_only:
+        arms, codes, applied = store.arms, store.arm, store.applied
+        sink.close_arms([arms[codes[s]] for s in slots], [applied[s] for s in slots])
+        return
+    for imp in (store.plain_many(slots, refs=True) if len(slots) > 8 else map(store.ref, slots)):
+        sink.on_close(imp)
