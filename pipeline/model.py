@@ -192,7 +192,10 @@ class LearnerSink:
             ref = self._arms.get(arm)
             if ref is None:
                 ref = self._arms[arm] = _Arm(arm)
-            self._queued(0, ref, 0.0)  # type: ignore[arg-type]
+            queue = self._queue  # (_queued, inlined: once per impression)
+            queue.append((0, ref, 0.0))  # type: ignore[arg-type]
+            if len(queue) >= self.batch:
+                self.flush()
             return
         self.learner.learn_impression(arm, None, None)  # type: ignore[arg-type]
 
@@ -333,7 +336,10 @@ class LearnerSink:
         if self.batch:
             if self.ips_clip is not None and imp.propensity is None:
                 self.unweighted += 1
-            self._queued(0, imp, 0.0)
+            queue = self._queue  # (_queued, inlined: once per impression)
+            queue.append((0, imp, 0.0))
+            if len(queue) >= self.batch:
+                self.flush()
             return
         v = self.vectorizer
         x, z = v.x(imp.context), v.z(imp.context, imp.arm_features)
