@@ -4,6 +4,7 @@ duplicate (same identity, other content): see :mod:`banditloop.pipeline.join`.""
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import msgspec
 
@@ -12,6 +13,9 @@ from banditloop.core.events import Click, Event, Impression
 __all__ = ["content_digest"]
 
 _canonical = msgspec.msgpack.Encoder(order="deterministic")
+_encode = _canonical.encode
+_blake2b = hashlib.blake2b
+_signed = struct.Struct("<q").unpack
 
 
 def content_digest(event: Event) -> int:
@@ -26,7 +30,7 @@ def content_digest(event: Event) -> int:
     >>> content_digest(a) == content_digest(Click(event_id="c1", ts=131.0, impression_id="i1"))
     False
     """
-    if isinstance(event, Impression):
+    if event.__class__ is Impression or isinstance(event, Impression):  # (the usual case first, without a call)
         shown = event.arm_features.get(event.arm) if event.arm_features else None
         content: tuple = (event.event_id, event.ts, event.arm, event.context, shown, event.propensity,
                           len(event.candidates) if event.candidates else 0)
@@ -34,5 +38,5 @@ def content_digest(event: Event) -> int:
         content = ("click", event.ts)
     else:
         content = ("conversion", event.ts, event.value)
-    digest = int.from_bytes(hashlib.blake2b(_canonical.encode(content), digest_size=8).digest(), "little", signed=True)
-    return digest or 1
+    # the first 8 bytes as a little-endian signed integer (struct: a call cheaper than int.from_bytes)
+    return _signed(_blake2b(_encode(content), digest_size=8).digest())[0] or 1

@@ -58,6 +58,7 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 from banditloop.core.digest import content_digest
@@ -67,7 +68,7 @@ from banditloop.pipeline import join_state
 from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.join_config import JoinConfig
 from banditloop.pipeline.join_state import DeltaPolicy, JoinCodec
-from banditloop.pipeline.open_due import DueQueue, in_order
+from banditloop.pipeline.open_due import DueQueue, closed_to_sink
 from banditloop.pipeline.open_store import CLOSED, OpenImpression, OpenRef, OpenStore, OpenView
 
 __all__ = ["COUNTER_NAMES", "EventJoin", "JoinConfig", "JoinSink", "OpenImpression"]
@@ -123,6 +124,9 @@ class EventJoin:
     #: event-time ticks every ``tick`` seconds, and feedback times to ``on_reward`` (see ``event_time``)
     tick: float | None = None
     codec = _CODEC
+    @cached_property
+    def _arm_only(self) -> bool:  # the sink reads an impression's arm only (``LearnerSink.arm_only``)
+        return bool(getattr(self.sink, "arm_only", False))
 
     def __post_init__(self) -> None:
         #: the open impressions, in columns (see ``open_store``), and when they close and are evicted
@@ -176,12 +180,13 @@ class EventJoin:
 
     def _advance(self, watermark: float) -> None:
         self.watermark = watermark
-        store, due, counters = self.store, self.due, self.counters
+        due = self.due
         close_after = self.close_after
         if due.next[0] + close_after < watermark:
-            closing = in_order(*due.due(0, close_after, watermark), close_after, store, CLOSED)
+            store, counters = self.store, self.counters
+            closing = due.take(0, close_after, watermark, store, CLOSED)
             sink = self.sink
-            wants = getattr(sink, "wants_close", True)  # (a sink that learns nothing at the close)
+            wants = closing and getattr(sink, "wants_close", True)  # (a sink that learns nothing at the close)
             for start in range(0, len(closing), 4096):  # (the sink sees no other impression's flags)
                 chunk = closing if len(closing) <= 8 else list(closing[start:start + 4096])
                 for s in chunk:
@@ -190,11 +195,11 @@ class EventJoin:
                         self._touch(s)
                 counters["closed"] += len(chunk)
                 if wants:
-                    for imp in (store.plain_many(chunk, refs=True) if len(chunk) > 8 else map(store.ref, chunk)):
-                        sink.on_close(imp)
+                    closed_to_sink(store, chunk, sink, self._arm_only)
         retention = self.retention
         if due.next[1] + retention < watermark:
-            for s in in_order(*due.due(1, retention, watermark), retention, store, 0):
+            store, counters = self.store, self.counters
+            for s in due.take(1, retention, watermark, store, 0):
                 if self._tracking:
                     imp_id = store.id_of(s)
                     self._seq += 1
@@ -203,7 +208,7 @@ class EventJoin:
                 store.remove(s)
                 counters["evicted"] += 1
         heap = self._pending_heap
-        skew = self.config.clock_skew
+        skew = self.config.clock_skew if heap else 0.0
         while heap and heap[0][0] < watermark:
             _, imp_id = heapq.heappop(heap)
             held = self.pending.get(imp_id)
@@ -248,40 +253,40 @@ class EventJoin:
 
     def _impression(self, ev: Impression) -> str:
         digest = content_digest(ev)
-        store = self.store
+        store, counters = self.store, self.counters
         slot = store.find(ev.impression_id)
         if slot >= 0:
             if store.digest[slot] not in (0, digest):
                 return self._conflict(ev, f"impression {ev.impression_id} was already joined")
-            self.counters["duplicates"] += 1
+            counters["duplicates"] += 1
             return "duplicate"
-        if self._late(ev.ts):
-            self.counters["late"] += 1
+        if self.watermark is not None and ev.ts < self.watermark:
+            counters["late"] += 1
             self._dead(ev, "late impression: older than the watermark")
             return "late"
-        features = None
-        if ev.arm_features is not None:
-            features = ev.arm_features.get(ev.arm)
+        features = None if ev.arm_features is None else ev.arm_features.get(ev.arm)
         arm = sys.intern(ev.arm)
         candidates = len(ev.candidates) if ev.candidates else 0
         slot = store.add(ev.impression_id, ev.event_id, ev.ts, arm, ev.propensity, candidates, digest)
         gen = store.gen[slot]
         self.due.push(ev.ts, slot, gen)
-        self.counters["impressions"] += 1
+        counters["impressions"] += 1
         self._touch(slot)
-        if self._keep_context:  # until the sink stores its vectors
-            store.contexts[slot] = (ev.context, features)
-        imp = OpenRef(ev.impression_id, ev.event_id, ev.ts, arm, ev.context, features, False, 0, 0.0, 0.0, (),
-                      ev.propensity, candidates, False, digest, (), None, None, slot, gen)
-        self.sink.on_impression(imp)
-        if imp.x is not None:  # the sink keeps the vectors: the context is no longer needed
-            store.put_vectors(slot, gen, imp.x, imp.z)
-            imp.context, imp.arm_features = _NO_CONTEXT, None
-        held = self.pending.pop(ev.impression_id, None)
-        if held:
-            for fb in held:
-                self.counters["held"] -= 1
-                self._join(imp, fb)
+        imp = None
+        if self._arm_only:  # the sink reads the arm only: no impression built
+            self.sink.impression_arm(arm)  # type: ignore[attr-defined]
+        else:
+            if self._keep_context:  # until the sink stores its vectors
+                store.contexts[slot] = (ev.context, features)
+            imp = OpenRef(ev.impression_id, ev.event_id, ev.ts, arm, ev.context, features, False, 0, 0.0, 0.0, (),
+                          ev.propensity, candidates, False, digest, (), None, None, slot, gen)
+            self.sink.on_impression(imp)
+            if imp.x is not None:  # the sink keeps the vectors: the context is no longer needed
+                store.put_vectors(slot, gen, imp.x, imp.z)
+                imp.context, imp.arm_features = _NO_CONTEXT, None
+        for fb in self.pending.pop(ev.impression_id, None) or ():
+            counters["held"] -= 1
+            self._join(imp or store.ref(slot), fb)
         return "impression"
 
     def _feedback(self, fb: Feedback) -> str:

@@ -133,20 +133,21 @@ class SortedLog:
     def _scan(self) -> None:
         """Keys of every line: which reorder buffer (if any) within the budget sorts this log."""
         size = 0
-        keys = 0
+        keys = lines = 0
         last: Key | None = None
-        recent: deque[Key] = deque()
+        recent: deque[Key] = deque(maxlen=_CAPACITIES[-1] + 1)  # the largest capacity simulated, and one
         sims: dict[int, tuple[list[Key], list[Key | None]]] | None = None  # capacity: (held, [last emitted])
-        on_lines = self.on_lines
+        on_lines, strict = self.on_lines, self.strict
         for number, raw in self._lines():
-            self.lines += 1
+            lines += 1
             size += len(raw)
-            if on_lines is not None and self.lines % 4096 == 0:
+            if on_lines is not None and lines % 4096 == 0:
                 on_lines(4096)
-            if self.strict:
+            if strict:
                 try:
                     decode_log_event(raw)
                 except InvalidEvent as exc:
+                    self.lines = lines
                     raise StrictModeError(f"{self.path}:{number}: {exc.reason}") from None
             key = line_key(raw, number)
             if key is None:
@@ -156,11 +157,9 @@ class SortedLog:
                 if last is None or key >= last:  # sorted so far: a buffer would hold the newest keys
                     last = key
                     recent.append(key)
-                    if len(recent) > _CAPACITIES[-1] + 1:  # the largest capacity simulated, and one
-                        recent.popleft()
                     continue
                 sims = {}
-                for c in self._capacities(size / self.lines):
+                for c in self._capacities(size / lines):
                     newest = list(recent)
                     held = newest[-c:]
                     heapq.heapify(held)
@@ -175,8 +174,9 @@ class SortedLog:
                     del sims[c]  # this capacity does not sort the log
                     continue
                 emitted[0] = out
+        self.lines = lines
         if on_lines is not None:
-            on_lines(self.lines % 4096)
+            on_lines(lines % 4096)
         self.estimate = keys
         if sims is not None:
             # what the buffer still holds comes out last, smallest first: not before what it emitted

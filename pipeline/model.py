@@ -131,6 +131,15 @@ class Vectorizer:
 _NO_CONTEXT: dict[str, float | str] = {}
 
 
+class _Arm:
+    """All that a context-free learner reads of an impression in a queued call: its arm (one per arm)."""
+
+    __slots__ = ("arm",)
+
+    def __init__(self, arm: str) -> None:
+        self.arm = arm
+
+
 class LearnerSink:
     """Feeds the join's output into a learner: impressions at once, reward increments later, and the
     closing of each feedback window (only to learners that learn then, ``learns_at_close``).
@@ -158,6 +167,7 @@ class LearnerSink:
         self.store: OpenStore | None = None
         #: queued calls: (0 impression | 1 reward | 2 close, impression, delta or final reward)
         self._queue: list[tuple[int, OpenImpression, float]] = []
+        self._arms: dict[str, _Arm] = {}
 
     @property
     def wants_close(self) -> bool:
@@ -168,6 +178,43 @@ class LearnerSink:
     def wants_context(self) -> bool:
         """Whether the learner reads an impression's context (the join keeps none otherwise)."""
         return not self.learner.close_without_context
+
+    @property
+    def arm_only(self) -> bool:
+        """Whether the sink reads nothing of an impression but its arm (and at the close its final
+        reward): a context-free learner, unweighted. The join then calls :meth:`impression_arm` and
+        :meth:`close_arms` instead of building an impression for each call (the same learning)."""
+        return type(self) is LearnerSink and bool(self.learner.close_without_context) and self.ips_clip is None
+
+    def impression_arm(self, arm: str) -> None:
+        """:meth:`on_impression` of an impression of ``arm`` (an ``arm_only`` sink)."""
+        if self.batch:
+            ref = self._arms.get(arm)
+            if ref is None:
+                ref = self._arms[arm] = _Arm(arm)
+            queue = self._queue  # (_queued, inlined: once per impression)
+            queue.append((0, ref, 0.0))  # type: ignore[arg-type]
+            if len(queue) >= self.batch:
+                self.flush()
+            return
+        self.learner.learn_impression(arm, None, None)  # type: ignore[arg-type]
+
+    def close_arms(self, arms: Sequence[str], applied: Sequence[float]) -> None:
+        """:meth:`on_close` of impressions of ``arms`` with final rewards ``applied``, in this order
+        (an ``arm_only`` sink)."""
+        learner = self.learner
+        if not learner.learns_at_close:
+            return
+        if not self.batch:
+            for arm, value in zip(arms, applied, strict=True):
+                learner.learn_close(arm, None, value, None)
+            return
+        refs = self._arms
+        for arm, value in zip(arms, applied, strict=True):
+            ref = refs.get(arm)
+            if ref is None:
+                ref = refs[arm] = _Arm(arm)
+            self._queued(2, ref, value)  # type: ignore[arg-type]
 
     def _queued(self, kind: int, imp: OpenImpression, value: float) -> None:
         queue = self._queue
@@ -245,6 +292,14 @@ class LearnerSink:
                     X[i] = np.frombuffer(imp.x)
             if Xf is not None:
                 X[fresh] = Xf
+        if Xf is not None and X.dtype == np.float64 and self.vectorizer.shared is None and type(self) is LearnerSink:
+            # only the store keeps the vectors: the queued calls read their rows of X, and what the join
+            # hands to the sink later is built from the store (an impression still in hand is featurized again)
+            refs = [imps[i] for i in fresh]
+            if self.store is not None and all(isinstance(imp, OpenRef) for imp in refs):
+                self.store.put_matrix([imp.slot for imp in refs], [imp.gen for imp in refs],  # type: ignore[attr-defined]
+                                      X if len(fresh) == len(imps) else X[fresh])
+                return X
         if Xf is not None and X.dtype == np.float64:
             v, store = self.vectorizer, self.store
             rows, slots, gens = [], [], []  # stored in the join's store at once (no shared vectors)
@@ -281,7 +336,10 @@ class LearnerSink:
         if self.batch:
             if self.ips_clip is not None and imp.propensity is None:
                 self.unweighted += 1
-            self._queued(0, imp, 0.0)
+            queue = self._queue  # (_queued, inlined: once per impression)
+            queue.append((0, imp, 0.0))
+            if len(queue) >= self.batch:
+                self.flush()
             return
         v = self.vectorizer
         x, z = v.x(imp.context), v.z(imp.context, imp.arm_features)

@@ -135,24 +135,6 @@ class OpenStore:
                 return s
             i = (i + 1) & mask
 
-    def _table_put(self, h: int, slot: int) -> None:
-        mask, slots = self._mask, self._slots
-        i = h & mask
-        while slots[i] >= 0:
-            i = (i + 1) & mask
-        if slots[i] == _EMPTY:
-            self._used += 1
-        slots[i], self._hashes[i] = slot, h
-        if self._used * 10 > 7 * (mask + 1):
-            self._rebuild()
-
-    def _table_drop(self, h: int, slot: int) -> None:
-        mask, slots = self._mask, self._slots
-        i = h & mask
-        while slots[i] != slot:
-            i = (i + 1) & mask
-        slots[i] = _GONE
-
     def _rebuild(self) -> None:
         """A new table (twice the live entries at least, no tombstones), filled vectorised."""
         old_slots = np.frombuffer(self._slots, dtype=np.int32)
@@ -222,16 +204,33 @@ class OpenStore:
         self.ids.put(s, impression_id)
         self.event_ids.put(s, event_id)
         self.live += 1
-        self._table_put(hash(impression_id), s)
+        h = hash(impression_id)  # into the id table
+        mask, slots = self._mask, self._slots
+        i = h & mask
+        while slots[i] >= 0:
+            i = (i + 1) & mask
+        if slots[i] == _EMPTY:
+            self._used += 1
+        slots[i], self._hashes[i] = s, h
+        if self._used * 10 > 7 * (mask + 1):
+            self._rebuild()
         return s
 
     def remove(self, slot: int) -> None:
-        self._table_drop(hash(self.ids.get(slot)), slot)
+        ids = self.ids
+        if ids.long and slot in ids.long:
+            key = ids.long.pop(slot)
+        else:  # (IdArena.get, inlined: once per impression)
+            w = ids.width
+            key = ids.data[slot * w:(slot + 1) * w].rstrip(b"\0").decode()
+        mask, slots = self._mask, self._slots  # (_table_drop, inlined)
+        i = hash(key) & mask
+        while slots[i] != slot:
+            i = (i + 1) & mask
+        slots[i] = _GONE
         self.flags[slot] = 0
-        self.ids.drop(slot)
-        self.event_ids.drop(slot)
-        for side in (self.contexts, self.seen, self.zs, self.odd_x):
-            if side:
+        if self.contexts or self.seen or self.zs or self.odd_x or self.event_ids.long:
+            for side in (self.contexts, self.seen, self.zs, self.odd_x, self.event_ids.long):
                 side.pop(slot, None)
         self.free.append(slot)
         self.live -= 1
@@ -298,7 +297,6 @@ class OpenStore:
             return self.odd_x[slot]
         n = self.dx
         return self.xs[slot * n:(slot + 1) * n].tobytes()
-
 
     # -- as objects -----------------------------------------------------------------------------------
     def _row(self, slot: int) -> tuple[Any, ...]:

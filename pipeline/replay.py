@@ -98,9 +98,15 @@ def _learn_events(path: Path, loaded: SortedLog, run: LearningRun, start: int, c
         for _ in itertools.islice(events, start):  # covered by the resumed checkpoint
             pass
         position = start
-        advance, process = run.join.advance, run.join.process  # run.process(event), without a call
+        join = run.join
+        process, lateness = join.process, join.config.allowed_lateness
+        # run.process(event) without its calls: join.advance(event.ts) is set_watermark(ts - lateness),
+        # which moves only a watermark that grows (and with ticks lets the sink learn at each first)
+        move = join._advance if join.tick is None else join.set_watermark
         for event in events:
-            advance(event.ts)
+            watermark = event.ts - lateness
+            if join.watermark is None or watermark > join.watermark:
+                move(watermark)
             process(event)
             position += 1
             if store is not None and position % 64 == 0 and timer.due():  # the flag is checked every 64 events
