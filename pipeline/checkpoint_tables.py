@@ -66,3 +66,16 @@ join_links_table = Table(
     Column("shard", String(200), nullable=False),
     Column("base", Integer, nullable=False),
 )
+
+#: The parts of a join state stored in parts (kind ``PARTS`` of :mod:`banditloop.pipeline.join_state`):
+#: the checkpoint row holds the head, these rows the open impressions, a few MB each, written in the
+#: checkpoint's transaction (:mod:`banditloop.pipeline.join_parts`). An additive table: ``create_all``
+#: adds it to databases written before it existed, whose join states are each one value.
+join_parts_table = Table(
+    "banditloop_join_parts", metadata,
+    Column("model", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("part", Integer, primary_key=True),
+    Column("shard", String(200), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
