@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from banditloop.core.events import Click, Impression
-from banditloop.pipeline import join_parts, join_state, open_columns
+from banditloop.pipeline import join_state, open_columns
 from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_parts_table
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.join_state import COLUMNS, DELTA, PARTS, DeltaPolicy, read_header
