@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 
 from banditloop.pipeline import join_links, join_parts
 from banditloop.pipeline.checkpoint_tables import (
     DEFAULT_SHARD,
     checkpoints_table,
     join_links_table,
-    metadata,
     models_table,
+    prepare,
 )
 from banditloop.pipeline.database import DEFAULT_DB_URL, DEFAULT_KEEP, default_db_url, sqlite_path
 from banditloop.pipeline.leases import LeaseLost, check_fence, claim_shards, shard_leases
@@ -162,10 +162,7 @@ class CheckpointStore:
             options = " ".join(f"-c {name}={value}" for name, value in POSTGRES_TIMEOUTS.items())
             kwargs["connect_args"] = {"options": options}
         self.engine = engine or create_engine(self.url, **kwargs)
-        try:  # (a new table, e.g. the join links, can be created by two workers starting at once)
-            metadata.create_all(self.engine)
-        except (IntegrityError, ProgrammingError):
-            metadata.create_all(self.engine)
+        prepare(self.engine)
 
     def replace_on_next_save(self, model: str) -> None:
         """Make the next write of ``model`` delete every earlier row of it, in the same transaction.
