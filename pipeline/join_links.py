@@ -85,19 +85,24 @@ def chain(session: Connection, model: str, shard: str, version: int) -> tuple[by
     from banditloop.core.state_codec import CorruptState  # (numpy: not for commands that only list models)
 
     link_map = links(session, model, shard)
-    out: list[bytes] = []
+    steps: list[tuple[int, int]] = []  # (version, its base), newest first
     while version in link_map:
-        base = link_map[version]
-        if len(out) >= MAX_CHAIN:
+        if len(steps) >= MAX_CHAIN:
             raise CorruptState(f"join state chain of version {version} does not end")
-        data = session.scalar(select(checkpoints_table.c.join_state).where(
-            checkpoints_table.c.model == model, checkpoints_table.c.shard == shard,
-            checkpoints_table.c.version == base))
+        steps.append((version, link_map[version]))
+        version = link_map[version]
+    if not steps:
+        return ()
+    c = checkpoints_table.c
+    stored = dict(session.execute(select(c.version, c.join_state).where(  # (one query for the whole chain)
+        c.model == model, c.shard == shard, c.version.in_([base for _, base in steps]))).all())
+    out: list[bytes] = []
+    for version, base in steps:
+        data = stored.get(base)
         if data is None:
             raise CorruptState(f"the join state of version {version} applies to version {base}, "
                                "whose join state is gone")
         out.append(join_parts.attach(session, model, base, data))  # type: ignore[arg-type]
-        version = base
     out.reverse()
     return tuple(out)
 

@@ -236,11 +236,12 @@ def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
         if header is None or header.kind != DELTA:
             raise ValueError("a join state chain continues with something other than a delta")
         delta = codec.delta.decode(memoryview(blob)[_HEADER.size:])
+        find, remove = store.find, store.remove
         for imp_id in delta.deletes:
-            slot = store.find(imp_id)
+            slot = find(imp_id)
             if slot >= 0:
-                store.remove(slot)
-        _upsert(store, delta.upserts)
+                remove(slot)
+        open_columns.upsert_many(store, delta.upserts)
         pending, watermark, counters = delta.pending, delta.watermark, delta.counters
     join.watermark = watermark
     join.counters.update(counters)

@@ -7,7 +7,7 @@ flags, the vector slab, the fixed-width id rows) in one msgpack body, and what o
 builds no object per impression (when every slot is live, the columns are written without a copy),
 and reading it fills a store's columns directly.
 
->>> from banditloop.pipeline.open_store import OpenStore
+>>> from banditloop.pipeline.open_store import CLICKED, CLOSED, LIVE, OpenImpression, OpenStore
 >>> store = OpenStore()
 >>> s = store.add("i1", "e1", 5.0, "a", 0.5, 3, 9); store.put_vectors(s, 0, bytes(16), None)
 >>> back = OpenStore(); load(back, msgspec.msgpack.decode(msgspec.msgpack.encode(columns(store, [], 1.0, {})),
@@ -18,16 +18,17 @@ True
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
 import numpy as np
 
 from banditloop.core.events import Click, Conversion
-from banditloop.pipeline.open_store import OpenStore
+from banditloop.pipeline.open_store import CLICKED, CLOSED, LIVE, OpenImpression, OpenStore
 
 _SIDE = dict[int, Any]
 
@@ -141,8 +142,10 @@ def _fill(store: OpenStore, state: ColumnsState | ColumnsHead, columns_: dict[st
     store.contexts = dict(state.contexts)
     store.seen = {r: (tuple(a), tuple(b)) for r, (a, b) in state.seen.items()}
     store.free, store.live = [], n
-    get = store.ids.get
-    hashes = np.fromiter((hash(get(i)) for i in range(n)), dtype=np.int64, count=n)
+    hashes = np.empty(n, dtype=np.int64)
+    for a in range(0, n, 65536):  # the ids decoded a block at a time
+        b = min(n, a + 65536)
+        hashes[a:b] = np.fromiter(map(hash, store.ids.many(np.arange(a, b))), dtype=np.int64, count=b - a)
     size = 1024
     while size < 2 * n + 2:
         size *= 2
@@ -201,7 +204,7 @@ def in_parts(store: OpenStore, pending: list[Any], watermark: float | None, coun
     """The store's live rows as a head and a function yielding its parts, each built when it is reached
     (encode and write each before the next; the store must not change until the last is written).
 
-    >>> from banditloop.pipeline.open_store import OpenStore
+    >>> from banditloop.pipeline.open_store import CLICKED, CLOSED, LIVE, OpenImpression, OpenStore
     >>> store = OpenStore()
     >>> for i in range(5): s = store.add(f"i{i}", f"e{i}", float(i), "a", 0.5, 3, 9)
     >>> head, parts = in_parts(store, [], None, {}, part_bytes=200)
@@ -269,3 +272,54 @@ def load_parts(store: OpenStore, head: ColumnsHead, parts: Iterable[ColumnsPart]
     if rows != head.n or count != head.parts:
         raise ValueError(f"join state parts hold {rows} rows in {count} parts, not {head.n} in {head.parts}")
     _fill(store, head, columns_, ids, event_ids, xs)
+
+
+def upsert_many(store: OpenStore, imps: Sequence[OpenImpression]) -> None:
+    """Put checkpointed open impressions (a delta's upserts) in ``store``, each replacing the open
+    impression with its id: as removing it and loading the new record would (the freed slot is the one
+    taken again), the impressions already open overwritten in place, their columns a batch at a time;
+    the others loaded one by one, in order (they take the free slots as they would one at a time)."""
+    find, slots, existing, new = store.find, [], [], []
+    for imp in imps:
+        s = find(imp.impression_id)
+        if s >= 0:
+            slots.append(s)
+            existing.append(imp)
+        else:
+            new.append(imp)
+    if existing:
+        _overwrite(store, slots, existing)
+    intern = sys.intern
+    for imp in new:
+        imp.arm = intern(imp.arm)
+        store.load(imp)
+
+
+def _overwrite(store: OpenStore, slots: list[int], imps: list[OpenImpression]) -> None:
+    sl = np.array(slots, dtype=np.int64)
+    codes = store._arm_code
+    for imp in imps:
+        if imp.arm not in codes:
+            codes[imp.arm] = len(store.arms)
+            store.arms.append(sys.intern(imp.arm))
+    for name, dtype, values in (
+            ("ts", np.float64, [i.ts for i in imps]), ("applied", np.float64, [i.applied for i in imps]),
+            ("value_sum", np.float64, [i.value_sum for i in imps]),
+            ("propensity", np.float64, [math.nan if i.propensity is None else i.propensity for i in imps]),
+            ("digest", np.int64, [i.digest for i in imps]), ("conversions", np.int32, [i.conversions for i in imps]),
+            ("candidates", np.int32, [i.candidates for i in imps]), ("arm", np.int32, [codes[i.arm] for i in imps]),
+            ("flags", np.uint8, [LIVE | (CLICKED if i.clicked else 0) | (CLOSED if i.closed else 0) for i in imps])):
+        column = np.frombuffer(getattr(store, name), dtype=dtype)
+        column[sl] = values
+        del column
+    for s, imp in zip(slots, imps, strict=True):
+        store.event_ids.put(s, imp.event_id)
+        for side in (store.contexts, store.seen, store.zs, store.odd_x):
+            if side:
+                side.pop(s, None)
+        if imp.seen or imp.seen_digests:
+            store.seen[s] = (imp.seen, imp.seen_digests)
+        if imp.x is not None:
+            store.put_vectors(s, store.gen[s], imp.x, imp.z)
+        else:
+            store.contexts[s] = (imp.context, imp.arm_features)
