@@ -12,14 +12,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+import msgspec
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from banditloop.core.events import Click, Impression
 from banditloop.pipeline import join_state, open_columns
-from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_parts_table
+from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_parts_table, tune_postgres
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.join_state import COLUMNS, DELTA, PARTS, DeltaPolicy, read_header
+from banditloop.pipeline.open_store import OpenStore
 from banditloop.pipeline.runner import LearningRun
 from tests.test_join_deltas import CONFIG, drive, events, state_of
 
@@ -257,4 +259,50 @@ def test_a_checkpoint_written_by_main_in_one_value_still_loads(tmp_path):
     first_new, last = sorted(states)
     assert [read_header(store.load("diag", "p0", v).join_state).kind for v in (first_new, last)] == [PARTS, DELTA]
     assert state_of(LearningRun.from_checkpoint(store.latest("diag", "p0"))) == states[last]
+    store.close()
+
+
+def test_a_delta_applied_in_batches_leaves_the_store_as_one_applied_an_impression_at_a_time():
+    run = busy_run()
+    store = run.join.store
+    changed = [store.plain(s) for s in list(store)[::3]]  # open impressions, changed
+    for n, imp in enumerate(changed):
+        imp.applied, imp.conversions, imp.clicked, imp.closed = 1.5 + n, n % 3, n % 2 == 0, n % 5 == 0
+        imp.seen, imp.seen_digests = (f"c-{n}",), (n,)
+        imp.arm = "a-new" if n == 4 else imp.arm
+        if n % 7 == 0:
+            imp.x = None  # a context not featurized
+    fresh = [store.plain(s) for s in list(store)[:5]]
+    for n, imp in enumerate(fresh):
+        imp.impression_id, imp.event_id = f"fresh-{n}", f"fe-{n}"
+    upserts = changed[:10] + fresh + changed[10:]
+
+    def applied(batched: bool) -> OpenStore:
+        copy = restored(run.join.export_state()).join.store
+        for imp_id in ["i150", "i160", "i170"]:  # a delta's deletes first: their slots are free
+            copy.remove(copy.find(imp_id))
+        if batched:
+            open_columns.upsert_many(copy, [msgspec.structs.replace(i) for i in upserts])
+        else:
+            for imp in upserts:
+                slot = copy.find(imp.impression_id)
+                if slot >= 0:
+                    copy.remove(slot)
+                copy.load(msgspec.structs.replace(imp))
+        return copy
+
+    one, batch = applied(False), applied(True)
+    assert list(one) == list(batch) and one.free == batch.free
+    assert [one.plain(s) for s in one] == [batch.plain(s) for s in batch]
+    assert one.arms == batch.arms and one.contexts == batch.contexts and one.seen == batch.seen
+
+
+def test_postgres_join_state_columns_are_compressed_with_lz4_once(postgres_url):
+    store = CheckpointStore(postgres_url)
+    with store.engine.begin() as conn:
+        assert tune_postgres(conn) == []  # the store set them when it opened the database
+        rows = conn.execute(text("SELECT attname, attcompression FROM pg_attribute WHERE attrelid IN "
+                                 "('banditloop_checkpoints'::regclass, 'banditloop_join_parts'::regclass) "
+                                 "AND attname IN ('join_state', 'data')")).all()
+    assert sorted(rows) == [("data", "l"), ("join_state", "l")]
     store.close()
