@@ -385,7 +385,7 @@ class ConsumerWorker:
             "partitions": sorted(self.shards),
             "messages": self.counters["messages"],
             **{k: c.get(k, 0) for k in ("impressions", "clicks", "conversions", "duplicates", "conflicts", "unmatched",
-                                        "late", "held", "rewarded")},
+                                        "late", "held", "rewarded", "ignored")},
             "invalid": self.decoder.invalid,
             "dead_letters": self.decoder.dead_letters,
             "checkpoints": self.writer.checkpoints,

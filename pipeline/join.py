@@ -22,7 +22,13 @@ Semantics
   then gets ``on_close`` (the final reward is ``imp.applied``), exactly once. This is when a learner
   that does not count a pending impression as a failure (Beta TS, logistic TS, KL-UCB) learns its
   negative. Feedback that would change the reward of a closed impression is late (dead-lettered):
-  a closed window is final, so what a learner learned at the close is never contradicted.
+  a closed window is final, so what a learner learned at the close is never contradicted. (Under a
+  click reward the impression is evicted at its close, so a click after it is unmatched instead.)
+* With a click reward, conversions are *ignored*: the reward does not read them, so they are counted
+  (``ignored``) and neither joined, held nor dead-lettered, and an impression leaves the join state
+  (is evicted) as soon as its click window closes instead of staying for the conversion window, which
+  would keep a week of impressions for nothing. With a conversion or ``click+value`` reward both
+  windows apply and an impression stays until the longer one has passed.
 * Duplicates (same impression, same feedback ``event_id``) are applied once. They are recognised
   while the impression is in the join state, which is exactly as long as they could matter.
 * A redelivery with identical content is a plain duplicate (counted in ``duplicates``). One with the
@@ -81,7 +87,7 @@ class JoinSink(Protocol):
 
 
 COUNTER_NAMES = ("impressions", "clicks", "conversions", "duplicates", "unmatched", "late", "held",
-                 "evicted", "rewarded", "closed", "conflicts")
+                 "evicted", "rewarded", "closed", "conflicts", "ignored")
 
 _NO_CONTEXT: dict[str, float | str] = {}
 _CODEC = JoinCodec(OpenImpression)
@@ -144,11 +150,15 @@ class EventJoin:
         c = self.config
         #: seconds after the impression at which its feedback window closes (see the module docstring)
         self.close_after = c.click_window if self.reward.kind == "click" else c.retention
+        #: seconds after the impression at which it is evicted: a click reward reads no conversion
+        self.retention = self.close_after if self.reward.kind == "click" else c.retention
+        self._ignore_conversions = self.reward.kind == "click"
 
     # -- input ----------------------------------------------------------------------------------
     def process(self, event: Event) -> str:
         """Apply one decoded event; returns what happened (``"impression"``, ``"click"``,
-        ``"conversion"``, ``"duplicate"``, ``"conflict"``, ``"held"``, ``"late"`` or ``"unmatched"``)."""
+        ``"conversion"``, ``"duplicate"``, ``"conflict"``, ``"held"``, ``"late"``, ``"unmatched"`` or
+        ``"ignored"``)."""
         if isinstance(event, Impression):
             return self._impression(event)
         return self._feedback(event)
@@ -182,7 +192,7 @@ class EventJoin:
                 if wants:
                     for imp in (store.plain_many(chunk, refs=True) if len(chunk) > 8 else map(store.ref, chunk)):
                         sink.on_close(imp)
-        retention = self.config.retention
+        retention = self.retention
         if due.next[1] + retention < watermark:
             for s in in_order(*due.due(1, retention, watermark), retention, store, 0):
                 if self._tracking:
@@ -275,6 +285,9 @@ class EventJoin:
         return "impression"
 
     def _feedback(self, fb: Feedback) -> str:
+        if self._ignore_conversions and not isinstance(fb, Click):  # the reward reads no conversion
+            self.counters["ignored"] += 1
+            return "ignored"
         slot = self.store.find(fb.impression_id)
         if slot >= 0:
             return self._join(self.store.ref(slot), fb)

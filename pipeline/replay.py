@@ -134,7 +134,7 @@ def _learn_events(path: Path, loaded: SortedLog, run: LearningRun, start: int, c
         "events": total,
         "resumed_from_event": start,
         **{k: counters[k] for k in ("impressions", "clicks", "conversions", "invalid", "duplicates", "conflicts",
-                                    "unmatched", "late", "rewarded")},
+                                    "unmatched", "late", "rewarded", "ignored")},
         "reward_sum": run.learner.counters["reward_sum"],
         "arms": len(run.learner.arms),
         "checkpoints": checkpoints,

@@ -329,7 +329,7 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
         **tracker.summary(),
         "calibration": round(predicted_sum / true_sum, 6) if predict is not None and true_sum > 0 else None,
         **final,
-        **{k: counters[k] for k in ("impressions", "clicks", "conversions", "rewarded")},
+        **{k: counters[k] for k in ("impressions", "clicks", "conversions", "rewarded", "ignored")},
         # esmm: clicks joined after their pCTR label and learned as corrections (pipeline/click_labels.py;
         # None for a model without click labels; 0 here, where feedback comes in event-time order)
         "late_click_labels": counters.get("late_click_labels"),

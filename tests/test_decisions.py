@@ -54,13 +54,15 @@ def test_a_pending_impression_is_not_a_failure_for_thompson_sampling():
     run.process(imp(3, 111.0, arm="b"))  # 111 > 10 + 100: impression 1 closes without a click
     assert ts.posterior("a") == (2.0, 2.0)
     assert run.join.counters["closed"] == 2
-    # a click for a closed impression is late: the negative learned at the close stands
+    # a click for a closed impression is dead-lettered: the negative learned at the close stands (with a
+    # click reward the impression left the join state at its close, so the click finds no impression)
     clicks = run.join.counters["clicks"]
-    assert run.process(clk(1, 109.0)) == "late"
+    assert run.process(clk(1, 109.0)) == "unmatched"
     assert ts.posterior("a") == (2.0, 2.0)
-    assert len(dead) == 1 and "window closed" in dead[0]
-    assert run.join.counters["clicks"] == clicks and run.join.counters["late"] == 1
-    assert run.process(clk(1, 109.0)) == "duplicate"  # redelivered: applied (here: refused) once
+    assert len(dead) == 1 and "expired impression" in dead[0]
+    assert run.join.counters["clicks"] == clicks and run.join.counters["unmatched"] == 1
+    # redelivered: refused again (the impression is gone, so it is not recognised as a duplicate)
+    assert run.process(clk(1, 109.0)) == "unmatched" and ts.posterior("a") == (2.0, 2.0)
 
 
 def test_legacy_failure_mode_counts_pending_impressions_as_failures():

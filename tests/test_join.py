@@ -75,13 +75,36 @@ def test_held_feedback_expires_into_unmatched_with_a_dead_letter():
 
 
 def test_windows_and_unknown_impressions():
-    join, sink, dead = make(click_window=60, conversion_window=3600, allowed_lateness=0)
+    join, sink, dead = make(reward=RewardSpec(kind="click+value"), click_window=60, conversion_window=3600,
+                            allowed_lateness=0)
     out = feed(join, [impression(1, 0), click(1, 61), conversion(1, 3000, value=2.0)])
     assert out == ["impression", "unmatched", "conversion"]
     assert "outside the click window" in dead[0][1]
     join2, _, dead2 = make(allowed_lateness=0, clock_skew=0)
     feed(join2, [impression(1, 100), click(7, 50)])
     assert join2.counters["unmatched"] == 1 and "unknown or expired" in dead2[0][1]
+
+
+def test_a_click_reward_ignores_conversions_and_evicts_at_the_click_window():
+    join, sink, dead = make(click_window=60, conversion_window=3600, allowed_lateness=0)
+    out = feed(join, [impression(1, 0), click(1, 30), conversion(1, 40, value=2.0), conversion(7, 50),
+                      impression(2, 100)])
+    assert sink.closes == [("i1", 1.0)] and list(join.open) == ["i2"]  # i1 closed and left at once
+    assert join.counters["evicted"] == 1
+    out += feed(join, [conversion(1, 3000)])
+    assert out == ["impression", "click", "ignored", "ignored", "impression", "ignored"]
+    assert (join.counters["conversions"], join.counters["ignored"], join.counters["held"]) == (0, 3, 0)
+    assert sink.rewards == [("i1", 1.0)] and not dead  # neither joined, held nor dead-lettered
+
+
+@pytest.mark.parametrize("kind", ["conversion", "click+value"])
+def test_a_reward_that_reads_conversions_keeps_the_impression_for_their_window(kind):
+    join, sink, dead = make(reward=RewardSpec(kind=kind), click_window=60, conversion_window=3600,
+                            allowed_lateness=0)
+    out = feed(join, [impression(1, 0), impression(2, 100), conversion(1, 3000, value=1.0), impression(3, 3700)])
+    assert out == ["impression", "impression", "conversion", "impression"]
+    assert sink.rewards == [("i1", 1.0)] and not dead
+    assert sorted(join.open) == ["i2", "i3"] and join.counters["evicted"] == 1
 
 
 def test_click_plus_value_reward_moves_by_increments():

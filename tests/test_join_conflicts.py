@@ -63,10 +63,10 @@ def test_held_feedback_conflicts_are_detected_before_the_impression_arrives():
 
 
 def test_digests_survive_a_checkpoint_and_old_states_without_them_still_load():
-    join, _, _ = make()
+    join, _, _ = make(RewardSpec(kind="click+value"))  # (a reward that joins conversions)
     join.process(imp(1))
     join.process(Click(event_id="c1", ts=105.0, impression_id="i1"))
-    restored, _, dead = make()
+    restored, _, dead = make(RewardSpec(kind="click+value"))
     restored.import_state(join.export_state())
     assert restored.process(Click(event_id="c1", ts=107.0, impression_id="i1")) == "conflict"
     assert restored.process(imp(1, arm="z")) == "conflict" and len(dead) == 2
@@ -77,7 +77,7 @@ def test_digests_survive_a_checkpoint_and_old_states_without_them_still_load():
         "watermark": join.watermark, "counters": dict(join.counters)}))
     cut = OpenImpression.__struct_fields__.index("digest")
     state["open"] = [row[:cut] for row in state["open"]]
-    old, _, dead = make()
+    old, _, dead = make(RewardSpec(kind="click+value"))
     old.import_state(msgspec.json.encode(state))
     assert old.open["i1"].digest == 0 and old.open["i1"].seen == ("c1",) and old.open["i1"].seen_digests == ()
     # what it holds has no digest: a redelivery counts as a plain duplicate, as before

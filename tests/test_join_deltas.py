@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 
 from banditloop.core.events import Click, Impression
 from banditloop.core.features import FeatureSpec
+from banditloop.core.reward import RewardSpec
 from banditloop.pipeline import join_parts
 from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_links_table
 from banditloop.pipeline.checkpoints import CheckpointStore
@@ -22,8 +23,10 @@ from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.shard_restore import restore_shard
 
+#: a reward that reads conversions: impressions stay for the conversion window, so the state is large
 CONFIG = ModelConfig("diag-linucb", features=FeatureSpec(dim=8, numeric=("x0", "x1")),
-                     join=JoinConfig(click_window=30.0, conversion_window=3600.0, allowed_lateness=2.0))
+                     join=JoinConfig(click_window=30.0, conversion_window=3600.0, allowed_lateness=2.0),
+                     reward=RewardSpec("click+value"))
 DATA = Path(__file__).parent / "data"
 
 

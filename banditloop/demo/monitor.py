@@ -13,7 +13,7 @@ from banditloop.pipeline.checkpoints import CheckpointStore
 log = logging.getLogger("banditloop.demo")
 
 #: the learned counters summed over the shards
-COUNTERS = ("impressions", "clicks", "conversions", "rewarded", "unmatched", "late", "duplicates")
+COUNTERS = ("impressions", "clicks", "conversions", "rewarded", "unmatched", "late", "duplicates", "ignored")
 
 
 def learned_totals(store: CheckpointStore, model: str, counters: Iterable[str] = COUNTERS) -> dict[str, int]:
