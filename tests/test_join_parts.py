@@ -251,7 +251,13 @@ def test_a_checkpoint_written_by_main_in_one_value_still_loads(tmp_path):
         first = conn.scalar(select(checkpoints_table.c.join_state).where(checkpoints_table.c.version == 1))
     assert read_header(first).kind == COLUMNS
     one = LearningRun.from_checkpoint(store.load("diag", "p0", 1))
-    assert one.join.export_state() == first and len(one.join.open) == 100  # read exactly as written
+    assert len(one.join.open) == 100
+
+    def body(data: bytes) -> open_columns.ColumnsState:  # (counters added since are not compared)
+        state = msgspec.msgpack.decode(memoryview(data)[25:], type=open_columns.ColumnsState)
+        return msgspec.structs.replace(state, counters={k: v for k, v in state.counters.items() if k != "ignored"})
+
+    assert body(one.join.export_state()) == body(first)  # read exactly as written
     newest = LearningRun.from_checkpoint(store.latest("diag", "p0"))  # a delta on a delta on that
     assert len(newest.join.open) == 300 and newest.join.watermark == 297.0
     newest.version = None  # a full snapshot now: in parts, on top of main's rows
