@@ -13,8 +13,11 @@ open for 7 days of event time (the whole of this log), so its state grows with t
 replays also with ``--click-window/--conversion-window`` of that many seconds, the join's state then
 bounded, to show the replay's own memory (the sort's) independent of the log's size.
 
+A click reward evicts each impression when its click window closes; ``--reward conversion`` keeps every
+impression open for the 7-day conversion window (the join's largest state).
+
     python benchmarks/replay_throughput.py [--log LOG] [--steps 950000] [--repeat 3] [--scale 5]
-        [--learners diag-linucb,ts,linucb] [--window 3600]
+        [--learners diag-linucb,ts,linucb] [--window 3600] [--reward conversion]
 """
 
 from __future__ import annotations
