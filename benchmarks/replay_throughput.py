@@ -13,8 +13,11 @@ open for 7 days of event time (the whole of this log), so its state grows with t
 replays also with ``--click-window/--conversion-window`` of that many seconds, the join's state then
 bounded, to show the replay's own memory (the sort's) independent of the log's size.
 
+A click reward evicts each impression when its click window closes; ``--reward conversion`` keeps every
+impression open for the 7-day conversion window (the join's largest state).
+
     python benchmarks/replay_throughput.py [--log LOG] [--steps 950000] [--repeat 3] [--scale 5]
-        [--learners diag-linucb,ts,linucb] [--window 3600]
+        [--learners diag-linucb,ts,linucb] [--window 3600] [--reward conversion]
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ def main() -> None:
                     help="also replay with click and conversion windows of this many seconds")
     ap.add_argument("--no-baseline", action="store_true", help="skip the json.loads loop (memory figures only)")
     ap.add_argument("--window-only", action="store_true", help="with --window: skip the default windows")
+    ap.add_argument("--reward", default=None, help="replay with this --reward (conversion: every impression of "
+                    "the log stays open for the 7-day conversion window, whatever a click reward keeps)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="replay-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -132,6 +137,7 @@ def main() -> None:
     if args.scale > 1:
         logs.append((scaled(log, args.scale, work / f"log-x{args.scale}.jsonl"), args.scale_learners.split(",")))
     variants = [("default windows", [])]
+    reward = ["--reward", args.reward] if args.reward else []
     if args.window:
         w = f"{args.window:g}"
         variants.append((f"windows {w} s", ["--click-window", w, "--conversion-window", w]))
@@ -150,7 +156,7 @@ def main() -> None:
                     # the baseline beside every run
                     base, _lines = (float("nan"), 1) if args.no_baseline else json_loads_rate(path, work)
                     CPU.setdefault("json", float("nan"))
-                    seconds, rss, summary = replay(path, learner, work, extra)
+                    seconds, rss, summary = replay(path, learner, work, [*reward, *extra])
                     rates.append(summary["events"] / seconds)
                     ratios.append(rates[-1] / base)
                     cpu_ratios.append(CPU["json"] / _lines / (CPU["replay"] / summary["events"]))

@@ -9,7 +9,8 @@ Versions increase per model, across shards, so "the newest version of a model" i
 model served from several shards is the merge of each shard's newest row.
 
 Several rows (one per shard) are written in one transaction by :meth:`CheckpointStore.save_many`:
-parameters, join state and offsets become durable together or not at all.
+parameters, join state and offsets become durable together or not at all. A full snapshot of the
+join state is written in parts of a few MB, in that transaction (:mod:`banditloop.pipeline.join_parts`).
 
 Retention, applied in the same transaction as every write: the newest ``keep`` versions of each
 shard are kept (default :data:`DEFAULT_KEEP`; ``keep=0`` keeps all), and only each shard's newest
@@ -33,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 
-from banditloop.pipeline import join_links
+from banditloop.pipeline import join_links, join_parts
 from banditloop.pipeline.checkpoint_tables import (
     DEFAULT_SHARD,
     checkpoints_table,
     join_links_table,
-    metadata,
     models_table,
+    prepare,
 )
 from banditloop.pipeline.database import DEFAULT_DB_URL, DEFAULT_KEEP, default_db_url, sqlite_path
 from banditloop.pipeline.leases import LeaseLost, check_fence, claim_shards, shard_leases
@@ -123,8 +124,9 @@ def decode_state(arrays: bytes, meta: str) -> LearnerState:
 def _row_to_checkpoint(row: Row[Any], session: Connection | None = None) -> Checkpoint:
     """With ``session``, the join-state chain is read too (:class:`CorruptState` when it is broken)."""
     chain = join_links.chain(session, row.model, row.shard, row.version) if session is not None else ()
+    join_state = join_parts.attach(session, row.model, row.version, row.join_state) if session else row.join_state
     return Checkpoint(model=row.model, shard=row.shard, version=row.version, config=row.config,
-                      state=decode_state(row.state_arrays, row.state_meta), join_state=row.join_state,
+                      state=decode_state(row.state_arrays, row.state_meta), join_state=join_state,
                       counters=row.counters, source=row.source, created_at=_aware(row.created_at),
                       join_chain=chain)
 
@@ -147,7 +149,6 @@ class CheckpointStore:
     (1, 1)
     """
 
-
     def __init__(self, url: str | None = None, *, keep: int = DEFAULT_KEEP, engine: Engine | None = None) -> None:
         self.url = url or default_db_url()
         if keep < 0:
@@ -161,10 +162,7 @@ class CheckpointStore:
             options = " ".join(f"-c {name}={value}" for name, value in POSTGRES_TIMEOUTS.items())
             kwargs["connect_args"] = {"options": options}
         self.engine = engine or create_engine(self.url, **kwargs)
-        try:  # (a new table, e.g. the join links, can be created by two workers starting at once)
-            metadata.create_all(self.engine)
-        except (IntegrityError, ProgrammingError):
-            metadata.create_all(self.engine)
+        prepare(self.engine)
 
     def replace_on_next_save(self, model: str) -> None:
         """Make the next write of ``model`` delete every earlier row of it, in the same transaction.
@@ -218,9 +216,11 @@ class CheckpointStore:
                 next_version[cp.model] += 1
                 arrays, meta = encode_state(cp.state)
                 base = self._delta_base(session, cp)
+                # (a join state in parts: its parts written one at a time, the row holding its head)
+                head = join_parts.write(session, cp.model, cp.shard, version, cp.join_state, cp.version)
                 session.execute(insert(checkpoints_table).values(
                     model=cp.model, shard=cp.shard, version=version, learner=cp.state.kind,
-                    config=cp.config, state_arrays=arrays, state_meta=meta, join_state=cp.join_state,
+                    config=cp.config, state_arrays=arrays, state_meta=meta, join_state=head,
                     counters=_jsonable(cp.counters), source=_jsonable(cp.source), created_at=now))
                 if base is not None:
                     session.execute(insert(join_links_table).values(model=cp.model, version=version, shard=cp.shard,
@@ -232,7 +232,8 @@ class CheckpointStore:
                     session.execute(delete(checkpoints_table).where(cols.model == model,
                                                                 cols.version < first_new))
                     join_links.forget(session, model, below=first_new)
-                self._prune(session, model, self.keep)
+                    join_parts.forget(session, model, below=first_new)
+                prune_model(session, model, self.keep)
         self._replace.difference_update(cp.model for cp in checkpoints)
         for cp, version in zip(checkpoints, versions, strict=True):
             cp.version, cp.created_at = version, now
@@ -274,11 +275,6 @@ class CheckpointStore:
         """shard -> (epoch, owner) of every claimed shard of ``model``."""
         return shard_leases(self.engine, model)
 
-    @staticmethod
-    def _prune(session: Connection, model: str, keep: int) -> int:
-        """Apply the retention policy to ``model`` (see the module docstring); returns rows deleted."""
-        return prune_model(session, model, keep)
-
     def prune(self, model: str | None = None, *, keep: int | None = None) -> dict[str, int]:
         """Apply the retention policy now to ``model`` (default: every model), keeping ``keep``
         versions per shard (default: the store's). Returns ``{model: rows deleted}``."""
@@ -288,7 +284,7 @@ class CheckpointStore:
         with self.engine.begin() as session:
             names = [model] if model is not None else session.scalars(
                 select(cols.model).distinct().order_by(cols.model)).all()
-            return {name: self._prune(session, name, keep) for name in names}
+            return {name: prune_model(session, name, keep) for name in names}
 
     def compact(self) -> bool:
         """Give the space of deleted rows back to the file system (SQLite ``VACUUM``; PostgreSQL's

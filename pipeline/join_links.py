@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
+from banditloop.pipeline import join_parts
 from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_links_table
 from banditloop.pipeline.join_state import DELTA, read_header
 
@@ -51,9 +52,12 @@ def materialize(session: Connection, model: str, shard: str, base: int, delta: b
         checkpoints_table.c.model == model, checkpoints_table.c.shard == shard, checkpoints_table.c.version == base))
     if data is None:
         raise ValueError(f"the join state of {model!r} shard {shard} is a delta on version {base}, which is gone")
+    from banditloop.pipeline.join_state import export_parted
+
     join = EventJoin(sink=None)  # type: ignore[arg-type]  # (nothing is learned: the state is only read)
-    join.import_state(delta, (*chain(session, model, shard, base), data))
-    return join.export_state()
+    join.import_state(delta, (*chain(session, model, shard, base),
+                              join_parts.attach(session, model, base, data)))  # type: ignore[arg-type]
+    return export_parted(join)  # (this join is not changed again: its parts are written when reached)
 
 
 def links(session: Connection, model: str, shard: str) -> dict[int, int]:
@@ -81,19 +85,24 @@ def chain(session: Connection, model: str, shard: str, version: int) -> tuple[by
     from banditloop.core.state_codec import CorruptState  # (numpy: not for commands that only list models)
 
     link_map = links(session, model, shard)
-    out: list[bytes] = []
+    steps: list[tuple[int, int]] = []  # (version, its base), newest first
     while version in link_map:
-        base = link_map[version]
-        if len(out) >= MAX_CHAIN:
+        if len(steps) >= MAX_CHAIN:
             raise CorruptState(f"join state chain of version {version} does not end")
-        data = session.scalar(select(checkpoints_table.c.join_state).where(
-            checkpoints_table.c.model == model, checkpoints_table.c.shard == shard,
-            checkpoints_table.c.version == base))
+        steps.append((version, link_map[version]))
+        version = link_map[version]
+    if not steps:
+        return ()
+    c = checkpoints_table.c
+    stored = dict(session.execute(select(c.version, c.join_state).where(  # (one query for the whole chain)
+        c.model == model, c.shard == shard, c.version.in_([base for _, base in steps]))).all())
+    out: list[bytes] = []
+    for version, base in steps:
+        data = stored.get(base)
         if data is None:
             raise CorruptState(f"the join state of version {version} applies to version {base}, "
                                "whose join state is gone")
-        out.append(data)
-        version = base
+        out.append(join_parts.attach(session, model, base, data))  # type: ignore[arg-type]
     out.reverse()
     return tuple(out)
 

@@ -13,9 +13,14 @@ impressions (and more than :attr:`DeltaPolicy.min_churn`): restoring then reads 
 ``1 + max_churn`` times the live state.
 
 Format: a 25-byte header (magic ``BLJ2``, kind, base version or -1, chain depth, churn) and a
-msgpack body. A full snapshot is written in columns (kind ``COLUMNS``, :mod:`banditloop.pipeline.open_columns`);
-full snapshots written as lists of open impressions (kind ``FULL``) and join states written before the
-header existed (JSON) still read as full snapshots.
+msgpack body. A checkpoint writes a full snapshot in columns and in *parts* (kind ``PARTS``,
+:mod:`banditloop.pipeline.open_columns`): the stored join state is a small head (everything but the
+rows), and the rows follow as parts of a few MB each, built, encoded and written one at a time in the
+checkpoint's transaction (:mod:`banditloop.pipeline.join_parts`), so a checkpoint of a million open
+impressions never holds more than one part in memory besides the join itself. :meth:`export_full`
+still builds a whole snapshot in columns as one value (kind ``COLUMNS``, also how checkpoints were
+written before parts); it, full snapshots written as lists of open impressions (kind ``FULL``) and
+join states written before the header existed (JSON) still read as full snapshots.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import heapq
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +40,9 @@ if TYPE_CHECKING:
     from banditloop.pipeline.open_store import OpenStore
 
 MAGIC = b"BLJ2"
-#: a full snapshot as a list of open impressions (read, no longer written), a delta, a columnar full snapshot
-FULL, DELTA, COLUMNS = 0, 1, 2
+#: a full snapshot as a list of open impressions (read, no longer written), a delta, a columnar full snapshot,
+#: a columnar full snapshot in parts (its head; the rows in parts beside it)
+FULL, DELTA, COLUMNS, PARTS = 0, 1, 2, 3
 _HEADER = struct.Struct(">4sBqIQ")
 
 
@@ -87,7 +93,7 @@ def read_header(data: bytes) -> Header | None:
     if len(data) < _HEADER.size:
         raise ValueError("truncated join state header")
     _, kind, base, depth, churn = _HEADER.unpack_from(data)
-    if kind not in (FULL, DELTA, COLUMNS) or (kind == DELTA) != (base >= 0):
+    if kind not in (FULL, DELTA, COLUMNS, PARTS) or (kind == DELTA) != (base >= 0):
         raise ValueError(f"bad join state header (kind {kind}, base {base})")
     return Header(kind, base if base >= 0 else None, depth, churn)
 
@@ -129,6 +135,35 @@ def export_full(join: Any) -> bytes:
     return buffer  # type: ignore[return-value]  # (bytes-like: stored as it is)
 
 
+class Parted(bytes):
+    """A join state stored in parts: these bytes are its head (kind ``PARTS``), :attr:`parts` gives the
+    rest, in order (a new iterator each call); ``stored_bytes`` is set to the head and parts' size once
+    written.
+
+    >>> state = Parted(encode_header(PARTS, None, 0, 0)); state.parts = lambda: iter([b"a", b"b"])
+    >>> read_header(state).kind == PARTS, list(state.parts())
+    (True, [b'a', b'b'])
+    """
+
+    parts: Callable[[], Iterable[bytes]]
+    stored_bytes: int | None = None
+
+
+def export_parted(join: Any, part_bytes: int | None = None) -> Parted:
+    """The whole join state as a full snapshot in parts (see the module docstring): each part is built
+    and encoded when the iterator reaches it, so write every part before the join changes."""
+    from banditloop.pipeline import open_columns  # (numpy: not for commands that only list models)
+
+    join._export_seq = join._seq
+    pending = [fb for held in join.pending.values() for fb in held]
+    head, parts = open_columns.in_parts(join.store, pending, join.watermark, dict(join.counters),
+                                        part_bytes or open_columns.PART_BYTES)
+    out = Parted(encode_header(PARTS, None, 0, 0) + _encoder.encode(head))
+    encode = _encoder.encode
+    out.parts = lambda: (encode(part) for part in parts())
+    return out
+
+
 def export_rows(join: Any) -> bytes:
     """The whole join state as a ``FULL`` snapshot (a list of open impressions), as written before columns."""
     pending = [fb for held in join.pending.values() for fb in held]
@@ -144,7 +179,7 @@ def export_checkpoint(join: Any, base: int | None) -> bytes:
     changes = len(join._changed) + len(join._removed)
     if base is None or not join._tracking or join.delta_policy.full_due(
             depth=join._depth, churn=join._churn, changes=changes, live=len(join.store)):
-        return export_full(join)
+        return export_parted(join)
     join._export_seq = join._seq
     store = join.store
     upserts = store.plain_many(list(join._changed))
@@ -176,9 +211,17 @@ def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
     codec = join.codec
     join.__post_init__()
     store = join.store
+    state: Any
     if first is not None and first.kind == COLUMNS:
         state = msgspec.msgpack.decode(memoryview(blobs[0])[_HEADER.size:], type=open_columns.ColumnsState)
         open_columns.load(store, state)
+    elif first is not None and first.kind == PARTS:
+        parts = getattr(blobs[0], "parts", None)
+        if parts is None:
+            raise ValueError("the join state is stored in parts, and its parts were not read")
+        state = msgspec.msgpack.decode(memoryview(blobs[0])[_HEADER.size:], type=open_columns.ColumnsHead)
+        part_type = open_columns.ColumnsPart
+        open_columns.load_parts(store, state, (msgspec.msgpack.decode(p, type=part_type) for p in parts()))
     elif first is None or first.kind == FULL:
         state = codec.legacy.decode(blobs[0]) if first is None else codec.full.decode(
             memoryview(blobs[0])[_HEADER.size:])
@@ -193,11 +236,12 @@ def import_chain(join: Any, data: bytes, chain: Sequence[bytes] = ()) -> None:
         if header is None or header.kind != DELTA:
             raise ValueError("a join state chain continues with something other than a delta")
         delta = codec.delta.decode(memoryview(blob)[_HEADER.size:])
+        find, remove = store.find, store.remove
         for imp_id in delta.deletes:
-            slot = store.find(imp_id)
+            slot = find(imp_id)
             if slot >= 0:
-                store.remove(slot)
-        _upsert(store, delta.upserts)
+                remove(slot)
+        open_columns.upsert_many(store, delta.upserts)
         pending, watermark, counters = delta.pending, delta.watermark, delta.counters
     join.watermark = watermark
     join.counters.update(counters)

@@ -1,6 +1,7 @@
 """Retention of checkpoint versions (see :mod:`banditloop.pipeline.checkpoints`): the newest ``keep``
 versions of each shard stay; only the newest :data:`JOIN_STATE_VERSIONS` keep their join state,
 with the older versions their join-state chains are built on (:mod:`banditloop.pipeline.join_links`).
+A join state stored in parts loses its parts with it (:mod:`banditloop.pipeline.join_parts`).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from banditloop.pipeline import join_links
+from banditloop.pipeline import join_links, join_parts
 from banditloop.pipeline.checkpoint_tables import checkpoints_table
 
 #: the newest versions of a shard that keep their join state: the newest, and one to fall back to
@@ -43,4 +44,6 @@ def prune_model(session: Connection, model: str, keep: int) -> int:
                 .values(join_state=None))
             dropped = max(dropped, versions[JOIN_STATE_VERSIONS])
         join_links.forget(session, model, [v for v in link_map if v <= dropped and v not in links_kept])
+        if dropped >= 0:
+            join_parts.forget(session, model, shard=shard, upto=dropped, keep=links_kept)
     return deleted

@@ -14,10 +14,11 @@ from sqlalchemy import func, select, update
 from banditloop.core.events import Click, Impression
 from banditloop.core.features import FeatureSpec
 from banditloop.core.reward import RewardSpec
+from banditloop.pipeline import join_parts
 from banditloop.pipeline.checkpoint_tables import checkpoints_table, join_links_table
 from banditloop.pipeline.checkpoints import CheckpointStore
 from banditloop.pipeline.join import JoinConfig
-from banditloop.pipeline.join_state import COLUMNS, DELTA, FULL, DeltaPolicy, read_header
+from banditloop.pipeline.join_state import COLUMNS, DELTA, FULL, PARTS, DeltaPolicy, read_header
 from banditloop.pipeline.model import ModelConfig
 from banditloop.pipeline.runner import LearningRun
 from banditloop.pipeline.shard_restore import restore_shard
@@ -72,8 +73,8 @@ def drive(run: LearningRun, store: CheckpointStore, chunks: int, per: int = 40, 
 
 
 def kinds(store: CheckpointStore, model: str = "m") -> dict[int, int | str | None]:
-    """version -> FULL (a full snapshot: now written in columns, ``COLUMNS``), DELTA, "json" (written
-    before deltas) or None (join state not kept)."""
+    """version -> FULL (a full snapshot: now written in columns and in parts, ``PARTS``; in columns as one
+    value, ``COLUMNS``, before), DELTA, "json" (written before deltas) or None (join state not kept)."""
     with store.engine.connect() as conn:
         rows = conn.execute(select(checkpoints_table.c.version, checkpoints_table.c.join_state)
                             .where(checkpoints_table.c.model == model).order_by(checkpoints_table.c.version)).all()
@@ -81,7 +82,7 @@ def kinds(store: CheckpointStore, model: str = "m") -> dict[int, int | str | Non
     for version, data in rows:
         header = None if data is None else read_header(data)
         out[version] = None if data is None else "json" if header is None else (
-            FULL if header.kind == COLUMNS else header.kind)
+            FULL if header.kind in (COLUMNS, PARTS) else header.kind)
     return out
 
 
@@ -96,6 +97,7 @@ def test_deltas_chain_to_full_snapshots_and_restore_exactly(url):
     with store.engine.connect() as conn:
         c = checkpoints_table.c
         sizes = dict(conn.execute(select(c.version, func.length(c.join_state))).all())
+        sizes[5] += join_parts.size(conn, "m", 5)  # (a full snapshot: its head, and its rows in parts)
     assert sizes[6] < 0.6 * sizes[5] and sizes[7] < 0.6 * sizes[5]
     # learning carries on from a restored delta exactly as without the checkpoint
     resumed = LearningRun.from_checkpoint(store.latest("m", "p0"), expect=CONFIG)
@@ -170,7 +172,8 @@ def test_a_delta_whose_base_is_gone_is_written_as_a_full_snapshot(tmp_path):
     store.close()
 
 
-@pytest.mark.parametrize("fixture", ["checkpoints-0.1-8813bba.db", "checkpoints-main-507ea83.db"])
+@pytest.mark.parametrize("fixture", ["checkpoints-0.1-8813bba.db", "checkpoints-main-507ea83.db",
+                                     "checkpoints-main-03d6417.db"])
 def test_older_databases_load_and_continue_with_deltas(tmp_path, fixture):
     db = tmp_path / "old.db"
     shutil.copy(DATA / fixture, db)
