@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from banditloop.core.events import Event
 from banditloop.operators.base import Learner
 from banditloop.operators.registry import learner_from_state
+from banditloop.pipeline import join_state
 from banditloop.pipeline.click_labels import ClickLabelJoin
 from banditloop.pipeline.dead_letters import DeadLetterSink
 from banditloop.pipeline.event_time import EventTimeSink, uses_event_times
@@ -77,6 +78,11 @@ class LearningRun:
         """Apply the learner updates the sink has queued (``LearnerSink.batch``)."""
         self.sink.flush()
 
+    def _full_join_state(self) -> bytes:
+        """A full snapshot in parts (written part by part: never the whole state in one buffer), for a
+        delta whose base is gone."""
+        return join_state.export_parted(self.join)
+
     def snapshot(self, source: dict[str, Any]) -> Checkpoint:
         """A checkpoint whose join state is a delta on :attr:`version` when it can be (the store
         writes ``full_join_state()`` instead when that version is gone); call :meth:`saved` once
@@ -86,7 +92,7 @@ class LearningRun:
         self.sink.flush()
         return Checkpoint(model=self.model, shard=self.shard, config=self.config.to_dict(),
                           state=self.learner.export_state(), join_state=self.join.export_checkpoint(self.version),
-                          counters=self.counters(), source=source, full_join_state=self.join.export_state)
+                          counters=self.counters(), source=source, full_join_state=self._full_join_state)
 
     def saved(self, checkpoint: Checkpoint) -> None:
         """``checkpoint`` (from :meth:`snapshot`, no event processed since) was written."""
