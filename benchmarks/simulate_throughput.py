@@ -13,7 +13,8 @@ Target (issue 12): ``simulate`` whole process, LinUCB K=20 d=16, ≥ 10× river'
 Last figures (2026-12-03, three before/after pairs against main, load average 1.4-4.3 on 2 cores, see
 benchmarks/README.md "Issue 12: simulate ≥ 10× river"): 9.6× wall, 9.9× CPU (medians of the three
 runs; 8.9-10.5× wall, 9.6-10.7× CPU), main in the same session 7.2× wall, 7.7× CPU; the quiet
-re-run before that work measured 9.49× wall, 9.42× CPU. Target NOT met (met in one run of three).
+re-run before that work measured 9.49× wall, 9.42× CPU. Quiet re-run after the merges (load 1.0,
+nothing else running, two runs): **10.9× and 10.5× wall** (CPU 10.9× / 10.5×): target met.
 
     python benchmarks/simulate_throughput.py [--quick] [--steps N] [--repeats 3] [--budget S]
 """
