@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from banditloop.operators.base import Learner, Shared
-from banditloop.operators.logistic_ts import laplace_update_full
+from banditloop.operators.logistic_ts import laplace_update_full, merge_gaussian_full
 
 _TOL = 1e-13
 _MAX_STEPS = 100
@@ -218,9 +218,5 @@ class GLMUCB(Learner):
         return Learner.merge(self, other)
 
     def _merge_arrays(self, rows: np.ndarray, theirs: Mapping[str, np.ndarray], other: Learner) -> None:
-        # H = H_a + H_b − H₀, m = H⁻¹ (H_a m_a + H_b m_b) (prior mean 0); covariances rebuilt by _on_load
-        m, H = self._arrays["m"], self._arrays["H"]
-        H_new = H[rows] + theirs["H"] - self.prior()
-        rhs = np.einsum("kij,kj->ki", H[rows], m[rows]) + np.einsum("kij,kj->ki", theirs["H"], theirs["m"])
-        m[rows] = np.linalg.solve(H_new, rhs[..., None])[..., 0]
-        H[rows] = H_new
+        # (prior mean 0) the covariances are rebuilt by _on_load
+        merge_gaussian_full(self._arrays["m"], self._arrays["H"], rows, theirs["m"], theirs["H"], self.prior())

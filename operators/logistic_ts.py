@@ -84,6 +84,16 @@ def laplace_update(m: np.ndarray, q: np.ndarray, X: np.ndarray, y: np.ndarray,
     return w, q + (X * X).T @ (c * p * (1.0 - p))
 
 
+def merge_gaussian_full(m: np.ndarray, Q: np.ndarray, rows: np.ndarray, their_m: np.ndarray, their_Q: np.ndarray,
+                        prior_Q: np.ndarray) -> None:
+    """Multiply the Gaussian factors of two shards' posteriors (same prior ``N(0, prior_Q⁻¹)``), in place
+    on ``rows``: ``Q = Q_a + Q_b − Q₀``, ``m = Q⁻¹ (Q_a m_a + Q_b m_b)``."""
+    Q_new = Q[rows] + their_Q - prior_Q
+    rhs = np.einsum("kij,kj->ki", Q[rows], m[rows]) + np.einsum("kij,kj->ki", their_Q, their_m)
+    m[rows] = np.linalg.solve(Q_new, rhs[..., None])[..., 0]
+    Q[rows] = Q_new
+
+
 def laplace_update_full(m: np.ndarray, Q: np.ndarray, X: np.ndarray, y: np.ndarray,
                         c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`laplace_update` with a full prior precision matrix ``Q``: the new mode and precision."""
@@ -242,13 +252,10 @@ class LogisticTS(SampledPolicy, Learner):
         return Learner.merge(mine, theirs)
 
     def _merge_arrays(self, rows: np.ndarray, theirs: Mapping[str, np.ndarray], other: Learner) -> None:
-        if self.covariance == "full":  # Q = Q_a + Q_b − Q₀, m = Q⁻¹ (Q_a m_a + Q_b m_b) (m₀ = 0)
-            m, Q = self._arrays["m"], self._arrays["Q"]
-            Q_new = Q[rows] + theirs["Q"] - self.prior_precision * np.eye(self.dim)
-            rhs = np.einsum("kij,kj->ki", Q[rows], m[rows]) + np.einsum("kij,kj->ki", theirs["Q"], theirs["m"])
-            m[rows] = np.linalg.solve(Q_new, rhs[..., None])[..., 0]
-            Q[rows] = Q_new
-            return  # the covariances are rebuilt by _on_load
+        if self.covariance == "full":  # (m₀ = 0) the covariances are rebuilt by _on_load
+            merge_gaussian_full(self._arrays["m"], self._arrays["Q"], rows, theirs["m"], theirs["Q"],
+                                self.prior_precision * np.eye(self.dim))
+            return
         m, q, q0 = self._arrays["m"], self._arrays["q"], self.prior_precision
         q_new = q[rows] + theirs["q"] - q0
         m[rows] = (q[rows] * m[rows] + theirs["q"] * theirs["m"]) / q_new
