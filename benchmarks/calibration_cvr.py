@@ -280,12 +280,14 @@ def run(world_config: WorldConfig, contenders: list[Contender], steps: int, tick
     return out
 
 
-def delayed_conversions(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 0.25) -> list[Outcome]:
+def delayed_conversions(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 0.25,
+                        conversions_at: str = "arrival") -> list[Outcome]:
     cfg = WorldConfig(seed=seed, base_ctr=0.25, conversion_rate=cvr, conversion_context=0.5,
                       conversion_delay_mean=DAY, click_delay_mean=0.0, rate=steps / (days * DAY))
     d = cfg.dim + 1
     contenders: list[Contender] = [
-        DFM("dfm (ours)", DelayedFeedbackModel(dim=d, prior=cfg.conversion_rate, delay_prior=DAY, window=WINDOW)),
+        DFM("dfm (ours)", DelayedFeedbackModel(dim=d, prior=cfg.conversion_rate, delay_prior=DAY, window=WINDOW,
+                                               conversions_at=conversions_at)),
         NaiveFTRL("naive FTRL", d, cfg.conversion_rate, weighted=False),
         RiverLR("river LR naive", final_labels=False),
         NaiveFTRL("ctr-ftrl fnw", d, cfg.conversion_rate, weighted=True)]
@@ -298,23 +300,26 @@ TUNED_DFM = [{"alpha": a, "average": 1.0, "average_at": "tick"} for a in (0.05, 
 
 
 def selection_bias(steps: int, days: float, tick_hours: float, seed: int, fresh: int,
-                   esmm_options: dict | None = None, dfm_options: list[dict] | None = None) -> list[Outcome]:
+                   esmm_options: dict | None = None, dfm_options: list[dict] | None = None,
+                   conversions_at: str = "arrival") -> list[Outcome]:
     cfg = WorldConfig(seed=seed, selection_bias=True, base_ctr=0.1, theta_scale=1.5, conversion_rate=0.1,
                       conversion_delay_mean=DAY, click_delay_mean=0.0, rate=steps / (days * DAY))
     d = cfg.dim + 1
     contenders: list[Contender] = [
         DFM("esmm (ours)", ESMM(dim=d, ctr_prior=cfg.base_ctr, prior=cfg.base_ctr * cfg.conversion_rate,
-                                delay_prior=DAY, window=WINDOW), population="impressions"),
+                                delay_prior=DAY, window=WINDOW, conversions_at=conversions_at),
+            population="impressions"),
         DFM("dfm clicked-only", DelayedFeedbackModel(dim=d, prior=cfg.conversion_rate, delay_prior=DAY,
-                                                     window=WINDOW)),
+                                                     window=WINDOW, conversions_at=conversions_at)),
         RiverLR("river LR clicked-only", final_labels=True)]
     if esmm_options is not None:
         tuned = ESMM(dim=d, ctr_prior=cfg.base_ctr, prior=cfg.base_ctr * cfg.conversion_rate, delay_prior=DAY,
-                     window=WINDOW, **esmm_options)
+                     window=WINDOW, **{"conversions_at": conversions_at, **esmm_options})
         contenders.append(DFM("esmm tuned", tuned, population="impressions"))
     for k, options in enumerate(dfm_options or []):
         contenders.append(DFM(f"dfm clicked-only t{k + 1}", DelayedFeedbackModel(
-            dim=d, prior=cfg.conversion_rate, delay_prior=DAY, window=WINDOW, **options)))
+            dim=d, prior=cfg.conversion_rate, delay_prior=DAY, window=WINDOW,
+            **{"conversions_at": conversions_at, **options})))
     return run(cfg, contenders, steps, tick_hours * 3600.0, fresh=fresh, measure_all=True)
 
 
@@ -371,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conversion-rate", type=float, default=0.25,
                     help="the delayed-conversion world's conversion rate (default 0.25)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--conversions-at", choices=["arrival", "tick"], default="arrival",
+                    help="when dfm and esmm (every setting) learn a conversion: on arrival, or at the next tick")
     ap.add_argument("--esmm-options", default=json.dumps(TUNED_ESMM), help="esmm tuned (JSON kwargs; none: off)")
     ap.add_argument("--dfm-options", default=json.dumps(TUNED_DFM),
                     help="dfm clicked-only tuned (JSON list of kwargs; none: off)")
@@ -378,11 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     tuned = [None if v == "none" else json.loads(v) for v in (args.esmm_options, args.dfm_options)]
     steps = 20_000 if args.quick else args.steps
     print(f"cvr calibration: {steps} impressions per world over {args.days:g} days, ticks every {args.tick:g} h, "
+          f"conversions learned at {args.conversions_at}, "
           f"seed {args.seed}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     delayed = [] if args.only in ("selection", "pipeline") else delayed_conversions(
-        steps, args.days, args.tick, args.seed, args.conversion_rate)
+        steps, args.days, args.tick, args.seed, args.conversion_rate, args.conversions_at)
     biased = [] if args.only in ("delay", "pipeline") else selection_bias(steps, args.days, args.tick, args.seed,
-                                                                          args.fresh, *tuned)
+                                                                          args.fresh, *tuned, args.conversions_at)
     ok = report(delayed, biased)
     if args.pipeline or args.only == "pipeline":
         from benchmarks import calibration_pipeline as through

@@ -41,6 +41,10 @@ context (a click delay is mostly the user's, not the ad's), this is the right mo
 every click at once: with per-arm delay rates each arm's ``p`` and ``λ`` are confounded in its own data
 until its clicks have had time to arrive (``benchmarks/README.md``, issue 11 at a 2 h click delay).
 
+``conversions_at`` (default ``"arrival"``): ``"tick"`` learns each conversion at the next tick, spread
+among that tick's survival factors, instead of when it arrives
+(:mod:`banditloop.operators.deferred_conversions`): no sawtooth between ticks.
+
 ``average = ω`` (opt-in, default off): predict with the ω-suffix average of the FTRL iterates (per
 step, or ``average_at="tick"``: at the ticks), learn with the raw iterate
 (:mod:`banditloop.operators.ftrl_heads`).
@@ -59,6 +63,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from banditloop.operators.base import Shared
+from banditloop.operators.deferred_conversions import DeferredConversions, check_conversions_at
 from banditloop.operators.ftrl_heads import (
     _MAX_LOG,
     FTRLHeads,
@@ -135,7 +140,7 @@ def conversion_factor_grad(p: float, log_rate: float, delay: float, elapsed_from
 DELAY_FEATURES = ("all", "bias")
 
 
-class DelayedFeedbackModel(FTRLHeads):
+class DelayedFeedbackModel(DeferredConversions, FTRLHeads):
     """Chapelle's delayed feedback model (conversion probability and exponential delay), FTRL-Proximal,
     learned online from the elapsed time of every pending click; greedy on the conversion probability.
 
@@ -161,8 +166,9 @@ class DelayedFeedbackModel(FTRLHeads):
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  prior: float = 0.1, delay_prior: float = 86400.0, window: float = 604800.0,
                  tick: float = 21600.0, average: float | None = None, average_at: str = "step",
-                 delay_features: str = "all", seed: int = 0) -> None:
+                 delay_features: str = "all", conversions_at: str = "arrival", seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        self.conversions_at = check_conversions_at(conversions_at)
         if delay_features not in DELAY_FEATURES:
             raise ValueError(f"delay_features must be one of {DELAY_FEATURES}, not {delay_features!r}")
         self.delay_features = delay_features
@@ -205,7 +211,7 @@ class DelayedFeedbackModel(FTRLHeads):
         ``elapsed_to`` (:meth:`learn_elapsed`): the gradient of ``−log S(e₁)/S(e₀)``."""
         return elapsed_factor_grad(sigmoid_scalar(logits[0]), logits[1], elapsed_from, elapsed_to)
 
-    def learn_conversion(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
+    def _conversion_step(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
         """The click converted ``delay`` seconds after it, having been learned unconverted up to
         ``elapsed_from``: learn ``−log p λ e^{−λd} / S(e₀)``."""
         _checked_times(delay, elapsed_from)

@@ -54,6 +54,8 @@ early (pCVR error 0.75× the clicked-only model's with daily ticks, 0.84× by de
 averaged iterates helps only without delays (``benchmarks/README.md``). States written before these
 load with them off.
 
+``conversions_at="tick"``: conversions learned at the next tick among its survival factors (as ``dfm``).
+
 **State**: per arm ``z``, ``n`` (3 × dim: CTR, CTCVR (δ or pCVR), delay heads), ``impressions``, ``clicks`` and
 ``conversions``; global ``z_shared``, ``n_shared`` (3 × dim), ``z_bias``, ``n_bias`` (3); with averaging
 also ``w_avg``, ``avg_steps`` (per arm), ``w_avg_shared``, ``w_avg_bias``, ``avg_steps_global``. Approximate
@@ -68,6 +70,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from banditloop.operators.base import Shared
+from banditloop.operators.deferred_conversions import DeferredConversions, check_conversions_at
 from banditloop.operators.dfm import conversion_factor_grad, elapsed_factor_grad, window_grad
 from banditloop.operators.ftrl_heads import (
     FTRLHeads,
@@ -83,7 +86,7 @@ CTR, CTCVR, DELAY = 0, 1, 2
 FORMS = ("logit", "product")
 
 
-class ESMM(FTRLHeads):
+class ESMM(DeferredConversions, FTRLHeads):
     """Entire-space pCTR and pCTCVR heads (FTRL-Proximal, one featurization), pCVR = pCTCVR / pCTR,
     with delayed-feedback treatment of conversions; greedy on the expected value per impression.
 
@@ -112,9 +115,9 @@ class ESMM(FTRLHeads):
                  ctr_prior: float = 0.05, prior: float = 0.005, delay_prior: float = 86400.0,
                  window: float = 604800.0, tick: float = 21600.0, form: str = "logit",
                  ctr_alpha: float | None = None, ctcvr_alpha: float | None = None, average: float | None = None,
-                 average_at: str = "step",
-                 seed: int = 0) -> None:
+                 average_at: str = "step", conversions_at: str = "arrival", seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        self.conversions_at = check_conversions_at(conversions_at)
         for rate in (ctr_alpha, ctcvr_alpha):
             if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
                                      or not (math.isfinite(rate) and rate > 0)):
@@ -223,7 +226,7 @@ class ESMM(FTRLHeads):
         ga, gl = elapsed_factor_grad(p, logits[DELAY], elapsed_from, elapsed_to)
         return 0.0, ga * scale, gl
 
-    def learn_conversion(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
+    def _conversion_step(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
         """The impression converted ``delay`` seconds after it (learned unconverted up to ``elapsed_from``)."""
         _checked_times(delay, elapsed_from)
         r = self.add_arm(arm)

@@ -14,7 +14,10 @@ when its conversion arrives ``d`` seconds after it. :class:`EventTimeSink` drive
   once with ``learn_elapsed_batch`` (contexts as one matrix), in order of ``(ts, impression_id)``.
 * **A conversion** (the first positive reward increment) joined at feedback time ``at``:
   ``learn_conversion(arm, x, delay=at − ts, elapsed_from=e₀)``, ``e₀`` the elapsed time at the last
-  grid point the watermark reached (0 if none since the impression).
+  grid point the watermark reached (0 if none since the impression). A learner with
+  ``conversions_at="tick"`` keeps it and learns it at the next grid point among the survival factors
+  (:mod:`banditloop.operators.deferred_conversions`); what it keeps is learned at every grid point, with
+  or without pending items, and at the end of a run (watermark at infinity).
 * **The close** of an unconverted impression: ``S(W)/S(e₀)``, ``e₀`` the elapsed time at the last grid
   point ``≤ ts + W``. A converted one learns nothing more.
 * **Click labels** (``esmm``, ``click_labels``): the pCTR head learns ``imp.clicked`` at the first grid
@@ -105,22 +108,25 @@ class EventTimeSink(LearnerSink):
             self._at_tick(join, k)
             join._advance(k * self.tick)
             k += 1
+        if not math.isfinite(watermark) and _deferred(self.learner):
+            self.learner.flush_deferred()  # type: ignore[attr-defined]  # every window closed: nothing later
 
     def _at_tick(self, join: EventJoin, k: int) -> None:
         g, window = k * self.tick, join.close_after
         cw = join.config.click_window
         labels = getattr(self.learner, "click_labels", False)
         due, clicks = _at_tick(join.store, k, self.tick, window, cw if labels else None)
-        if not (due or clicks):
+        deferred = _deferred(self.learner)  # conversions kept for this tick
+        if not (due or clicks or deferred):
             return
         self.flush()
         order = _ORDER
         for imp in sorted(clicks, key=order):
             self._click(imp)
-        if not due:
+        if not (due or deferred):
             return
         due.sort(key=order)
-        X = self._matrix(due)
+        X = self._matrix(due) if due else np.empty((0, self.learner.dim))
         e0 = np.array([self._seen_until(imp, k - 1) for imp in due])
         e1 = np.array([min(g - imp.ts, window) for imp in due])
         if self.record:
@@ -178,6 +184,11 @@ class EventTimeSink(LearnerSink):
             if self.record:
                 self.learned.append(("close", e0, window))
             self.learner.learn_elapsed(imp.arm, self._vectors(imp)[0], e0, window)  # type: ignore[attr-defined]
+
+
+def _deferred(learner: Learner) -> int:
+    """Conversions the learner keeps for its next tick (``conversions_at="tick"``), 0 for others."""
+    return int(getattr(learner, "deferred", 0))
 
 
 def _ORDER(imp: OpenImpression) -> tuple[float, str]:

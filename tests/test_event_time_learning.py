@@ -137,24 +137,28 @@ def conversion_log(tmp_path_factory):
     return path
 
 
+@pytest.mark.parametrize("conversions_at", ["arrival", "tick"])
 @pytest.mark.parametrize("learner", ["dfm", "esmm"])
-def test_batches_equal_one_at_a_time(conversion_log, tmp_path, learner):
+def test_batches_equal_one_at_a_time(conversion_log, tmp_path, learner, conversions_at):
     store = CheckpointStore(f"sqlite:///{tmp_path / 'b.db'}")
     out = {}
     for batch in (1024, 7, 0):
-        replay_log(conversion_log, config(learner), f"b{batch}", store, ReplayOptions(quiet=True, learn_batch=batch))
+        replay_log(conversion_log, config(learner, conversions_at=conversions_at), f"b{batch}", store,
+                   ReplayOptions(quiet=True, learn_batch=batch))
         out[batch] = store.latest(f"b{batch}").state
     assert out[0].counters["rewards"] > 10 and out[0].counters["impressions"] == 800
     for batch in (1024, 7):
         assert_states_equal(out[batch], out[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("conversions_at", ["arrival", "tick"])
 @pytest.mark.parametrize("learner", ["dfm", "esmm"])
-def test_restored_mid_stream_continues_identically(conversion_log, tmp_path, monkeypatch, learner):
+def test_restored_mid_stream_continues_identically(conversion_log, tmp_path, monkeypatch, learner, conversions_at):
     store = CheckpointStore(f"sqlite:///{tmp_path / 'r.db'}")
-    replay_log(conversion_log, config(learner), "whole", store, ReplayOptions(quiet=True))
+    cfg = config(learner, conversions_at=conversions_at)
+    replay_log(conversion_log, cfg, "whole", store, ReplayOptions(quiet=True))
     for cut in (333, 1001):
-        out = replay_interrupted(conversion_log, config(learner), f"cut{cut}", store, cut, monkeypatch)
+        out = replay_interrupted(conversion_log, cfg, f"cut{cut}", store, cut, monkeypatch)
         assert out["resumed_from_event"] == cut
         assert_states_equal(store.latest(f"cut{cut}").state, store.latest("whole").state, rtol=0, atol=0)
 
