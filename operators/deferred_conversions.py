@@ -11,7 +11,8 @@ between checks 66 min apart (``benchmarks/README.md``, issue 11).
 
 ``conversions_at="tick"`` keeps each conversion (its arm, context, delay and ``e₀``) until the next
 :meth:`learn_elapsed_batch` and learns it there, spread evenly among that tick's survival factors: the
-j-th of ``m`` buffered conversions after ``round((j + 1)·n/(m + 1))`` of the ``n`` pending items. Each
+j-th of ``m`` buffered conversions after ``round((j + 1)·n/(m + 1))`` of the ``n`` pending items, which
+are taken in a golden-ratio order (:func:`tick_order`) rather than oldest first. Each
 factor is the same as before, only its moment moves (by less than a tick), so Chapelle's likelihood is
 unchanged; the model changes only at ticks, and the positives and negatives of an interval are learned
 together. :meth:`flush_deferred` learns the buffer at once (the pipeline calls it when every window has
@@ -56,6 +57,21 @@ def interleave_cuts(pending: int, conversions: int) -> list[int]:
     ([2, 5, 8], [0, 0])
     """
     return [round((j + 1) * pending / (conversions + 1)) for j in range(conversions)]
+
+
+def tick_order(pending: int) -> np.ndarray:
+    """The order in which a tick learns its ``pending`` survival factors (given oldest first): a
+    golden-ratio sequence, so each stretch of the tick holds old and recent items alike and the tick
+    does not end on a block of the newest items (whose "not yet" pushes hardest) — the model is then
+    not left at the bottom of the tick's own swing until the next one.
+
+    >>> tick_order(5).tolist()
+    [0, 2, 4, 1, 3]
+    """
+    return np.argsort((np.arange(pending) * _GOLDEN) % 1.0, kind="stable")
+
+
+_GOLDEN = 0.6180339887498949
 
 
 class DeferredConversions:
@@ -109,14 +125,19 @@ class DeferredConversions:
     def learn_elapsed_batch(self, arms: Sequence[str], X: np.ndarray, elapsed_from: np.ndarray,
                             elapsed_to: np.ndarray) -> None:
         """The tick: the pending items' survival factors, with the kept conversions spread among them."""
-        buffered = self._buffer()
-        if not buffered:
+        if self.conversions_at == "arrival":
             super().learn_elapsed_batch(arms, X, elapsed_from, elapsed_to)  # type: ignore[misc]
             return
         e0, e1, X = np.asarray(elapsed_from, dtype=float), np.asarray(elapsed_to, dtype=float), np.asarray(X)
         n = len(arms)
         if X.shape != (n, self.dim) or e0.shape != (n,) or e1.shape != (n,):
             raise ValueError(f"{n} arms need X of shape ({n}, {self.dim}) and {n} times each")
+        order = tick_order(n)
+        arms, X, e0, e1 = [arms[i] for i in order], X[order], e0[order], e1[order]
+        buffered = self._buffer()
+        if not buffered:
+            super().learn_elapsed_batch(arms, X, e0, e1)  # type: ignore[misc]
+            return
         self._deferred = []
         self._mid_tick = True  # one averaging snapshot per tick, at its end
         try:

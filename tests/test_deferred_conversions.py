@@ -9,7 +9,7 @@ import pytest
 from banditloop.core.events import Conversion, Impression
 from banditloop.core.features import FeatureSpec, dense_names
 from banditloop.core.reward import RewardSpec
-from banditloop.operators.deferred_conversions import interleave_cuts
+from banditloop.operators.deferred_conversions import interleave_cuts, tick_order
 from banditloop.operators.dfm import DelayedFeedbackModel
 from banditloop.operators.esmm import ESMM
 from banditloop.operators.registry import learner_from_state
@@ -48,6 +48,11 @@ def test_a_tick_equals_the_factors_one_by_one_in_the_interleaved_order(cls, n, m
     before = deferred.export_state().arrays  # nothing learned before the tick
     assert not any(before[k].any() for k in ("z_bias", "n_bias", "z_shared", "n_shared", "z", "n"))
     deferred.learn_elapsed_batch(arms, X, e0, e1)
+    for arm in deferred.arms:  # the same rows in both models
+        by_hand.add_arm(arm)
+    order = tick_order(n)
+    assert sorted(order.tolist()) == list(range(n))
+    arms, X, e0, e1 = [arms[i] for i in order], X[order], e0[order], e1[order]
     start = 0
     for cut, (arm, x, delay, c0) in zip(interleave_cuts(n, m), convs, strict=True):
         for i in range(start, cut):
@@ -57,8 +62,10 @@ def test_a_tick_equals_the_factors_one_by_one_in_the_interleaved_order(cls, n, m
     for i in range(start, n):
         by_hand.learn_elapsed(arms[i], X[i], e0[i], e1[i])
     assert deferred.deferred == 0
-    mine, theirs = deferred.export_state(), by_hand.export_state()
+    mine = deferred.export_state()
     assert mine.arrays["deferred"].shape == (0, 5)
+    theirs = by_hand.export_state()
+    assert mine.arms == theirs.arms and set(mine.arrays) == {*theirs.arrays, "deferred"}
     for name, arr in theirs.arrays.items():
         np.testing.assert_allclose(mine.arrays[name], arr, rtol=1e-12, atol=1e-15, err_msg=name)
 
