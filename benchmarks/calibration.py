@@ -82,7 +82,17 @@ served predictions / of the final model):
   ``delay_features="bias"`` **every target but the first tenth**: 1.32, then 0.98-1.02, 0.962 after,
   ECE 0.0053 / 0.0064 (2026-12-03; ``benchmarks/README.md``, "Issue 11: CTR at a 2 h click delay").
 
-``--dfm KEY=VALUE ...`` sets ``dfm``'s parameters (e.g. ``delay_features=all`` for the old contender).
+* ``dfm`` with its clicks learned at the next tick among the pending impressions' "not yet"
+  (``conversions_at="tick"``, the contender's setting since the second session of 2026-12-03; before,
+  each click was learned on arrival and the tick's "not yet" came as one burst, a sawtooth that the
+  backlog's path turned into 1.22× after it): at 10 requests/s tenths 3.65 1.10 1.19 1.21 1.23 1.18
+  1.13 1.10 1.05 1.04, **0.955 after the backlog, final ECE 0.0079** (served 0.042); with ``prior=0.04
+  delay_prior=7200`` 0.69 → 1.01 during the run, 0.986 after, final ECE 0.0055; at ``--rate 1`` 1.34
+  in the first tenth, then 0.99-1.03, 0.978 after, ECE 0.0062 / 0.0053 (``benchmarks/README.md``,
+  "Issue 11: conversions learned at the tick").
+
+``--dfm KEY=VALUE ...`` sets ``dfm``'s parameters (e.g. ``delay_features=all conversions_at=arrival``
+for the old contender).
 """
 
 from __future__ import annotations
@@ -115,7 +125,8 @@ CASES = {"0": (0.0, 60.0), "30": (30.0, 600.0), "7200": (7200.0, 16 * 3600.0)}
 #: contender name -> (learner, params)
 CONTENDERS = {"ctr-lr": ("ctr-lr", {}), "ctr-ftrl:fnw": ("ctr-ftrl", {"delay": "fnw"}),
               "ctr-ftrl:wait": ("ctr-ftrl", {"delay": "wait"}),
-              "dfm": ("dfm", {"prior": 0.5, "delay_prior": 3600.0, "delay_features": "bias"})}
+              "dfm": ("dfm", {"prior": 0.5, "delay_prior": 3600.0, "delay_features": "bias",
+                              "conversions_at": "tick"})}
 TARGET = (0.95, 1.05)
 ECE_TARGET = 0.01
 BINS = 20
