@@ -87,6 +87,7 @@ class DeferredConversions:
 
     conversions_at: str = "arrival"
     _deferred: list[tuple[int, float, float, np.ndarray]]
+    _mid_tick: bool = False
 
     # what the FTRLHeads side provides (typed here for the checker)
     dim: int
@@ -132,6 +133,8 @@ class DeferredConversions:
         n = len(arms)
         if X.shape != (n, self.dim) or e0.shape != (n,) or e1.shape != (n,):
             raise ValueError(f"{n} arms need X of shape ({n}, {self.dim}) and {n} times each")
+        if not (np.all(np.isfinite(e0)) and np.all(np.isfinite(e1)) and np.all(e0 >= 0) and np.all(e1 >= 0)):
+            raise ValueError("times must be finite and >= 0 seconds")  # before anything is learned
         order = tick_order(n)
         arms, X, e0, e1 = [arms[i] for i in order], X[order], e0[order], e1[order]
         buffered = self._buffer()
@@ -155,7 +158,7 @@ class DeferredConversions:
         self.snapshot()
 
     def snapshot(self) -> None:
-        if not getattr(self, "_mid_tick", False):
+        if not self._mid_tick:
             super().snapshot()  # type: ignore[misc]
 
     # -- state and merge ---------------------------------------------------------------------------------

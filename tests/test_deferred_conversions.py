@@ -104,6 +104,11 @@ def test_bad_kept_conversions_are_refused_before_anything_is_stored():
         DelayedFeedbackModel(dim=1, conversions_at="later")
     with pytest.raises(ValueError, match="finite"):
         model(ESMM, "tick").learn_conversion("a", np.array([np.inf, 0.0]), 10.0)
+    kept = model(DelayedFeedbackModel, "tick")
+    kept.learn_conversion("a", np.ones(2), 10.0)
+    with pytest.raises(ValueError, match="finite"):  # refused before anything is learned or dropped
+        kept.learn_elapsed_batch(["a", "b"], np.ones((2, 2)), np.zeros(2), np.array([60.0, np.nan]))
+    assert kept.deferred == 1 and not kept.export_state().arrays["n"].any()
 
 
 def test_through_the_join_a_conversion_waits_for_the_next_grid_point_and_the_end_flushes():
