@@ -6,8 +6,8 @@ survival ``S(e₁)/S(e₀)`` of every pending item only at the caller's ticks. W
 (the old behaviour) the positives of a tick interval are learned as they come and the "not yet" of all
 their pending peers in one burst at the tick: the model is a sawtooth, pushed up between ticks and down at
 each, and with FTRL's redundant bias, shared and per-arm coordinates the swing is large. Measured at a 2 h
-click delay, 10 requests/s, ticks every 10 min: the served model's CTR went 0.80 → 1.65 → 0.80 × the truth
-between checks 66 min apart (``benchmarks/README.md``, issue 11).
+click delay, 10 requests/s, ticks every 10 min, the delay head frozen at the truth: the served model's
+CTR went 0.80 → 1.65 → 1.11 → 0.80 × the truth at checks 66 min apart (``benchmarks/README.md``, issue 11).
 
 ``conversions_at="tick"`` keeps each conversion (its arm, context, delay and ``e₀``) until the next
 :meth:`learn_elapsed_batch` and learns it there, spread evenly among that tick's survival factors: the
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from banditloop.operators.ftrl_heads import _checked_times
+from banditloop.operators.event_times import checked_tick, checked_times
 
 #: when a conversion is learned: on arrival, or at the next tick among the survival factors
 CONVERSIONS_AT = ("arrival", "tick")
@@ -98,7 +98,7 @@ class DeferredConversions:
     def learn_conversion(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
         """The item converted ``delay`` seconds after it, having been learned unconverted up to
         ``elapsed_from``: learned now, or kept for the next tick (``conversions_at="tick"``)."""
-        _checked_times(delay, elapsed_from)
+        checked_times(delay, elapsed_from)
         if self.conversions_at == "arrival":
             self._conversion_step(arm, x, float(delay), float(elapsed_from))
             return
@@ -129,12 +129,8 @@ class DeferredConversions:
         if self.conversions_at == "arrival":
             super().learn_elapsed_batch(arms, X, elapsed_from, elapsed_to)  # type: ignore[misc]
             return
-        e0, e1, X = np.asarray(elapsed_from, dtype=float), np.asarray(elapsed_to, dtype=float), np.asarray(X)
+        X, e0, e1 = checked_tick(arms, X, elapsed_from, elapsed_to, self.dim)  # before anything is learned
         n = len(arms)
-        if X.shape != (n, self.dim) or e0.shape != (n,) or e1.shape != (n,):
-            raise ValueError(f"{n} arms need X of shape ({n}, {self.dim}) and {n} times each")
-        if not (np.all(np.isfinite(e0)) and np.all(np.isfinite(e1)) and np.all(e0 >= 0) and np.all(e1 >= 0)):
-            raise ValueError("times must be finite and >= 0 seconds")  # before anything is learned
         order = tick_order(n)
         arms, X, e0, e1 = [arms[i] for i in order], X[order], e0[order], e1[order]
         buffered = self._buffer()

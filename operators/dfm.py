@@ -67,7 +67,6 @@ from banditloop.operators.deferred_conversions import DeferredConversions, check
 from banditloop.operators.ftrl_heads import (
     _MAX_LOG,
     FTRLHeads,
-    _checked_times,
     _sigmoid,
     check_average,
     check_average_at,
@@ -214,7 +213,6 @@ class DelayedFeedbackModel(DeferredConversions, FTRLHeads):
     def _conversion_step(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
         """The click converted ``delay`` seconds after it, having been learned unconverted up to
         ``elapsed_from``: learn ``−log p λ e^{−λd} / S(e₀)``."""
-        _checked_times(delay, elapsed_from)
         r = self.add_arm(arm)
         xv = self._xv(x)
         buf, index, v, (a, lr) = self._gather(r, xv)

@@ -74,7 +74,6 @@ from banditloop.operators.deferred_conversions import DeferredConversions, check
 from banditloop.operators.dfm import conversion_factor_grad, elapsed_factor_grad, window_grad
 from banditloop.operators.ftrl_heads import (
     FTRLHeads,
-    _checked_times,
     _sigmoid,
     check_average,
     check_average_at,
@@ -228,7 +227,6 @@ class ESMM(DeferredConversions, FTRLHeads):
 
     def _conversion_step(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
         """The impression converted ``delay`` seconds after it (learned unconverted up to ``elapsed_from``)."""
-        _checked_times(delay, elapsed_from)
         r = self.add_arm(arm)
         xv = self._xv(x)
         buf, index, v, (c, a, lr) = self._gather(r, xv)

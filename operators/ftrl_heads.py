@@ -42,6 +42,7 @@ import numpy as np
 from banditloop.core.state_codec import LearnerState
 from banditloop.operators.base import Learner
 from banditloop.operators.ctr_ftrl import ftrl_weights
+from banditloop.operators.event_times import checked_tick, checked_times
 
 #: log λ·e is clipped here: e^{-λe} underflows to 0 long before, and exp must not overflow
 _MAX_LOG = 700.0
@@ -147,12 +148,6 @@ def check_ftrl(alpha: float, beta: float, l1: float, l2: float, prior: float, de
         raise ValueError("prior must be in (0, 1)")
     if not (delay_prior > 0 and math.isfinite(delay_prior)) or not (window > 0 and math.isfinite(window)):
         raise ValueError("delay_prior and window must be finite and > 0 (seconds)")
-
-
-def _checked_times(*times: float) -> None:
-    for t in times:
-        if not (math.isfinite(t) and t >= 0):
-            raise ValueError(f"times must be finite and >= 0 seconds, got {t!r}")
 
 
 class FTRLHeads(Learner):
@@ -360,7 +355,7 @@ class FTRLHeads(Learner):
         """Learn that an item shown with context ``x`` is still not converted from ``elapsed_from`` to
         ``elapsed_to`` seconds after its click or impression (``elapsed_from = 0`` for its first
         update): each model defines its own factor (``−log S(e₁)/S(e₀)`` for the delayed feedback ones)."""
-        _checked_times(elapsed_from, elapsed_to)
+        checked_times(elapsed_from, elapsed_to)
         r = self.add_arm(arm)
         xv = self._xv(x)
         buf, index, v, logits = self._gather(r, xv)
@@ -370,15 +365,10 @@ class FTRLHeads(Learner):
                             elapsed_to: np.ndarray) -> None:
         """``learn_elapsed`` for many pending items at one tick, in order (equal to the single calls);
         every time and shape is checked before anything is learned."""
-        e0, e1 = np.asarray(elapsed_from, dtype=float), np.asarray(elapsed_to, dtype=float)
-        if not (np.all(np.isfinite(e0)) and np.all(np.isfinite(e1)) and np.all(e0 >= 0) and np.all(e1 >= 0)):
-            raise ValueError("times must be finite and >= 0 seconds")
+        X, e0, e1 = checked_tick(arms, X, elapsed_from, elapsed_to, self.dim)
         count = len(arms)
         if count == 0:
             return
-        X = np.asarray(X, dtype=float)
-        if X.shape != (count, self.dim) or e0.shape != (count,) or e1.shape != (count,):
-            raise ValueError(f"{count} arms need X of shape ({count}, {self.dim}) and {count} times each")
         rows = self.rows_of(arms).tolist()  # adds unseen arms first, in order: the rows of the single calls
         XV = np.empty((count, 2 * self.dim + 1))
         XV[:, 0], XV[:, 1:self.dim + 1], XV[:, self.dim + 1:] = 1.0, X, X
