@@ -27,12 +27,16 @@ state is the weights only. **Through the pipeline** (simulate, replay, consume) 
 "click" here (``p`` is then the probability that an impression earns the reward, e.g. converts) and
 the join drives these factors with event times (:mod:`banditloop.pipeline.event_time`): each
 conversion with its delay since the impression when it is joined, the elapsed time of every open,
-unconverted impression at each multiple of ``tick`` seconds of event time (default 6 h: each tick costs
-one FTRL step per pending impression, ``window / tick`` of them over an impression's life), and the
-final elapsed time (the join's window) at the close. With ``tick = 0`` the model learns each impression
-once when its window closes instead (so does a state written before ``tick`` existed), with the final
-reward as label: converted within the window (``log p F(window)``, the delay unknown) or not
-(``log S(window)``), through ``learn_close``, unbiased but a window late.
+unconverted impression at each multiple of ``tick`` seconds of event time (each tick costs one FTRL
+step per pending impression, ``window / tick`` of them over an impression's life), and the final
+elapsed time (the join's window) at the close. Through the pipeline, ``tick``, ``delay_prior`` and
+``window`` not given are 1/28, 1/7 and 1 × the join's window for the reward
+(:func:`~banditloop.operators.event_times.window_defaults`; the constructor's 6 h, 1 day and 7 days for
+the default 7-day conversion window, 129 s, 514 s and 1 h for the default 1-hour click window). With
+``tick = 0`` the model learns each impression once when its window closes instead (so does a state
+written before ``tick`` existed), with the final reward as label: converted within the window
+(``log p F(window)``, the delay unknown) or not (``log S(window)``), through ``learn_close``, unbiased
+but a window late.
 
 ``delay_features`` (default ``"all"``): the delay head's log-rate is linear in the bias, shared and
 per-arm coordinates like the conversion head. ``"bias"``: one delay rate for every arm and context (the

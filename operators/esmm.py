@@ -55,6 +55,8 @@ averaged iterates helps only without delays (``benchmarks/README.md``). States w
 load with them off.
 
 ``conversions_at="tick"``: conversions learned at the next tick among its survival factors (as ``dfm``).
+Through the pipeline ``tick``, ``delay_prior`` and ``window`` not given follow the join's window (as ``dfm``:
+1/28, 1/7 and 1 × it; 6 h, 1 day and 7 days for the default 7-day conversion window).
 
 **State**: per arm ``z``, ``n`` (3 × dim: CTR, CTCVR (δ or pCVR), delay heads), ``impressions``, ``clicks`` and
 ``conversions``; global ``z_shared``, ``n_shared`` (3 × dim), ``z_bias``, ``n_bias`` (3); with averaging

@@ -1,6 +1,7 @@
-"""Checks of the event times the delayed-feedback models learn (``dfm``, ``esmm``: elapsed times and
-conversion delays in seconds), shared by :mod:`banditloop.operators.ftrl_heads` and
-:mod:`banditloop.operators.deferred_conversions` so a bad time is refused the same way everywhere."""
+"""The event times of the delayed-feedback models (``dfm``, ``esmm``: elapsed times and conversion delays
+in seconds): their checks, shared by :mod:`banditloop.operators.ftrl_heads` and
+:mod:`banditloop.operators.deferred_conversions` so a bad time is refused the same way everywhere, and
+the times a model takes from its join's window when it is not given them (:func:`window_defaults`)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,19 @@ def checked_tick(arms: Sequence[str], X: np.ndarray, elapsed_from: np.ndarray, e
     if n and (X.shape != (n, dim) or e0.shape != (n,) or e1.shape != (n,)):
         raise ValueError(f"{n} arms need X of shape ({n}, {dim}) and {n} times each")
     return X, e0, e1
+
+
+#: the window-relative defaults of :func:`window_defaults` (a 7-day window: a tick every 6 h, a 1-day delay prior)
+TICKS_PER_WINDOW = 28
+DELAY_PRIORS_PER_WINDOW = 7
+
+
+def window_defaults(window: float) -> dict[str, float]:
+    """``tick``, ``delay_prior`` and ``window`` of a model fed through a join whose feedback window is
+    ``window`` seconds (:meth:`banditloop.pipeline.model.ModelConfig.new_learner` fills in those not given):
+    28 ticks and 7 delay priors per window, the constructors' defaults for the default 7-day conversion window.
+
+    >>> window_defaults(3600.0)
+    {'tick': 128.57142857142858, 'delay_prior': 514.2857142857143, 'window': 3600.0}
+    """
+    return {"tick": window / TICKS_PER_WINDOW, "delay_prior": window / DELAY_PRIORS_PER_WINDOW, "window": window}

@@ -17,6 +17,7 @@ import numpy as np
 from banditloop.core.features import FeatureSpec, Featurizer
 from banditloop.core.reward import RewardSpec
 from banditloop.operators.base import Learner
+from banditloop.operators.event_times import window_defaults
 from banditloop.operators.registry import learner_class, learners_with, make_learner
 from banditloop.pipeline.join import JoinConfig, OpenImpression
 from banditloop.pipeline.open_store import OpenRef, OpenStore
@@ -63,6 +64,10 @@ class ModelConfig:
         params = dict(self.learner_params)
         if self.uses_shared_features and self.shared_features is not None:
             params.setdefault("shared_dim", self.shared_features.dim)
+        if learner_class(self.learner).learns_event_times:  # dfm, esmm: times relative to the join's window
+            window = self.join.click_window if self.reward.kind == "click" else self.join.retention
+            for key, value in window_defaults(window).items():
+                params.setdefault(key, value)
         return make_learner(self.learner, self.features.dim, **params)
 
     def to_dict(self) -> dict[str, Any]:

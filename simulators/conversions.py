@@ -113,3 +113,30 @@ def conversion_probabilities(click_logit: np.ndarray, conversion_logit: np.ndarr
     ctr = 1.0 / (1.0 + np.exp(-lo))
     ctcvr = 1.0 / (1.0 + np.exp(-lo) / q)  # sigmoid(l + log q)
     return np.minimum(ctcvr / ctr, 1.0)
+
+
+def delay_quantile(distribution: str, mean: float, shape: float, q: float) -> float:
+    """The ``q`` quantile (seconds) of a delay of mean ``mean``: the delay of the standard exponential
+    variate ``−ln(1 − q)`` (delays are monotone in it, see :func:`conversion_delays`)."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"a quantile needs 0 < q < 1, not {q}")
+    return float(conversion_delays(distribution, mean, shape, np.array([-math.log1p(-q)]))[0])
+
+
+#: share of the world's clicks and conversions that arrive within the windows of :func:`covering_windows`
+COVERAGE = 0.999
+
+
+def covering_windows(c: WorldConfig, coverage: float = COVERAGE) -> tuple[float, float]:
+    """Click and conversion windows (seconds from the impression) for the world's delays, at least one second
+    each. The click window, within which ``coverage`` of the clicks arrive, is the click delay's quantile.
+    The conversion window adds the conversion delay's quantile: no more than ``2 (1 − coverage)`` of the
+    conversions outlast it (a sum beyond it has a term beyond its own).
+
+    >>> from banditloop.simulators.config import WorldConfig
+    >>> [round(w) for w in covering_windows(WorldConfig(click_delay_mean=30.0, conversion_delay_mean=3600.0))]
+    [207, 25075]
+    """
+    click = delay_quantile("exponential", c.click_delay_mean, 1.0, coverage)
+    conversion = click + delay_quantile(c.conversion_delay, c.conversion_delay_mean, c.conversion_delay_shape, coverage)
+    return max(click, 1.0), max(conversion, 1.0)

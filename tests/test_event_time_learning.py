@@ -65,7 +65,7 @@ def test_the_pipeline_makes_the_calls_a_direct_driver_would():
     run.process(Conversion(event_id="c", ts=5000.0, impression_id="i1"))
     run.join.advance(30000.0)
     x = run.vectorizer.x({"x0": 0.5, "x1": -1.0})
-    m = DelayedFeedbackModel(dim=DIM + 1, tick=H)
+    m = DelayedFeedbackModel(dim=DIM + 1, tick=H, delay_prior=4 * H / 7, window=4 * H)  # the join's window's
     for i in range(3):
         m.learn_impression(f"a{i % 2}", x)
     m.learn_elapsed_batch(["a0", "a1"], np.array([x, x]), np.zeros(2), np.array([3500.0, 3400.0]))

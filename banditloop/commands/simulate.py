@@ -14,6 +14,7 @@ from banditloop.commands.common import (
     emit,
     model_config,
     parse_params,
+    warn,
 )
 
 
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from banditloop.commands.common import CommandError
     from banditloop.core.features import FeatureSpec, dense_names
     from banditloop.core.reward import RewardSpec
+    from banditloop.pipeline.sim_warnings import feedback_warnings
     from banditloop.pipeline.simulate import SimulationOptions, simulate
     from banditloop.simulators.world import WorldConfig
 
@@ -111,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         window = world.feedback_batch_window
         config = dataclasses.replace(config, join=JoinConfig(click_window=window, conversion_window=window,
                                                              allowed_lateness=0.0, clock_skew=0.0))
+    notes = feedback_warnings(config.new_learner(), config, world, args.steps)
+    for note in notes:
+        warn(args, note)
     producer = None
     try:
         if store is not None:
@@ -139,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         if producer is not None:
             producer.flush()
             producer.close()
+    if args.json:  # the text output has them on stderr, before the run
+        summary["warnings"] = notes
     if store is not None:
         summary["db"] = db_url(args)
     else:
