@@ -123,7 +123,8 @@ def delay_quantile(distribution: str, mean: float, shape: float, q: float) -> fl
     return float(conversion_delays(distribution, mean, shape, np.array([-math.log1p(-q)]))[0])
 
 
-#: share of the world's clicks and conversions that arrive within the windows of :func:`covering_windows`
+#: share of the world's clicks that arrive within the click window of :func:`covering_windows` (of its
+#: conversions, at least ``1 − 2 (1 − COVERAGE)`` within the conversion window)
 COVERAGE = 0.999
 
 
