@@ -62,7 +62,10 @@ def test_warnings_name_what_a_short_run_cannot_learn():
     (close,) = _warnings("ts", 10_000)  # 1000 s of event time, a 1-hour click window
     assert "no click window closes" in close and "--click-window 208" in close
     assert _warnings("ts", 10_000, click_window=208.0) == []
-    assert _warnings("ts", 40_000) == []  # 4000 s: windows close inside the run
+    (late,) = _warnings("ts", 40_000)  # 4000 s: windows close inside the run, an hour late
+    assert late.startswith("the click windows (3600 s) are 90 % of the run") and "--click-window 208" in late
+    assert _warnings("ts", 400_000) == []  # a 1-hour window is under a tenth of the run
+    assert _warnings("ts", 40_000, click_window=400.0) == []  # under twice the 208 s that cover the delays
     assert _warnings("linucb", 10_000) == []  # learns its zeros at the impression
     (long,) = _warnings("ts", 10_000, reward="conversion")  # 7 days: no window that covers fits in the run
     assert "no conversion window closes" in long and "more --steps" in long
