@@ -153,7 +153,7 @@ class EventJoin:
         self._depth = self._churn = 0
         c = self.config
         #: seconds after the impression at which its feedback window closes (see the module docstring)
-        self.close_after = c.click_window if self.reward.kind == "click" else c.retention
+        self.close_after = c.close_after(self.reward.kind)
         #: seconds after the impression at which it is evicted: a click reward reads no conversion
         self.retention = self.close_after if self.reward.kind == "click" else c.retention
         self._ignore_conversions = self.reward.kind == "click"

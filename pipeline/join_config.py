@@ -30,6 +30,15 @@ class JoinConfig:
     def retention(self) -> float:
         return max(self.click_window, self.conversion_window)
 
+    def close_after(self, reward_kind: str) -> float:
+        """Seconds after an impression at which its feedback window closes for a ``reward_kind`` reward:
+        the click window for clicks, else the longest window (a conversion follows its click).
+
+        >>> JoinConfig(click_window=600.0, conversion_window=86400.0).close_after("click")
+        600.0
+        """
+        return self.click_window if reward_kind == "click" else self.retention
+
     def to_dict(self) -> dict:
         return {"click_window": self.click_window, "conversion_window": self.conversion_window,
                 "allowed_lateness": self.allowed_lateness, "clock_skew": self.clock_skew}

@@ -65,8 +65,7 @@ class ModelConfig:
         if self.uses_shared_features and self.shared_features is not None:
             params.setdefault("shared_dim", self.shared_features.dim)
         if learner_class(self.learner).learns_event_times:  # dfm, esmm: times relative to the join's window
-            window = self.join.click_window if self.reward.kind == "click" else self.join.retention
-            for key, value in window_defaults(window).items():
+            for key, value in window_defaults(self.join.close_after(self.reward.kind)).items():
                 params.setdefault(key, value)
         return make_learner(self.learner, self.features.dim, **params)
 

@@ -44,7 +44,7 @@ def feedback_warnings(learner: Learner, config: ModelConfig, world: WorldConfig,
     learn at the close; no tick falls inside it, for learners that learn elapsed times at ticks."""
     span = steps / world.rate  # seconds of event time the requests cover
     kind = config.reward.kind
-    window = config.join.click_window if kind == "click" else config.join.retention
+    window = config.join.close_after(kind)
     name = config.learner
     tick = float(getattr(learner, "tick", 0.0)) if learner.learns_event_times else 0.0
     if tick > 0.0:
