@@ -62,9 +62,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from banditloop.operators.base import Learner, Shared
-from banditloop.operators.policies import ExploredScores
+from banditloop.operators.policies import ExploredScores, check_exploration
 
-EXPLORATIONS = ("egreedy", "softmax")
 DELAYS = ("fnw", "wait")
 
 
@@ -115,16 +114,11 @@ class CTRFTRL(ExploredScores, Learner):
                  temperature: float = 0.05, seed: int = 0) -> None:
         if delay not in DELAYS:
             raise ValueError(f"delay must be one of {DELAYS}, not {delay!r}")
-        if exploration not in EXPLORATIONS:
-            raise ValueError(f"exploration must be one of {EXPLORATIONS}, not {exploration!r}")
+        check_exploration(exploration, epsilon, temperature)
         if not alpha > 0 or not beta >= 0 or not l1 >= 0 or not l2 >= 0:
             raise ValueError("alpha must be > 0, beta, l1 and l2 >= 0")
         if not 0.0 < prior < 1.0:
             raise ValueError("prior must be in (0, 1)")
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError("epsilon must be in [0, 1]")
-        if not temperature > 0:
-            raise ValueError("temperature must be > 0")
         self.delay = delay
         self.alpha = float(alpha)
         self.beta = float(beta)

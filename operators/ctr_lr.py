@@ -39,9 +39,7 @@ import numpy as np
 from river import linear_model, optim, utils
 
 from banditloop.operators.base import Learner
-from banditloop.operators.policies import FakeNegativeCTR
-
-EXPLORATIONS = ("egreedy", "softmax")
+from banditloop.operators.policies import FakeNegativeCTR, check_exploration
 
 
 class CTRLogisticRegression(FakeNegativeCTR, Learner):
@@ -64,12 +62,7 @@ class CTRLogisticRegression(FakeNegativeCTR, Learner):
 
     def __init__(self, dim: int, exploration: str = "egreedy", epsilon: float = 0.1, temperature: float = 0.05,
                  learning_rate: float = 0.01, intercept_lr: float = 0.01, l2: float = 0.0, seed: int = 0) -> None:
-        if exploration not in EXPLORATIONS:
-            raise ValueError(f"exploration must be one of {EXPLORATIONS}, not {exploration!r}")
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError("epsilon must be in [0, 1]")
-        if temperature <= 0:
-            raise ValueError("temperature must be > 0")
+        check_exploration(exploration, epsilon, temperature)
         if learning_rate <= 0 or intercept_lr < 0 or l2 < 0:
             raise ValueError("learning_rate must be > 0, intercept_lr and l2 >= 0")
         self.exploration = exploration

@@ -53,6 +53,12 @@ among that tick's survival factors, instead of when it arrives
 step, or ``average_at="tick"``: at the ticks), learn with the raw iterate
 (:mod:`banditloop.operators.ftrl_heads`).
 
+**Exploration** (``exploration``, ``epsilon``, ``temperature``; default greedy: ``epsilon = 0``): as
+``ctr-ftrl``, ε-greedy or softmax over the scores (the conversion probability), with exact propensities
+(:class:`~banditloop.operators.policies.OptionalExploration`). A greedy model never corrects an arm it
+stopped choosing early, and the arms it serves are those whose estimate is highest (the winner's curse of
+its served predictions). States written before the option load greedy.
+
 **State**: per arm ``z``, ``n`` (shape 2 × dim: conversion head, delay head), ``clicks`` and
 ``conversions``; global ``z_shared``, ``n_shared`` (2 × dim) and ``z_bias``, ``n_bias`` (2). Weights are
 rebuilt from ``(z, n)`` on load, so a restored model continues identically. Merge is the
@@ -77,6 +83,7 @@ from banditloop.operators.ftrl_heads import (
     check_ftrl,
     sigmoid_scalar,
 )
+from banditloop.operators.policies import OptionalExploration, check_exploration
 
 
 def survival_grad(p: np.ndarray, log_rate: np.ndarray, elapsed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,9 +150,10 @@ def conversion_factor_grad(p: float, log_rate: float, delay: float, elapsed_from
 DELAY_FEATURES = ("all", "bias")
 
 
-class DelayedFeedbackModel(DeferredConversions, FTRLHeads):
+class DelayedFeedbackModel(DeferredConversions, OptionalExploration, FTRLHeads):
     """Chapelle's delayed feedback model (conversion probability and exponential delay), FTRL-Proximal,
-    learned online from the elapsed time of every pending click; greedy on the conversion probability.
+    learned online from the elapsed time of every pending click; chooses on the conversion probability,
+    greedy or ε-greedy/softmax (``epsilon``, ``exploration``).
 
     >>> import numpy as np
     >>> model = DelayedFeedbackModel(dim=1, prior=0.5, delay_prior=86400.0)
@@ -169,8 +177,11 @@ class DelayedFeedbackModel(DeferredConversions, FTRLHeads):
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  prior: float = 0.1, delay_prior: float = 86400.0, window: float = 604800.0,
                  tick: float = 21600.0, average: float | None = None, average_at: str = "step",
-                 delay_features: str = "all", conversions_at: str = "arrival", seed: int = 0) -> None:
+                 delay_features: str = "all", conversions_at: str = "arrival", exploration: str = "egreedy",
+                 epsilon: float = 0.0, temperature: float = 0.05, seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        check_exploration(exploration, epsilon, temperature)
+        self.exploration, self.epsilon, self.temperature = exploration, float(epsilon), float(temperature)
         self.conversions_at = check_conversions_at(conversions_at)
         if delay_features not in DELAY_FEATURES:
             raise ValueError(f"delay_features must be one of {DELAY_FEATURES}, not {delay_features!r}")

@@ -41,8 +41,9 @@ event times as ``dfm`` (:mod:`banditloop.pipeline.event_time`, ticks every ``tic
 conversion with its delay since the impression, elapsed times at the ticks and at the close, and the
 pCTR head learns each impression's click label (``imp.clicked``) at the first tick after its click
 window. With ``tick = 0`` it learns only the pCTCVR head, from the final reward at each window's close,
-and the pCTR head stays at its prior. Scores (greedy) are the expected value per impression,
-``pCTCVR`` (× the value given to :meth:`expected_value`).
+and the pCTR head stays at its prior. Scores are the expected value per impression, ``pCTCVR`` (× the
+value given to :meth:`expected_value`): greedy by default, ε-greedy or softmax with ``epsilon`` /
+``exploration`` as ``dfm`` (a softmax ``temperature`` is on the scale of pCTCVR, often 10⁻³).
 
 **Rates and averaging** (opt-in, :mod:`banditloop.operators.ftrl_heads`). ``ctr_alpha`` and
 ``ctcvr_alpha``: the FTRL ``alpha`` of the pCTR and of the second (δ or pCVR) head (None: ``alpha``; the
@@ -82,14 +83,16 @@ from banditloop.operators.ftrl_heads import (
     check_ftrl,
     sigmoid_scalar,
 )
+from banditloop.operators.policies import OptionalExploration, check_exploration
 
 CTR, CTCVR, DELAY = 0, 1, 2
 FORMS = ("logit", "product")
 
 
-class ESMM(DeferredConversions, FTRLHeads):
+class ESMM(DeferredConversions, OptionalExploration, FTRLHeads):
     """Entire-space pCTR and pCTCVR heads (FTRL-Proximal, one featurization), pCVR = pCTCVR / pCTR,
-    with delayed-feedback treatment of conversions; greedy on the expected value per impression.
+    with delayed-feedback treatment of conversions; chooses on the expected value per impression, greedy or
+    ε-greedy/softmax (``epsilon``, ``exploration``).
 
     >>> import numpy as np
     >>> model = ESMM(dim=1, ctr_prior=0.5, prior=0.1)
@@ -116,8 +119,11 @@ class ESMM(DeferredConversions, FTRLHeads):
                  ctr_prior: float = 0.05, prior: float = 0.005, delay_prior: float = 86400.0,
                  window: float = 604800.0, tick: float = 21600.0, form: str = "logit",
                  ctr_alpha: float | None = None, ctcvr_alpha: float | None = None, average: float | None = None,
-                 average_at: str = "step", conversions_at: str = "arrival", seed: int = 0) -> None:
+                 average_at: str = "step", conversions_at: str = "arrival", exploration: str = "egreedy",
+                 epsilon: float = 0.0, temperature: float = 0.05, seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        check_exploration(exploration, epsilon, temperature)
+        self.exploration, self.epsilon, self.temperature = exploration, float(epsilon), float(temperature)
         self.conversions_at = check_conversions_at(conversions_at)
         for rate in (ctr_alpha, ctcvr_alpha):
             if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))

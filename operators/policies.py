@@ -55,6 +55,26 @@ def epsilon_greedy_probabilities(values: np.ndarray, epsilon: float) -> np.ndarr
     return (1.0 - epsilon) * best / best.sum() + epsilon / values.size
 
 
+#: the exploration rules of :class:`ExploredScores`
+EXPLORATIONS = ("egreedy", "softmax")
+
+
+def check_exploration(exploration: str, epsilon: float, temperature: float) -> None:
+    """Refuse an exploration rule :class:`ExploredScores` does not know, ε outside [0, 1] or a temperature <= 0.
+
+    >>> check_exploration("softmax", 0.1, 0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must be > 0
+    """
+    if exploration not in EXPLORATIONS:
+        raise ValueError(f"exploration must be one of {EXPLORATIONS}, not {exploration!r}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError("epsilon must be in [0, 1]")
+    if not temperature > 0:
+        raise ValueError("temperature must be > 0")
+
+
 def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
     """An index drawn from ``probabilities`` with one uniform variate (inverse CDF). An entry of
     probability 0 is never drawn."""
@@ -82,6 +102,37 @@ class ExploredScores:
         probs = self.propensities(x, candidates, scores, shared)
         pick = sample_index(probs, self.rng)
         return pick, float(probs[pick]), probs
+
+
+class OptionalExploration(ExploredScores):
+    """:class:`ExploredScores` for learners that are greedy by default (``epsilon = 0``): while
+    ``exploration="egreedy"`` and ``epsilon == 0`` they choose with the learner's own greedy rule (the
+    argmax, its tie tolerance, a draw from ``rng`` only on ties), so a model built without exploration
+    chooses, and draws, exactly as one built before the option existed. Mix it in before the learner's
+    base class: the greedy rule is the next class's in the MRO after :class:`ExploredScores`.
+
+    >>> import numpy as np
+    >>> from banditloop.operators.dfm import DelayedFeedbackModel
+    >>> scores = np.array([0.1, 0.3])
+    >>> DelayedFeedbackModel(dim=1).propensities(np.ones(1), ["a", "b"], scores).tolist()
+    [0.0, 1.0]
+    >>> DelayedFeedbackModel(dim=1, epsilon=0.2).propensities(np.ones(1), ["a", "b"], scores).tolist()
+    [0.1, 0.9]
+    """
+
+    def explores(self) -> bool:
+        """Whether the choice is randomised (softmax, or ε-greedy with ε > 0)."""
+        return self.exploration == "softmax" or self.epsilon > 0.0
+
+    def propensities(self, x, candidates, scores, shared=None) -> np.ndarray:
+        if self.explores():
+            return super().propensities(x, candidates, scores, shared)
+        return super(ExploredScores, self).propensities(x, candidates, scores, shared)  # type: ignore[misc]
+
+    def _pick(self, x, candidates, scores, shared):
+        if self.explores():
+            return super()._pick(x, candidates, scores, shared)
+        return super(ExploredScores, self)._pick(x, candidates, scores, shared)
 
 
 class FakeNegativeCTR(ExploredScores):

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditloop.operators.policies import FakeNegativeCTR
+from banditloop.operators.policies import FakeNegativeCTR, check_exploration
 from banditloop.operators.vw_base import VWModel, context_features
-
-EXPLORATIONS = ("egreedy", "softmax")
 
 
 class VWLogisticCTR(FakeNegativeCTR, VWModel):
@@ -49,12 +47,9 @@ class VWLogisticCTR(FakeNegativeCTR, VWModel):
 
     def __init__(self, dim: int, exploration: str = "egreedy", epsilon: float = 0.1, temperature: float = 0.05,
                  bits: int = 18, learning_rate: float = 0.5, l2: float = 0.0, seed: int = 0) -> None:
-        if exploration not in EXPLORATIONS:
-            raise ValueError(f"exploration must be one of {EXPLORATIONS}, not {exploration!r}")
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError("epsilon must be in [0, 1]")
-        if not temperature > 0 or not learning_rate > 0 or not l2 >= 0:
-            raise ValueError("temperature and learning_rate must be > 0, l2 >= 0")
+        check_exploration(exploration, epsilon, temperature)
+        if not learning_rate > 0 or not l2 >= 0:
+            raise ValueError("learning_rate must be > 0, l2 >= 0")
         if not 1 <= int(bits) <= 30:
             raise ValueError("bits must be in [1, 30]")
         self.exploration = exploration
