@@ -372,7 +372,10 @@ def simulate(world_config: WorldConfig, config: ModelConfig, model: str, store: 
         **tracker.summary(),
         "calibration": round(predicted_sum / true_sum, 6) if predict is not None and true_sum > 0 else None,
         **final,
-        **{k: counters[k] for k in ("impressions", "clicks", "conversions", "rewarded", "ignored")},
+        # feedback the join refused (outside its window, or after its impression closed): counted and
+        # dead-lettered with the reason, never learned as a negative; as replay reports them
+        **{k: counters[k] for k in ("impressions", "clicks", "conversions", "unmatched", "late", "rewarded",
+                                    "ignored")},
         # esmm: clicks joined after their pCTR label and learned as corrections (pipeline/click_labels.py;
         # None for a model without click labels; 0 here, where feedback comes in event-time order)
         "late_click_labels": counters.get("late_click_labels"),

@@ -84,3 +84,19 @@ def test_simulate_reports_its_warnings(tmp_path, capsys):
     assert main(["simulate", "--policy", "ts", "--steps", "300", "--click-window", "20", "--json",
                  "--no-checkpoint"]) == 0
     assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
+def test_simulate_reports_the_clicks_its_window_refused(tmp_path, capsys):
+    """Clicks later than ``--click-window`` are not lost from the report: the summary counts them as
+    ``unmatched`` (the join dead-letters them with the reason), as replay's does."""
+    summaries = {}
+    for window in ("5", "3600"):
+        log = tmp_path / f"run-{window}.jsonl"
+        assert main(["simulate", "--policy", "esmm", "--reward", "conversion", "--steps", "400", "--click-window",
+                     window, "--no-checkpoint", "--json", "--quiet", "--out", str(log)]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        clicks_logged = sum(json.loads(line)["type"] == "click" for line in log.read_text().splitlines())
+        assert summary["clicks"] + summary["unmatched"] == clicks_logged
+        summaries[window] = summary
+    assert summaries["5"]["unmatched"] > 0 and summaries["3600"]["unmatched"] == 0
+    assert summaries["5"]["late"] == summaries["3600"]["late"] == 0
