@@ -113,6 +113,18 @@ def world_config(steps: int, days: float, seed: int, cvr: float = 0.25) -> World
                        reward=RewardSpec("conversion"))
 
 
+def history_rate(cfg: WorldConfig, skip: int, requests: int = 50_000) -> float:
+    """The mean true P(conversion) of an impression of a random arm over ``requests`` requests of the world
+    drawn after its first ``skip``: the rate a production system knows from its history (a warm prior)."""
+    world = World(cfg)
+    total = 0.0
+    for i in range(skip + requests):
+        truth = world.next_request().truth
+        if i >= skip:
+            total += float(np.mean(truth.p_click * truth.p_conv))
+    return total / requests
+
+
 def model_config(cfg: WorldConfig, learner: str, params: dict) -> ModelConfig:
     return ModelConfig(learner, params, features=FeatureSpec(dim=cfg.dim + 1, numeric=dense_names("x", cfg.dim)),
                        reward=RewardSpec("conversion"),
@@ -261,7 +273,7 @@ def through_pipeline(cfg: WorldConfig, name: str, learner: str, params: dict, st
 #: the join's counters shown (``late_click_labels``: see ``banditloop.pipeline.click_labels``)
 COUNTERS = ("impressions", "clicks", "conversions", "unmatched", "late", "closed", "late_click_labels")
 MODELS = ("dfm", "esmm", "esmm-product", "esmm-ctr05", "naive", "ctr-ftrl", "vw-ctr", "ctr-lr", "dfm-clicks",
-          "naive-clicks", "dfm-close", "oracle", "oracle-clicks")
+          "naive-clicks", "dfm-close", "oracle", "oracle-clicks", "dfm-tick-avg", "dfm-tick-avg-warm")
 
 
 def measure(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 0.25,
@@ -289,7 +301,14 @@ def measure(steps: int, days: float, tick_hours: float, seed: int, cvr: float = 
                                                                   "tick": tick, **common}, "impressions"),
         "oracle": ("oracle FTRL (no delay)", "oracle", {"prior": p_conv, "epsilon": 0.0}, "impressions"),
         "oracle-clicks": ("oracle FTRL clicks", "oracle", {"prior": cvr, "epsilon": 0.0}, "clicks"),
+        # README's setting for conversions days late: conversions at the tick, uniformly averaged iterates
+        "dfm-tick-avg": ("dfm tick, ω 0 (ours)", "dfm", {"prior": p_conv, "tick": tick, "conversions_at": "tick",
+                                                         "average": 0.0, **common}, "impressions"),
     }
+    if "dfm-tick-avg-warm" in models:  # the same setting from a prior the history gives
+        warm = history_rate(cfg, skip=steps)
+        specs["dfm-tick-avg-warm"] = (f"dfm tick ω0 warm {warm:.3f}", "dfm",
+                                      {**specs["dfm-tick-avg"][2], "prior": warm}, "impressions")
     out = []
     for m in models:
         name, learner, params, population = specs[m]
