@@ -50,16 +50,20 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ``benchmarks.*`` when run as a script
 
-from banditloop.operators.ctr_ftrl import CTRFTRL
-from banditloop.operators.dfm import DelayedFeedbackModel
-from banditloop.operators.esmm import ESMM
-from banditloop.simulators.world import World, WorldConfig
+import numpy as np  # noqa: E402
+
+from banditloop.operators.ctr_ftrl import CTRFTRL  # noqa: E402
+from banditloop.operators.dfm import DelayedFeedbackModel  # noqa: E402
+from banditloop.operators.esmm import ESMM  # noqa: E402
+from banditloop.simulators.world import World, WorldConfig  # noqa: E402
 
 DAY = 86400.0
 WINDOW = 7 * DAY
