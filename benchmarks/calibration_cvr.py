@@ -64,6 +64,7 @@ from banditloop.operators.ctr_ftrl import CTRFTRL  # noqa: E402
 from banditloop.operators.dfm import DelayedFeedbackModel  # noqa: E402
 from banditloop.operators.esmm import ESMM  # noqa: E402
 from banditloop.simulators.world import World, WorldConfig  # noqa: E402
+from benchmarks.calibration_pipeline import later_truths  # noqa: E402
 
 DAY = 86400.0
 WINDOW = 7 * DAY
@@ -152,7 +153,7 @@ class NaiveFTRL(Contender):
 class NoDelayFTRL(Contender):
     """The same FTRL logistic model as the naive one, fed each click's eventual label (converted within
     the window) when the click enters: no delay at all, so its wobble per tenth is the estimation noise
-    of this model class and data size, the floor under any delayed model's."""
+    of this model class and data size (without averaged iterates; :class:`NoDelayDFM` has them)."""
 
     oracle = True
 
@@ -310,13 +311,13 @@ def run(world_config: WorldConfig, contenders: list[Contender], steps: int, tick
         for k, c in enumerate(contenders):
             if measure_all or clicked[step]:
                 pred[k, step] = c.cvr(arm, x)
-            if c.oracle and (c.population == "impressions" or clicked[step]):
+            if c.population != "impressions" and not clicked[step]:
+                done[c.name][step] = True
+            elif c.oracle:  # its eventual label at once: nothing pending
                 timed(k, lambda c=c, arm=arm, x=x, y=in_window: c.label(arm, x, y))
                 done[c.name][step] = True
-            elif c.population == "impressions" or clicked[step]:
-                timed(k, lambda c=c, arm=arm, x=x, hit=bool(clicked[step]): c.arrive(arm, x, hit))
             else:
-                done[c.name][step] = True
+                timed(k, lambda c=c, arm=arm, x=x, hit=bool(clicked[step]): c.arrive(arm, x, hit))
     out = []
     for k, c in enumerate(contenders):
         o = Outcome(c.name, c.population, seconds=float(spent[k]))
@@ -344,12 +345,13 @@ def history_cvr(cfg: WorldConfig, skip: int, requests: int = HISTORY) -> float:
     """The mean true pCVR of the clicked impressions of ``requests`` requests of the world drawn after its
     first ``skip`` (another period of the same stationary world, a random arm shown per request): the
     conversion rate a production system knows from its history, for a warm start (``--warm``)."""
-    world, rng = World(cfg), np.random.default_rng(cfg.seed + 2)
+    rng = np.random.default_rng(cfg.seed + 2)
+    for _ in range(skip):  # the arms of the skipped requests too: one draw per request, as measured
+        rng.integers(cfg.arms)
     total = clicks = 0.0
-    for i in range(skip + requests):
-        truth = world.next_request().truth
+    for truth in later_truths(cfg, skip, requests):
         j = int(rng.integers(cfg.arms))
-        if i >= skip and truth.u_click[j] < truth.p_click[j]:
+        if truth.u_click[j] < truth.p_click[j]:
             total, clicks = total + float(truth.p_conv[j]), clicks + 1.0
     return total / clicks
 

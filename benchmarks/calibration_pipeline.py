@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,16 +114,19 @@ def world_config(steps: int, days: float, seed: int, cvr: float = 0.25) -> World
                        reward=RewardSpec("conversion"))
 
 
-def history_rate(cfg: WorldConfig, skip: int, requests: int = 50_000) -> float:
-    """The mean true P(conversion) of an impression of a random arm over ``requests`` requests of the world
-    drawn after its first ``skip``: the rate a production system knows from its history (a warm prior)."""
+def later_truths(cfg: WorldConfig, skip: int, requests: int) -> Iterator:
+    """The true probabilities of ``requests`` requests of the world drawn after its first ``skip``: another
+    period of the same stationary world, the history a production system would take a warm prior from."""
     world = World(cfg)
-    total = 0.0
-    for i in range(skip + requests):
-        truth = world.next_request().truth
-        if i >= skip:
-            total += float(np.mean(truth.p_click * truth.p_conv))
-    return total / requests
+    for _ in range(skip):
+        world.next_request()
+    for _ in range(requests):
+        yield world.next_request().truth
+
+
+def history_rate(cfg: WorldConfig, skip: int, requests: int = 50_000) -> float:
+    """The mean true P(conversion) of an impression of a random arm in a history (:func:`later_truths`)."""
+    return float(np.mean([np.mean(t.p_click * t.p_conv) for t in later_truths(cfg, skip, requests)]))
 
 
 def model_config(cfg: WorldConfig, learner: str, params: dict) -> ModelConfig:
