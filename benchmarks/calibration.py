@@ -95,7 +95,7 @@ served predictions / of the final model):
 
 ``--warm``: the priors of ``dfm`` and ``ctr-ftrl`` are the mean CTR of a random arm over a history of
 50k requests of the same world drawn after the run's (:func:`history_ctr`), as production would start
-from its history instead of the world's base CTR (0.04, the rate at the centre of its logits, 8-31 % below
+from its history instead of the world's base CTR (0.04, the rate at the centre of its logits, 17-31 % below
 that history's rate on seeds 0-2).
 
 ``--dfm KEY=VALUE ...`` sets ``dfm``'s parameters (e.g. ``delay_features=all conversions_at=arrival``
