@@ -8,11 +8,14 @@ run long compared to the delays: ``--days`` (60) days of event time, so a tenth 
 conversion_delay_mean=1 day)``, ``--conversion-rate``, exponential delays, 7-day window): every click is
 a CVR example. Bias of pCVR per tenth of the run = Σ predicted pCVR ÷ Σ true pCVR − 1 over the clicks of
 that tenth, each predicted by the model of that moment (before its own conversion is known). Target:
-ours ``dfm`` within ±2 % at every tenth; the naive model (a negative at the click, a positive when the
-conversion arrives: FTRL with the same features, optimiser and prior) ≥ 20 % off. Peers fed the same stream: river's
-``LogisticRegression`` naively (as the naive model), and ``ctr-ftrl`` with its fake-negative weights
-(Ktena 2019, designed for clicks). ``dfm`` learns the elapsed time of every pending click at ticks every
-``--tick`` hours (item by item) and at the window's close, and each conversion when it arrives.
+ours within ±2 % at every tenth, judged on ``dfm recommended`` (the README's setting: one delay rate for
+every click, ``delay_features="bias"``, as the world's delay does not depend on the arm or the context, and
+uniformly averaged iterates, ω 0; the default ``dfm`` runs beside it); the naive model (a negative at the
+click, a positive when the conversion arrives: FTRL with the same features, optimiser and prior) ≥ 20 % off.
+Peers fed the same stream: river's ``LogisticRegression`` naively (as the naive model), and ``ctr-ftrl``
+with its fake-negative weights (Ktena 2019, designed for clicks). ``dfm`` learns the elapsed time of every
+pending click at ticks every ``--tick`` hours (item by item) and at the window's close, and each conversion
+when it arrives.
 Two **no-delay oracles** run beside them: the naive model's FTRL and ``dfm`` with uniformly averaged
 iterates (ω 0), each fed every click's eventual label (converted within the window) when the click
 enters. They cannot exist in production; their wobble per tenth is the estimation noise of the model
@@ -37,8 +40,8 @@ the join and ``LearningRun`` as simulate/replay learn (``benchmarks/calibration_
 
 **Settings** (issue 11, ESMM's 0.5× target): ``--esmm-options`` (JSON keyword arguments) and
 ``--dfm-options`` (a JSON list of them) add ``esmm tuned`` and ``dfm clicked-only t1``, ``t2``... to
-measurement 2 (and ``dfm t1``, ``t2``... to measurement 1, where the target is met if any setting of
-ours meets it): settings from the same grid of FTRL rates and averaged iterates
+measurement 2 (and ``dfm t1``, ``t2``... to measurement 1, counted but not judged: a setting chosen per
+seed is not a setting a user could choose): settings from the same grid of FTRL rates and averaged iterates
 (``benchmarks/esmm_capacity.py --grid``), all with conversions learned at the tick (by default: ``esmm``
 with ctr 0.5, ctcvr 0.2, ω 1, and the clicked-only model at α 0.05, 0.2, 0.5 with and without ω 1); the
 ratio is printed for the defaults and for ``esmm tuned`` ÷ the best clicked-only model of the run
@@ -373,12 +376,21 @@ def delayed_conversions(steps: int, days: float, tick_hours: float, seed: int, c
         NaiveFTRL("ctr-ftrl fnw", d, prior, weighted=True),
         NoDelayFTRL("oracle: FTRL no delay", d, prior),
         NoDelayDFM("oracle: dfm ω0 no delay", DelayedFeedbackModel(dim=d, prior=prior, delay_prior=DAY, window=WINDOW,
-                                                                   tick=0.0, average=0.0))]
+                                                                   tick=0.0, average=0.0)),
+        DFM(RECOMMENDED, DelayedFeedbackModel(dim=d, prior=prior, delay_prior=DAY, window=WINDOW,
+                                              **{**RECOMMENDED_DFM, "conversions_at": conversions_at}))]
     for k, options in enumerate(dfm_options or []):  # ours, other settings of the same grid
         contenders.append(DFM(f"dfm t{k + 1}", DelayedFeedbackModel(
             dim=d, prior=prior, delay_prior=DAY, window=WINDOW,
             **{"conversions_at": conversions_at, **options})))
     return run(cfg, contenders, steps, tick_hours * 3600.0, fresh=0, measure_all=False)
+
+
+#: the README's setting for conversions days late (its "which model" table), measured in 1. beside the default:
+#: one delay rate for every click (the world's delay does not depend on the arm or the context), uniformly
+#: averaged iterates; conversions at the tick (``--conversions-at``, as every setting of the run)
+RECOMMENDED_DFM: dict = {"delay_features": "bias", "average": 0.0}
+RECOMMENDED = "dfm recommended"
 
 
 #: the no-delay grid's best ``esmm`` (``esmm_capacity.py --grid``), which carries over to delays once
@@ -431,10 +443,11 @@ def report(delayed: list[Outcome], biased: list[Outcome]) -> bool:
                 ok &= met is not False
             print(f"{o.name:<22}" + "".join(f"{b:+7.1%}" for b in o.tenths) + f"{worst:9.1%} {o.seconds:5.0f} "
                   + {True: "yes", False: "no", None: "-"}[met])
-        ok &= any(ours_met)
-        if len(ours_met) > 1:  # a setting chosen per seed is not a setting: compare each row across seeds
-            print(f"ours: {sum(ours_met)} of {len(ours_met)} settings within ±{BIAS_TARGET:.0%} on this seed "
-                  "(a target met means by one setting on every seed, not by any setting per seed)")
+        recommended = next((o for o in delayed if o.name == RECOMMENDED), None)
+        ok &= recommended is not None and max(abs(b) for b in recommended.tenths) <= BIAS_TARGET
+        # a setting chosen per seed is not a setting: the verdict is the recommended one's, the count is context
+        print(f"ours: {sum(ours_met)} of {len(ours_met)} settings within ±{BIAS_TARGET:.0%} on this seed; the verdict "
+              f"is the {RECOMMENDED} setting's (a target met means by one setting on every seed)")
     if biased:
         print(f"\n2. selection-bias world: pCVR over all impressions (served, per tenth: bias; final models "
               f"on fresh requests x every arm: error = mean |pred − true| ÷ mean true); "

@@ -43,7 +43,12 @@ per-arm coordinates like the conversion head. ``"bias"``: one delay rate for eve
 head's bias only; its other coordinates stay 0). When the delay does not depend on the arm or the
 context (a click delay is mostly the user's, not the ad's), this is the right model and it is learned from
 every click at once: with per-arm delay rates each arm's ``p`` and ``λ`` are confounded in its own data
-until its clicks have had time to arrive (``benchmarks/README.md``, issue 11 at a 2 h click delay).
+until its clicks have had time to arrive (``benchmarks/README.md``, issue 11 at a 2 h click delay). The
+noise of per-arm rates also biases ``p`` upwards while the clicks are young (``p`` is about the conversions
+÷ Σ F(e), the share of each click's delay already past, and 1/F is convex in the rate: a rate too slow
+raises ``p`` more than one as much too fast lowers it): on conversions a day late, "bias" took the
+excess over a no-delay model in the second tenth of a run from 1.3 to 0.3 points (``benchmarks/README.md``,
+issue 11, sixth session). "all" stays the default: the consistent model when delays differ by arm.
 
 ``conversions_at`` (default ``"arrival"``): ``"tick"`` learns each conversion at the next tick, spread
 among that tick's survival factors, instead of when it arrives
