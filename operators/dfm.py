@@ -50,6 +50,14 @@ raises ``p`` more than one as much too fast lowers it): on conversions a day lat
 excess over a no-delay model in the second tenth of a run from 1.3 to 0.3 points (``benchmarks/README.md``,
 issue 11, sixth session). "all" stays the default: the consistent model when delays differ by arm.
 
+``delay_alpha`` (opt-in, default None: ``alpha``): the FTRL rate of the delay head alone. With a delay
+prior known from history, a slower delay head keeps the surprise of early events in ``p``'s head while
+the pending events cannot yet tell the rate from ``p``: on clicks 2 h late at 10 requests/s from the
+history's CTR, ``alpha=0.15 delay_alpha=0.02`` kept every tenth within 0.95-1.05× on one seed of three
+(one rate for both heads: 1.10 mid-run), not on the other two (``benchmarks/README.md``, issue 11, sixth
+session). Opt-in, not a recommendation yet. States written before
+the option learn both heads at ``alpha``.
+
 ``conversions_at`` (default ``"arrival"``): ``"tick"`` learns each conversion at the next tick, spread
 among that tick's survival factors, instead of when it arrives
 (:mod:`banditloop.operators.deferred_conversions`): no sawtooth between ticks.
@@ -182,9 +190,13 @@ class DelayedFeedbackModel(DeferredConversions, OptionalExploration, FTRLHeads):
     def __init__(self, dim: int, alpha: float = 0.05, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0,
                  prior: float = 0.1, delay_prior: float = 86400.0, window: float = 604800.0,
                  tick: float = 21600.0, average: float | None = None, average_at: str = "step",
-                 delay_features: str = "all", conversions_at: str = "arrival", exploration: str = "egreedy",
-                 epsilon: float = 0.0, temperature: float = 0.05, seed: int = 0) -> None:
+                 delay_features: str = "all", delay_alpha: float | None = None, conversions_at: str = "arrival",
+                 exploration: str = "egreedy", epsilon: float = 0.0, temperature: float = 0.05, seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
+        if delay_alpha is not None and (isinstance(delay_alpha, bool) or not isinstance(delay_alpha, (int, float))
+                                        or not (math.isfinite(delay_alpha) and delay_alpha > 0)):
+            raise ValueError("delay_alpha must be None (alpha) or finite and > 0")
+        self.delay_alpha = None if delay_alpha is None else float(delay_alpha)
         check_exploration(exploration, epsilon, temperature)
         self.exploration, self.epsilon, self.temperature = exploration, float(epsilon), float(temperature)
         self.conversions_at = check_conversions_at(conversions_at)
@@ -199,6 +211,8 @@ class DelayedFeedbackModel(DeferredConversions, OptionalExploration, FTRLHeads):
         self.delay_prior = float(delay_prior)
         self.window = float(window)
         self._offsets = np.array([math.log(self.prior / (1.0 - self.prior)), -math.log(self.delay_prior)])
+        if self.delay_alpha is not None and self.delay_alpha != self.alpha:
+            self._head_alpha = np.array([[self.alpha], [self.delay_alpha]])
         super().__init__(dim, seed)
         if delay_features == "bias":  # one delay rate for every arm and context: the delay head's bias
             mask = np.zeros((2, 2 * dim + 1))

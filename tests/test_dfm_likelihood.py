@@ -134,3 +134,40 @@ def test_state_without_delay_features_loads_as_before():
     restored = learner_from_state(old)
     assert restored.delay_features == "all" and restored._grad_mask is None
     assert restored.cvr("a", x) == model.cvr("a", x) and restored.mean_delay("a", x) == model.mean_delay("a", x)
+
+
+def test_delay_alpha_slows_the_delay_head_only():
+    x = np.array([0.5, 2.0])
+    models = {rate: DelayedFeedbackModel(dim=2, delay_features="bias", delay_prior=HOUR, delay_alpha=rate)
+              for rate in (None, 0.05, 0.01)}
+    for m in models.values():
+        m.learn_conversion("a", x, delay=600.0)
+        m.learn_elapsed_batch(["a", "b"], np.stack([x, -x]), np.array([0.0, 0.0]), np.array([900.0, 1800.0]))
+    same, slow = models[0.05], models[0.01]
+    # delay_alpha = alpha is the model without the option, bit for bit
+    for k, v in models[None].export_state().arrays.items():
+        np.testing.assert_array_equal(same.export_state().arrays[k], v)
+    # the first step of each head moves it by its own rate: the conversion head's by alpha, the delay
+    # head's by delay_alpha (FTRL's first weight is −alpha·g/(beta+|g|), linear in alpha)
+    fresh = [DelayedFeedbackModel(dim=2, delay_features="bias", delay_prior=HOUR, delay_alpha=r) for r in (0.05, 0.01)]
+    for m in fresh:
+        m.learn_conversion("a", x, delay=600.0)
+    assert fresh[0]._globals["w_bias"][0] == fresh[1]._globals["w_bias"][0] != 0.0
+    assert fresh[1]._globals["w_bias"][1] == pytest.approx(fresh[0]._globals["w_bias"][1] / 5.0, rel=1e-12)
+    # over the stream the slow head stays nearer its prior
+    prior_log_rate = -math.log(HOUR)
+    moved = {r: abs(math.log(1.0 / models[r].mean_delay("a", x)) - prior_log_rate) for r in (0.05, 0.01)}
+    assert 0.0 < moved[0.01] < moved[0.05]
+    # restored, it continues identically; a state written before the option loads with alpha for both heads
+    restored = learner_from_state(slow.export_state())
+    assert restored.delay_alpha == 0.01
+    for m in (slow, restored):
+        m.learn_elapsed("a", x, 900.0, 2000.0)
+    for k, v in slow.export_state().arrays.items():
+        np.testing.assert_array_equal(restored.export_state().arrays[k], v)
+    state = models[None].export_state()
+    old = dataclasses.replace(state, params={k: v for k, v in state.params.items() if k != "delay_alpha"})
+    assert learner_from_state(old).delay_alpha is None and learner_from_state(old)._head_alpha is None
+    for bad in (0.0, -0.1, math.nan, math.inf, True, "0.1"):
+        with pytest.raises(ValueError, match="delay_alpha"):
+            DelayedFeedbackModel(dim=2, delay_alpha=bad)
