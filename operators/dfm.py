@@ -55,8 +55,7 @@ prior known from history, a slower delay head keeps the surprise of early events
 the pending events cannot yet tell the rate from ``p``: on clicks 2 h late at 10 requests/s from the
 history's CTR, ``alpha=0.15 delay_alpha=0.02`` kept every tenth within 0.95-1.05× on one seed of three
 (one rate for both heads: 1.10 mid-run), not on the other two (``benchmarks/README.md``, issue 11, sixth
-session). Opt-in, not a recommendation yet. States written before
-the option learn both heads at ``alpha``.
+session). Opt-in, not a recommendation yet. States written before the option learn both heads at ``alpha``.
 
 ``conversions_at`` (default ``"arrival"``): ``"tick"`` learns each conversion at the next tick, spread
 among that tick's survival factors, instead of when it arrives
@@ -94,6 +93,7 @@ from banditloop.operators.ftrl_heads import (
     check_average,
     check_average_at,
     check_ftrl,
+    check_head_alpha,
     sigmoid_scalar,
 )
 from banditloop.operators.policies import OptionalExploration, check_exploration
@@ -193,10 +193,7 @@ class DelayedFeedbackModel(DeferredConversions, OptionalExploration, FTRLHeads):
                  delay_features: str = "all", delay_alpha: float | None = None, conversions_at: str = "arrival",
                  exploration: str = "egreedy", epsilon: float = 0.0, temperature: float = 0.05, seed: int = 0) -> None:
         check_ftrl(alpha, beta, l1, l2, prior, delay_prior, window, tick)
-        if delay_alpha is not None and (isinstance(delay_alpha, bool) or not isinstance(delay_alpha, (int, float))
-                                        or not (math.isfinite(delay_alpha) and delay_alpha > 0)):
-            raise ValueError("delay_alpha must be None (alpha) or finite and > 0")
-        self.delay_alpha = None if delay_alpha is None else float(delay_alpha)
+        self.delay_alpha = check_head_alpha("delay_alpha", delay_alpha)
         check_exploration(exploration, epsilon, temperature)
         self.exploration, self.epsilon, self.temperature = exploration, float(epsilon), float(temperature)
         self.conversions_at = check_conversions_at(conversions_at)

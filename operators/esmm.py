@@ -81,6 +81,7 @@ from banditloop.operators.ftrl_heads import (
     check_average,
     check_average_at,
     check_ftrl,
+    check_head_alpha,
     sigmoid_scalar,
 )
 from banditloop.operators.policies import OptionalExploration, check_exploration
@@ -125,12 +126,8 @@ class ESMM(DeferredConversions, OptionalExploration, FTRLHeads):
         check_exploration(exploration, epsilon, temperature)
         self.exploration, self.epsilon, self.temperature = exploration, float(epsilon), float(temperature)
         self.conversions_at = check_conversions_at(conversions_at)
-        for rate in (ctr_alpha, ctcvr_alpha):
-            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                                     or not (math.isfinite(rate) and rate > 0)):
-                raise ValueError("ctr_alpha and ctcvr_alpha must be None (alpha) or finite and > 0")
-        self.ctr_alpha = None if ctr_alpha is None else float(ctr_alpha)
-        self.ctcvr_alpha = None if ctcvr_alpha is None else float(ctcvr_alpha)
+        self.ctr_alpha = check_head_alpha("ctr_alpha", ctr_alpha)
+        self.ctcvr_alpha = check_head_alpha("ctcvr_alpha", ctcvr_alpha)
         self.average = check_average(average)
         self.average_at = check_average_at(average_at)
         self.tick = float(tick)

@@ -138,6 +138,14 @@ def averaged(w_bar: np.ndarray, w: np.ndarray, steps: np.ndarray | float, omega:
     return w_bar + (w - w_bar) * ((1.0 + omega) / (steps + omega))
 
 
+def check_head_alpha(name: str, rate: float | None) -> float | None:
+    """A per-head FTRL rate: None (the model's ``alpha``) or a finite number > 0, as a float."""
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                             or not (math.isfinite(rate) and rate > 0)):
+        raise ValueError(f"{name} must be None (alpha) or finite and > 0")
+    return None if rate is None else float(rate)
+
+
 def check_ftrl(alpha: float, beta: float, l1: float, l2: float, prior: float, delay_prior: float,
                window: float, tick: float = 0.0) -> None:
     if not (tick >= 0 and math.isfinite(tick)):
