@@ -38,6 +38,8 @@ At 10 requests/s a run of 200k impressions spans 5.6 h of event time, so under `
     python benchmarks/calibration.py --steps 400000 --cases 30 --only ctr-ftrl:fnw
     python benchmarks/calibration.py --cases 7200 --only dfm --rate 1 --warm \\
                                      --dfm delay_prior=7200 alpha=0.15 average=10
+    python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint \\
+                                     --dfm delay_prior=7200 alpha=0.1 average=10
     python benchmarks/calibration.py --cvr [--quick]  # conversions: dfm and esmm (benchmarks/calibration_cvr.py)
 
 Figures measured (200k impressions, seed 0, 10 requests/s; tenths 1-10, after the backlog, ECE of the
@@ -98,6 +100,11 @@ served predictions / of the final model):
 from its history instead of the world's base CTR (0.04, the rate at the centre of its logits, 17-31 % below
 that history's rate on seeds 0-2).
 
+``--warm checkpoint``: the same priors, and every contender starts from its own checkpoint trained on that
+history shown at random (:func:`history_state`: an exploration log of 50k requests, every click arrived and
+every window closed), as a production model starts from the replay of its log rather than from a prior. The
+run then measures what the delay treatment does to a model that already knows the traffic.
+
 ``--dfm KEY=VALUE ...`` sets ``dfm``'s parameters (e.g. ``delay_features=all conversions_at=arrival``
 for the old contender).
 """
@@ -121,11 +128,13 @@ import numpy as np  # noqa: E402
 
 from banditloop.core.events import TYPE_ORDER, Event  # noqa: E402
 from banditloop.core.features import FeatureSpec, dense_names  # noqa: E402
+from banditloop.core.state_codec import LearnerState  # noqa: E402
 from banditloop.operators.base import Learner  # noqa: E402
+from banditloop.operators.registry import learner_from_state  # noqa: E402
 from banditloop.pipeline.join import JoinConfig  # noqa: E402
 from banditloop.pipeline.model import ModelConfig  # noqa: E402
 from banditloop.pipeline.runner import LearningRun  # noqa: E402
-from banditloop.simulators.world import World, WorldConfig  # noqa: E402
+from banditloop.simulators.world import World, WorldConfig, uniform_choice  # noqa: E402
 from benchmarks.calibration_pipeline import later_truths  # noqa: E402
 
 #: case name -> (mean click delay in seconds, click window in seconds)
@@ -148,6 +157,37 @@ def history_ctr(cfg: WorldConfig, skip: int, requests: int = HISTORY) -> float:
     policy would show, below that of the arms a greedy model serves (seeds 0-2: 0.048-0.058 against
     0.13-0.18 for the best arm), so it is an honest prior, not the answer."""
     return float(np.mean([np.mean(t.p_click) for t in later_truths(cfg, skip, requests)]))
+
+
+def history_state(config: ModelConfig, world_config: WorldConfig, skip: int, requests: int = HISTORY,
+                  seed: int = 0) -> LearnerState:
+    """A checkpoint of the contender trained on a history (``--warm checkpoint``): ``requests`` requests of
+    the world drawn after its first ``skip`` (as :func:`history_ctr`), each shown a uniformly random arm
+    (an exploration log with its propensities), learned through the same pipeline (join, event times) until
+    every click has arrived and every window has closed. Production starts a model so: it replays its log,
+    then consumes the live topic from that checkpoint."""
+    world = World(world_config)
+    for _ in range(skip):
+        world.next_request()
+    run = LearningRun(config, model="history")
+    rng = np.random.default_rng([seed, 10_000])
+    pending: list[tuple[float, int, int, Event]] = []
+    last = world_config.start_ts
+    for sequence in range(requests):
+        req = world.next_request()
+        while pending and pending[0][0] <= req.ts:
+            run.process(heapq.heappop(pending)[3])
+        arm, propensity = uniform_choice(rng, req.candidates)
+        outcome = world.respond(req, arm, propensity=propensity)
+        run.process(outcome.impression)
+        last = req.ts
+        if outcome.click is not None:
+            heapq.heappush(pending, (outcome.click.ts, TYPE_ORDER[type(outcome.click)], sequence, outcome.click))
+    while pending:
+        run.process(heapq.heappop(pending)[3])
+    run.join.advance(last + 10 * config.join.retention)
+    run.flush()
+    return run.learner.export_state()
 
 
 def ece(pred: np.ndarray, true: np.ndarray, bins: int = BINS) -> float:
@@ -180,7 +220,9 @@ class Result:
     seconds: float = 0.0
 
 
-def run_case(case: str, names: list[str], steps: int, fresh: int, seed: int, rate: float) -> list[Result]:
+def run_case(case: str, names: list[str], steps: int, fresh: int, seed: int, rate: float,
+             warm_checkpoint: bool = False) -> list[Result]:
+    """Each contender's closed loop on the case's world; ``warm_checkpoint``: from its :func:`history_state`."""
     delay, window = CASES[case]
     world_config = WorldConfig(seed=seed, rate=rate, click_delay_mean=delay)
     features = FeatureSpec(dim=world_config.dim + 1, numeric=dense_names("x", world_config.dim))
@@ -192,15 +234,18 @@ def run_case(case: str, names: list[str], steps: int, fresh: int, seed: int, rat
         config = ModelConfig(learner_name, dict(params), features=features,
                              join=JoinConfig(click_window=window))
         peers = [name] + (["river-lr-naive"] if name == "ctr-lr" else [])
-        results.extend(closed_loop(case, peers, config, world_config, steps, fresh))
+        learner = (learner_from_state(history_state(config, world_config, skip=steps, seed=seed))
+                   if warm_checkpoint else None)
+        results.extend(closed_loop(case, peers, config, world_config, steps, fresh, learner))
     return results
 
 
 def closed_loop(case: str, names: list[str], config: ModelConfig, world_config: WorldConfig, steps: int,
-                fresh: int) -> list[Result]:
+                fresh: int, learner: Learner | None = None) -> list[Result]:
+    """The run of one contender (``learner``: a warm start, else ``config``'s new learner) and its figures."""
     started = time.perf_counter()
     world = World(world_config)
-    run = LearningRun(config, model="calibration")
+    run = LearningRun(config, model="calibration", learner=learner)
     learner, vectorizer = run.learner, run.vectorizer
     pending: list[tuple[float, int, int, Event]] = []
     sequence = 0
@@ -299,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="dfm's parameters (e.g. delay_features=bias prior=0.04 tick=1800); numbers as floats")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate", type=float, default=10.0, help="requests per second of event time")
-    ap.add_argument("--warm", action="store_true",
-                    help="the priors of dfm and ctr-ftrl: the mean CTR of a history of the world (see history_ctr)")
+    ap.add_argument("--warm", nargs="?", const="prior", choices=("prior", "checkpoint"), default=None,
+                    help="prior (the flag alone): the priors of dfm and ctr-ftrl are the mean CTR of a history of "
+                         "the world (see history_ctr); checkpoint: also start every contender from its checkpoint "
+                         "trained on that history (see history_state)")
     args = ap.parse_args(argv)
     steps, fresh = (20_000, 2000) if args.quick else (args.steps, args.fresh)
     if args.warm:
@@ -309,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         prior = history_ctr(WorldConfig(seed=args.seed, rate=args.rate), skip=steps)
         args.ftrl_prior = prior
         args.dfm.append(f"prior={prior!r}")
-        print(f"warm start: prior {prior:.4f}, the mean CTR of a random arm over {HISTORY} later requests")
+        print(f"warm start: prior {prior:.4f}, the mean CTR of a random arm over {HISTORY} later requests"
+              + (", and each contender's checkpoint trained on them at random" if args.warm == "checkpoint" else ""))
     for item in args.dfm:
         key, sep, value = item.partition("=")
         if not sep:
@@ -326,12 +374,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.rate:g} requests/s, seed {args.seed}", flush=True)
     results: list[Result] = []
     for case in args.cases:
-        for r in run_case(case, args.only, steps, fresh, args.seed, args.rate):
+        for r in run_case(case, args.only, steps, fresh, args.seed, args.rate, args.warm == "checkpoint"):
             results.append(r)
             print(f"  delay {case}s {r.name}: {r.seconds:.0f} s, after {r.final:.3f}", flush=True)
     report(results)
     print("JSON " + json.dumps({"benchmark": "calibration", "steps": steps, "fresh": fresh, "seed": args.seed,
-                                "rate": args.rate, "results": [asdict(r) for r in results]}))
+                                "rate": args.rate, "warm": args.warm, "results": [asdict(r) for r in results]}))
     return 0
 
 
