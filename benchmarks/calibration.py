@@ -119,6 +119,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -140,10 +141,10 @@ from benchmarks.calibration_pipeline import later_truths  # noqa: E402
 #: case name -> (mean click delay in seconds, click window in seconds)
 CASES = {"0": (0.0, 60.0), "30": (30.0, 600.0), "7200": (7200.0, 16 * 3600.0)}
 #: contender name -> (learner, params)
-CONTENDERS = {"ctr-lr": ("ctr-lr", {}), "ctr-ftrl:fnw": ("ctr-ftrl", {"delay": "fnw"}),
-              "ctr-ftrl:wait": ("ctr-ftrl", {"delay": "wait"}),
-              "dfm": ("dfm", {"prior": 0.5, "delay_prior": 3600.0, "delay_features": "bias",
-                              "conversions_at": "tick"})}
+CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ctr-lr": ("ctr-lr", {}), "ctr-ftrl:fnw": ("ctr-ftrl", {"delay": "fnw"}),
+    "ctr-ftrl:wait": ("ctr-ftrl", {"delay": "wait"}),
+    "dfm": ("dfm", {"prior": 0.5, "delay_prior": 3600.0, "delay_features": "bias", "conversions_at": "tick"})}
 TARGET = (0.95, 1.05)
 HISTORY = 50_000  # requests of the history behind --warm
 ECE_TARGET = 0.01
