@@ -41,6 +41,8 @@ import numpy as np  # noqa: E402
 
 from banditloop.core.events import Click, Impression  # noqa: E402
 from banditloop.core.features import FeatureSpec  # noqa: E402
+from banditloop.operators.base import Learner  # noqa: E402
+from banditloop.operators.registry import learner_from_state  # noqa: E402
 from banditloop.pipeline.join import JoinConfig  # noqa: E402
 from banditloop.pipeline.model import ModelConfig  # noqa: E402
 from banditloop.pipeline.runner import LearningRun  # noqa: E402
@@ -49,31 +51,49 @@ WINDOW = 16 * 3600.0
 TICK = 600.0
 
 
-def run(p: float, delay: float, rate: float, steps: int, seed: int, params: dict) -> tuple[list[float], float, float]:
-    """Served predicted ÷ true CTR per tenth, after the backlog, and the final mean delay (seconds)."""
+def run(p: float, delay: float, rate: float, steps: int, seed: int, params: dict,
+        history: int = 0) -> tuple[list[float], float, float]:
+    """Served predicted ÷ true CTR per tenth, after the backlog, and the final mean delay (seconds); with
+    ``history``, the model first learns that many impressions of an earlier period (every click arrived,
+    every window closed) and the run starts from that checkpoint."""
     config = ModelConfig("dfm", {"prior": p, "delay_prior": delay, "window": WINDOW, "tick": TICK,
                                  "delay_features": "bias", **params},
                          features=FeatureSpec(dim=1), join=JoinConfig(click_window=WINDOW))
-    learning = LearningRun(config, model="ordering")
-    learner, x = learning.learner, learning.vectorizer.x({})
     rng = np.random.default_rng(seed)
+    learner = None
+    if history:
+        learner = learner_from_state(stream(config, None, rng, p, delay, rate, history, 0.0)[0].export_state())
+    start = history / rate + 10 * WINDOW if history else 0.0
+    learner, served = stream(config, learner, rng, p, delay, rate, steps, start)
+    x = LearningRun(config, model="ordering").vectorizer.x({})
+    tenths = [float(part.mean() / p) for part in np.array_split(served, 10)]
+    return tenths, float(learner.score(x, ["a"])[0] / p), float(learner.mean_delay("a", x))
+
+
+def stream(config: ModelConfig, learner: Learner | None, rng: np.random.Generator, p: float, delay: float,
+           rate: float, steps: int, start: float) -> tuple[Learner, np.ndarray]:
+    """``steps`` impressions from event time ``start`` through the join, then their backlog: the learner and
+    its served predictions."""
+    learning = LearningRun(config, model="ordering", learner=learner)
+    learner, x = learning.learner, learning.vectorizer.x({})
     pending: list[tuple[float, int, Click]] = []
     served = np.empty(steps)
     for i in range(steps):
-        ts = i / rate
+        ts = start + i / rate
         while pending and pending[0][0] <= ts:
             learning.process(heapq.heappop(pending)[2])
-        learning.process(Impression(event_id=f"i{i}", ts=ts, impression_id=f"i{i}", arm="a", context={}))
+        learning.process(Impression(event_id=f"i{start}:{i}", ts=ts, impression_id=f"i{start}:{i}", arm="a",
+                                    context={}))
         served[i] = learner.score(x, ["a"])[0]
         if rng.random() < p:
-            click = Click(event_id=f"c{i}", ts=ts + float(rng.exponential(delay)), impression_id=f"i{i}")
+            click = Click(event_id=f"c{start}:{i}", ts=ts + float(rng.exponential(delay)),
+                          impression_id=f"i{start}:{i}")
             heapq.heappush(pending, (click.ts, i, click))
     while pending:  # the backlog: every click arrives, then every window closes
         learning.process(heapq.heappop(pending)[2])
-    learning.join.advance(steps / rate + 10 * WINDOW)
+    learning.join.advance(start + steps / rate + 10 * WINDOW)
     learning.flush()
-    tenths = [float(part.mean() / p) for part in np.array_split(served, 10)]
-    return tenths, float(learner.score(x, ["a"])[0] / p), float(learner.mean_delay("a", x))
+    return learner, served
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,15 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--average", type=float, default=None, help="dfm's average (ω); default off")
     ap.add_argument("--conversions-at", choices=("tick", "arrival"), default="tick")
+    ap.add_argument("--rule", choices=("ftrl", "newton"), default="ftrl", help="dfm's steps (its step rule)")
+    ap.add_argument("--beta", type=float, default=1.0)
+    ap.add_argument("--history", type=int, default=0, help="impressions of an earlier period learned first")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if not 0.0 < args.p < 1.0 or args.delay <= 0 or args.rate <= 0 or args.steps < 10:
         ap.error("need 0 < --p < 1, --delay > 0, --rate > 0, --steps >= 10")
-    params = {"alpha": args.alpha, "average": args.average, "conversions_at": args.conversions_at}
-    tenths, after, mean_delay = run(args.p, args.delay, args.rate, args.steps, args.seed, params)
+    params = {"alpha": args.alpha, "average": args.average, "conversions_at": args.conversions_at,
+              "steps": args.rule, "beta": args.beta}
+    tenths, after, mean_delay = run(args.p, args.delay, args.rate, args.steps, args.seed, params, args.history)
     print(f"dfm from the truth (p {args.p}, delay {args.delay:g} s), {args.steps} impressions at {args.rate:g}/s "
           f"({args.steps / args.rate / args.delay:.2f} mean delays), window {WINDOW / 3600:g} h, {params}, "
-          f"seed {args.seed}")
+          f"seed {args.seed}" + (f", from a checkpoint of {args.history} earlier impressions" if args.history else ""))
     print("served ÷ true per tenth: " + " ".join(f"{v:.3f}" for v in tenths))
     print(f"after the backlog: {after:.3f} (mean delay {mean_delay:.0f} s)")
     return 0

@@ -71,9 +71,11 @@ def _sigmoid(z: np.ndarray | float) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=float)))
 
 
-def ftrl_weights(z: np.ndarray, n: np.ndarray, alpha: float, beta: float, l1: float, l2: float) -> np.ndarray:
-    """FTRL-Proximal weights of the statistics ``z``, ``n`` (McMahan et al. 2013, Algorithm 1)."""
-    w = -(z - np.sign(z) * l1) / ((beta + np.sqrt(n)) / alpha + l2)
+def ftrl_weights(z: np.ndarray, n: np.ndarray, alpha: float, beta: float, l1: float, l2: float,
+                 newton: bool = False) -> np.ndarray:
+    """FTRL-Proximal weights of the statistics ``z``, ``n`` (McMahan et al. 2013, Algorithm 1); with
+    ``newton``, ``n`` in place of ``√n`` (steps ``1/Σg²``: see :mod:`banditloop.operators.ftrl_heads`)."""
+    w = -(z - np.sign(z) * l1) / ((beta + (n if newton else np.sqrt(n))) / alpha + l2)
     return np.where(np.abs(z) <= l1, 0.0, w)
 
 

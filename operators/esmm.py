@@ -75,13 +75,10 @@ import numpy as np
 from banditloop.operators.base import Shared
 from banditloop.operators.deferred_conversions import DeferredConversions, check_conversions_at
 from banditloop.operators.dfm import conversion_factor_grad, elapsed_factor_grad, window_grad
+from banditloop.operators.ftrl_checks import check_average, check_average_at, check_ftrl, check_head_alpha
 from banditloop.operators.ftrl_heads import (
     FTRLHeads,
     _sigmoid,
-    check_average,
-    check_average_at,
-    check_ftrl,
-    check_head_alpha,
     sigmoid_scalar,
 )
 from banditloop.operators.policies import OptionalExploration, check_exploration

@@ -13,7 +13,11 @@ same sequential steps as the single calls, in order.
 weights equal ``ftrl_weights`` of the statistics bit for bit, as a restored model recomputes them) and
 puts them back with one ``put``. The per-item gradient formulas are scalar ``math`` (subclasses).
 
-**Options** (opt-in; off, the steps are the plain ones above, bit for bit). *Per-head rates*: a subclass
+**Options** (opt-in; off, the steps are the plain ones above, bit for bit). *Step rule* (``steps``):
+``"ftrl"`` (FTRL-Proximal, ``σ = (√(n + g²) − √n)/α``, weights ``−z/((β + √n)/α + l2)``) or ``"newton"``
+(``n`` in place of ``√n``: ``σ = g²/α``, weights ``−z/((β + n)/α + l2)``, a per-coordinate online Newton
+step with the summed squared gradients as curvature, ``1/n`` steps; ``dfm``'s docstring says when).
+*Per-head rates*: a subclass
 may give each head its own ``alpha`` (``_head_alpha``, shape ``(heads, 1)``). *Averaged iterates*
 (``average = ω ≥ 0``, Polyak–Ruppert averaging; ω-suffix averaging of Shamir & Zhang 2013): the model
 learns with the raw FTRL iterate ``w`` and predicts with its running average ``w̄``, updated at every step
@@ -59,21 +63,22 @@ def sigmoid_scalar(z: float) -> float:
 
 
 def merge_ftrl_coords(z1: np.ndarray, n1: np.ndarray, z2: np.ndarray, n2: np.ndarray, alpha: Any, beta: float,
-                      l1: float, l2: float) -> tuple[np.ndarray, np.ndarray]:
+                      l1: float, l2: float, newton: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Merged FTRL ``(z, n)``: the ``n``-weighted mean weight, ``n`` summed (as ``ctr-ftrl``'s merge)."""
     n = n1 + n2
     share = np.divide(n2, n, out=np.full(n.shape, 0.5), where=n > 0)
-    w = (1.0 - share) * ftrl_weights(z1, n1, alpha, beta, l1, l2) + share * ftrl_weights(z2, n2, alpha, beta, l1, l2)
+    w = ((1.0 - share) * ftrl_weights(z1, n1, alpha, beta, l1, l2, newton)
+         + share * ftrl_weights(z2, n2, alpha, beta, l1, l2, newton))
     z_at_zero = np.clip((1.0 - share) * z1 + share * z2, -l1, l1)
-    z = np.where(w == 0.0, z_at_zero, -(w * ((beta + np.sqrt(n)) / alpha + l2) + np.sign(w) * l1))
+    z = np.where(w == 0.0, z_at_zero, -(w * ((beta + (n if newton else np.sqrt(n))) / alpha + l2) + np.sign(w) * l1))
     return np.where(share == 1.0, z2, np.where(share == 0.0, z1, z)), n
 
 
 def ftrl_step_packed(v: np.ndarray, g: np.ndarray, alpha: float | np.ndarray, beta: float, l1: float,
-                     l2: float) -> None:
+                     l2: float, newton: bool = False) -> None:
     """``ftrl_step`` in place on gathered coordinates ``v = (z, n, w)`` (stacked), gradient ``g``: the
     same float operations, so the same bits (the weights are ``ftrl_weights(z, n)`` exactly). ``alpha``
-    may be an array broadcast against ``z`` (per-head rates).
+    may be an array broadcast against ``z`` (per-head rates). ``newton``: ``n`` in place of ``√n``.
 
     >>> import numpy as np
     >>> from banditloop.operators.ctr_ftrl import ftrl_step
@@ -84,13 +89,19 @@ def ftrl_step_packed(v: np.ndarray, g: np.ndarray, alpha: float | np.ndarray, be
     True
     """
     z, n, w = v
-    s0 = np.sqrt(n)
     gg = g * g
-    n += gg
-    s1 = np.sqrt(n)  # √(n + g²): the new n's root, for σ and the weights
-    np.subtract(s1, s0, out=s0)
-    s0 /= alpha  # σ
-    s0 *= w
+    if newton:  # σ = g²/α, the weights' denominator (β + n)/α
+        s0 = gg / alpha
+        n += gg
+        s1 = n.copy()
+        s0 *= w
+    else:
+        s0 = np.sqrt(n)
+        n += gg
+        s1 = np.sqrt(n)  # √(n + g²): the new n's root, for σ and the weights
+        np.subtract(s1, s0, out=s0)
+        s0 /= alpha  # σ
+        s0 *= w
     np.subtract(g, s0, out=s0)
     z += s0  # z += g − σw
     s1 += beta  # −((β + √n)/α + l2): w = −(z − sign(z) l1)/(…) = (z − sign(z) l1)/(−…)
@@ -108,25 +119,6 @@ def ftrl_step_packed(v: np.ndarray, g: np.ndarray, alpha: float | np.ndarray, be
         w[np.abs(z) <= l1] = 0.0
 
 
-def check_average(average: float | None) -> float | None:
-    """``average`` as stored: None (off) or a finite ω >= 0."""
-    if average is None:
-        return None
-    if isinstance(average, bool) or not isinstance(average, (int, float)) or not (
-            math.isfinite(average) and average >= 0):
-        raise ValueError("average must be None (off) or a finite ω >= 0")
-    return float(average)
-
-
-AVERAGE_AT = ("step", "tick")
-
-
-def check_average_at(average_at: str) -> str:
-    if average_at not in AVERAGE_AT:
-        raise ValueError(f"average_at must be one of {AVERAGE_AT}, not {average_at!r}")
-    return average_at
-
-
 def averaged(w_bar: np.ndarray, w: np.ndarray, steps: np.ndarray | float, omega: float) -> np.ndarray:
     """One averaging step: ``w̄ + (w − w̄)·(1 + ω)/(k + ω)`` with ``k = steps`` (after this step).
 
@@ -136,26 +128,6 @@ def averaged(w_bar: np.ndarray, w: np.ndarray, steps: np.ndarray | float, omega:
     3.0
     """
     return w_bar + (w - w_bar) * ((1.0 + omega) / (steps + omega))
-
-
-def check_head_alpha(name: str, rate: float | None) -> float | None:
-    """A per-head FTRL rate: None (the model's ``alpha``) or a finite number > 0, as a float."""
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                             or not (math.isfinite(rate) and rate > 0)):
-        raise ValueError(f"{name} must be None (alpha) or finite and > 0")
-    return None if rate is None else float(rate)
-
-
-def check_ftrl(alpha: float, beta: float, l1: float, l2: float, prior: float, delay_prior: float,
-               window: float, tick: float = 0.0) -> None:
-    if not (tick >= 0 and math.isfinite(tick)):
-        raise ValueError("tick must be finite and >= 0 seconds (0: learn once at the close)")
-    if not alpha > 0 or not beta >= 0 or not l1 >= 0 or not l2 >= 0:
-        raise ValueError("alpha must be > 0, beta, l1 and l2 >= 0")
-    if not 0.0 < prior < 1.0:
-        raise ValueError("prior must be in (0, 1)")
-    if not (delay_prior > 0 and math.isfinite(delay_prior)) or not (window > 0 and math.isfinite(window)):
-        raise ValueError("delay_prior and window must be finite and > 0 (seconds)")
 
 
 class FTRLHeads(Learner):
@@ -181,6 +153,8 @@ class FTRLHeads(Learner):
     average: float | None = None
     #: when the average is updated: "step" (every step of a coordinate) or "tick" (:meth:`snapshot`)
     average_at: str = "step"
+    #: the step rule: "ftrl" (FTRL-Proximal, per-coordinate ``α/√Σg²``) or "newton" (``α/Σg²``)
+    steps: str = "ftrl"
     #: per-head ``alpha`` (shape ``(heads, 1)``); None: ``alpha`` for every head
     _head_alpha: np.ndarray | None = None
     #: per-head mask of ``[1, x, x]`` (``(heads, 2 dim + 1)``; 0 keeps a coordinate at 0); None: all learn
@@ -283,9 +257,9 @@ class FTRLHeads(Learner):
             g *= self._grad_mask
         alpha = self.alpha if self._head_alpha is None else self._head_alpha
         if self.average is None:
-            ftrl_step_packed(v, g, alpha, self.beta, self.l1, self.l2)
+            ftrl_step_packed(v, g, alpha, self.beta, self.l1, self.l2, self.steps == "newton")
         else:
-            ftrl_step_packed(v[:3], g, alpha, self.beta, self.l1, self.l2)
+            ftrl_step_packed(v[:3], g, alpha, self.beta, self.l1, self.l2, self.steps == "newton")
             if self.average_at == "tick":  # averaged at the ticks (snapshot)
                 buf.put(index, v)
                 return
@@ -318,10 +292,10 @@ class FTRLHeads(Learner):
         buf[3] = averaged(buf[3], buf[2], steps[0], self.average)
 
     def _on_load(self) -> None:
-        a, g, h = self._arrays, self._globals, self._hyper()
-        a["w"][...] = ftrl_weights(a["z"], a["n"], *h)
-        g["w_shared"][...] = ftrl_weights(g["z_shared"], g["n_shared"], *h)
-        g["w_bias"][...] = ftrl_weights(g["z_bias"], g["n_bias"], *self._hyper(bias=True))
+        a, g, h, newton = self._arrays, self._globals, self._hyper(), self.steps == "newton"
+        a["w"][...] = ftrl_weights(a["z"], a["n"], *h, newton)
+        g["w_shared"][...] = ftrl_weights(g["z_shared"], g["n_shared"], *h, newton)
+        g["w_bias"][...] = ftrl_weights(g["z_bias"], g["n_bias"], *self._hyper(bias=True), newton)
 
     def _merge_arrays(self, rows: np.ndarray, theirs: Mapping[str, np.ndarray], other: Learner) -> None:
         a, g = self._arrays, self._globals
@@ -333,12 +307,13 @@ class FTRLHeads(Learner):
                 target[avg][at] = (1.0 - share) * target[avg][at] + share * theirs[avg]
             a["avg_steps"][rows] += theirs["avg_steps"]
             g["avg_steps_global"] += theirs["avg_steps_global"]
-        h = self._hyper()
-        a["z"][rows], a["n"][rows] = merge_ftrl_coords(a["z"][rows], a["n"][rows], theirs["z"], theirs["n"], *h)
+        h, newton = self._hyper(), self.steps == "newton"
+        a["z"][rows], a["n"][rows] = merge_ftrl_coords(a["z"][rows], a["n"][rows], theirs["z"], theirs["n"], *h,
+                                                       newton)
         for part in ("shared", "bias"):
             zk, nk = f"z_{part}", f"n_{part}"
             g[zk][...], g[nk][...] = merge_ftrl_coords(g[zk], g[nk], theirs[zk], theirs[nk],
-                                                       *self._hyper(bias=part == "bias"))
+                                                       *self._hyper(bias=part == "bias"), newton)
         for name in self.additive_arrays:
             a[name][rows] += theirs[name]
 
@@ -387,11 +362,11 @@ class FTRLHeads(Learner):
             self.snapshot()
             return
         buf, coords, grads, offsets = self._packed(), self._coords, self._elapsed_grads, self._offsets
-        alpha, beta, l1, l2 = self.alpha, self.beta, self.l1, self.l2
+        alpha, beta, l1, l2, newton = self.alpha, self.beta, self.l1, self.l2, self.steps == "newton"
         array, multiply, step = np.array, np.multiply, ftrl_step_packed
         for r, xv, a, b in zip(rows, XV, e0.tolist(), e1.tolist(), strict=True):
             index = coords(r)
             v = buf.take(index)
             step(v, multiply(array(grads((v[2].dot(xv) + offsets).tolist(), a, b))[:, None], xv),
-                 alpha, beta, l1, l2)
+                 alpha, beta, l1, l2, newton)
             buf.put(index, v)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from banditloop.core.state_codec import decode_state, encode_state
-from banditloop.operators.dfm import DelayedFeedbackModel
+from banditloop.operators.dfm import DelayedFeedbackModel, conversion_factor_grad, elapsed_factor_grad
 from banditloop.operators.esmm import ESMM
 from banditloop.operators.registry import learner_from_state
 from tests.test_dfm_fast import drive, events, states
@@ -59,6 +59,39 @@ def test_averaged_ctr_head_equals_a_hand_computation(omega):
     assert not model._globals["w_avg_bias"][1:].any() and not model._arrays["w_avg"][:2, 1:].any()
 
 
+def _newton(z: float, n: float, w: float, g: float, alpha: float, beta: float) -> tuple[float, float, float]:
+    """One ``steps="newton"`` step of one coordinate: FTRL-Proximal with ``n`` in place of ``√n``."""
+    sigma = g * g / alpha
+    z, n = z + g - sigma * w, n + g * g
+    return z, n, -z / ((beta + n) / alpha)
+
+
+def test_newton_steps_equal_a_hand_computation():
+    alpha, beta, x, day = 0.8, 5.0, 0.6, 86400.0
+    model = DelayedFeedbackModel(dim=1, prior=0.3, delay_prior=day, alpha=alpha, beta=beta, steps="newton")
+    offsets = (math.log(0.3 / 0.7), -math.log(day))
+    # per head (conversion, delay) the coordinates bias, shared and the arm's (inputs 1, x, x)
+    raw = {(h, c): (0.0, 0.0, 0.0) for h in range(2) for c in ("bias", "shared", "arm")}
+    for kind, t0, t1 in (("elapsed", 0.0, 0.5 * day), ("conversion", 0.5 * day, 0.8 * day),
+                         ("elapsed", 0.0, 2.0 * day), ("elapsed", 2.0 * day, 3.0 * day)):
+        a, lr = (offsets[h] + raw[h, "bias"][2] + (raw[h, "shared"][2] + raw[h, "arm"][2]) * x for h in range(2))
+        if kind == "elapsed":
+            model.learn_elapsed("ad", np.array([x]), t0, t1)
+            grads = elapsed_factor_grad(_sig(a), lr, t0, t1)
+        else:
+            model.learn_conversion("ad", np.array([x]), delay=t1, elapsed_from=t0)
+            grads = conversion_factor_grad(_sig(a), lr, t1, t0)
+        for h, c in raw:
+            raw[h, c] = _newton(*raw[h, c], grads[h] * (1.0 if c == "bias" else x), alpha, beta)
+    a, lr = (offsets[h] + raw[h, "bias"][2] + (raw[h, "shared"][2] + raw[h, "arm"][2]) * x for h in range(2))
+    assert model.cvr("ad", np.array([x])) == pytest.approx(_sig(a), rel=1e-12)
+    assert model.mean_delay("ad", np.array([x])) == pytest.approx(math.exp(-lr), rel=1e-12)
+    assert model._globals["n_bias"].tolist() == pytest.approx([raw[0, "bias"][1], raw[1, "bias"][1]], rel=1e-12)
+    # a restored model rebuilds the weights from (z, n) with n in place of √n: the same predictions
+    restored = learner_from_state(model.export_state())
+    assert restored.cvr("ad", np.array([x])) == model.cvr("ad", np.array([x]))
+
+
 def test_tick_averaging_averages_the_weights_at_the_ends_of_the_batches():
     omega, x = 2.0, np.array([0.5, -1.0])
     model = ESMM(dim=2, ctr_alpha=0.4, average=omega, average_at="tick")
@@ -90,7 +123,9 @@ def test_tick_averaging_averages_the_weights_at_the_ends_of_the_batches():
 
 
 OPTIONS = [(ESMM, {"average": 1.0, "ctr_alpha": 0.3, "ctcvr_alpha": 0.1}), (ESMM, {"ctcvr_alpha": 0.2}),
-           (DelayedFeedbackModel, {"average": 0.0}), (ESMM, {"average": 1.0, "average_at": "tick"})]
+           (DelayedFeedbackModel, {"average": 0.0}), (ESMM, {"average": 1.0, "average_at": "tick"}),
+           (DelayedFeedbackModel, {"steps": "newton", "alpha": 1.0, "beta": 20.0}),
+           (DelayedFeedbackModel, {"steps": "newton", "average": 0.0, "l1": 0.1, "l2": 0.5})]
 
 
 @pytest.mark.parametrize(("cls", "options"), OPTIONS)
@@ -135,10 +170,11 @@ def test_old_states_load_with_the_options_off_and_off_is_unchanged(cls):
     model = cls(dim=2)
     drive(model, events(seed=2, n=80, dim=2, arms=4), reference=False)
     state = model.export_state()
-    new = {"average", "average_at", "ctr_alpha", "ctcvr_alpha"}
+    new = {"average", "average_at", "ctr_alpha", "ctcvr_alpha", "steps"}
     old = dataclasses.replace(state, params={k: v for k, v in state.params.items() if k not in new})
     loaded = learner_from_state(old)
     assert loaded.average is None and "w_avg" not in loaded.export_state().arrays
+    assert loaded.steps == "ftrl"
     assert all(np.array_equal(v, state.arrays[k]) for k, v in loaded.export_state().arrays.items())
     # rates given equal to alpha take the plain (scalar) path: bit for bit the default model
     same = cls(dim=2, **({"ctr_alpha": 0.05, "ctcvr_alpha": 0.05} if cls is ESMM else {}))
@@ -147,6 +183,8 @@ def test_old_states_load_with_the_options_off_and_off_is_unchanged(cls):
 
 
 def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="steps"):
+        DelayedFeedbackModel(dim=1, steps="adam")
     with pytest.raises(ValueError, match="average"):
         ESMM(dim=1, average=-1.0)
     with pytest.raises(ValueError, match="average"):
