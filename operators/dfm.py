@@ -65,8 +65,9 @@ session). Opt-in, not a recommendation yet. States written before the option lea
 information as curvature, so the step shrinks as ``1/n`` and every factor keeps its weight, where FTRL's
 ``1/√n`` weighs the recent ones more; use ``alpha`` near 1 and ``beta`` as a prior precision (20). It removes
 most of the ordering drift above (from the truth, one arm, after a 50k-impression checkpoint: 0.965-0.983×
-per tenth, 1.004× after, against FTRL's 0.867-0.997×, 1.003×), and from such a checkpoint it met every CTR
-target at a 2 h click delay, 10 requests/s (``benchmarks/README.md``, issue 11, eighth session). It is
+per tenth, 1.004× after, against FTRL's 0.867-0.997×, 1.003×); from such a checkpoint, clicks 2 h late at 10
+requests/s, it met every CTR target on 3 seeds of 5 (FTRL: none of 3; ``benchmarks/README.md``, issue 11,
+eighth session). It is
 sensitive to ``alpha`` (0.3 too slow, 4 unstable with 19 correlated coordinates per head) and moves slowly
 from a start far off: after ``n`` steps a coordinate has moved about ``α·ln n`` (FTRL about ``2α√n``), so a
 ``delay_prior`` of 2 h for clicks that arrive at once stayed at 5× the CTR; start it from a checkpoint, a
