@@ -40,7 +40,7 @@ At 10 requests/s a run of 200k impressions spans 5.6 h of event time, so under `
                                      --dfm delay_prior=7200 alpha=0.15 average=10
     python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint \\
                                      --dfm delay_prior=7200 alpha=0.1 average=10
-    python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint --seed S \
+    python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint --seed S \\
                                      --dfm delay_prior=7200 steps=newton alpha=1 beta=20   # 5-6 min
     python benchmarks/calibration.py --cvr [--quick]  # conversions: dfm and esmm (benchmarks/calibration_cvr.py)
 

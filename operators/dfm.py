@@ -67,13 +67,13 @@ information as curvature, so the step shrinks as ``1/n`` and every factor keeps 
 most of the ordering drift above (from the truth, one arm, after a 50k-impression checkpoint: 0.965-0.983×
 per tenth, 1.004× after, against FTRL's 0.867-0.997×, 1.003×); from such a checkpoint, clicks 2 h late at 10
 requests/s, it met every CTR target on 3 seeds of 5 (FTRL: none of 3; ``benchmarks/README.md``, issue 11,
-eighth session). It is
-sensitive to ``alpha`` (0.3 too slow, 4 unstable with 19 correlated coordinates per head) and moves slowly
-from a start far off: after ``n`` steps a coordinate has moved about ``α·ln n`` (FTRL about ``2α√n``), so a
-``delay_prior`` of 2 h for clicks that arrive at once stayed at 5× the CTR; start it from a checkpoint, a
-history's rates, a ``delay_prior`` near the true delay. Not order-free in general (its curvature is the
-squared gradient, larger on conversions than on "not yet"): fed all conversions first, its ``p`` ends far
-from the batch fit. States written before the option load with ``"ftrl"``.
+eighth session). It is sensitive to ``alpha`` (0.3 too slow, 4 unstable with 19 correlated coordinates per
+head) and moves slowly from a start far off: after ``n`` steps a coordinate has moved about ``α·ln n``
+(FTRL about ``2α√n``), so a ``delay_prior`` of 2 h for clicks that arrive at once stayed at 5× the CTR;
+start it from a checkpoint, a history's rates, a ``delay_prior`` near the true delay. Not order-free in
+general (its curvature is the squared gradient, larger on conversions than on "not yet"): fed all
+conversions first, its ``p`` ends far from the batch fit. States written before the option load with
+``"ftrl"``.
 
 ``conversions_at`` (default ``"arrival"``): ``"tick"`` learns each conversion at the next tick, spread
 among that tick's survival factors, instead of when it arrives
