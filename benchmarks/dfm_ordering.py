@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--average", type=float, default=None, help="dfm's average (ω); default off")
     ap.add_argument("--conversions-at", choices=("tick", "arrival"), default="tick")
-    ap.add_argument("--rule", choices=("ftrl", "newton"), default="ftrl", help="dfm's steps (its step rule)")
+    ap.add_argument("--rule", choices=("ftrl", "newton", "fisher"), default="ftrl", help="dfm's steps (its step rule)")
     ap.add_argument("--beta", type=float, default=1.0)
     ap.add_argument("--history", type=int, default=0, help="impressions of an earlier period learned first")
     ap.add_argument("--seed", type=int, default=0)

@@ -73,7 +73,9 @@ head) and moves slowly from a start far off: after ``n`` steps a coordinate has 
 start it from a checkpoint, a history's rates, a ``delay_prior`` near the true delay. Not order-free in
 general (its curvature is the squared gradient, larger on conversions than on "not yet"): fed all
 conversions first, its ``p`` ends far from the batch fit. States written before the option load with
-``"ftrl"``.
+``"ftrl"``. ``"fisher"``: the same step with the information of each factor's time at risk as curvature in
+place of ``g²`` (:mod:`banditloop.operators.dfm_curvature`): it does not depend on the factor's outcome, so
+a conversion adds what a "not yet" over the same interval adds.
 
 ``conversions_at`` (default ``"arrival"``): ``"tick"`` learns each conversion at the next tick, spread
 among that tick's survival factors, instead of when it arrives
@@ -104,6 +106,7 @@ import numpy as np
 
 from banditloop.operators.base import Shared
 from banditloop.operators.deferred_conversions import DeferredConversions, check_conversions_at
+from banditloop.operators.dfm_curvature import interval_information, window_information
 from banditloop.operators.ftrl_checks import check_average, check_average_at, check_ftrl, check_head_alpha, check_steps
 from banditloop.operators.ftrl_heads import (
     _MAX_LOG,
@@ -258,13 +261,19 @@ class DelayedFeedbackModel(DeferredConversions, OptionalExploration, FTRLHeads):
         ``elapsed_to`` (:meth:`learn_elapsed`): the gradient of ``−log S(e₁)/S(e₀)``."""
         return elapsed_factor_grad(sigmoid_scalar(logits[0]), logits[1], elapsed_from, elapsed_to)
 
+    def _elapsed_curvature(self, logits: list[float], elapsed_from: float, elapsed_to: float) -> tuple[float, float]:
+        """The information of the at-risk interval ``(e₀, e₁]`` (:mod:`~banditloop.operators.dfm_curvature`)."""
+        return interval_information(sigmoid_scalar(logits[0]), logits[1], elapsed_from, elapsed_to)
+
     def _conversion_step(self, arm: str, x: np.ndarray, delay: float, elapsed_from: float = 0.0) -> None:
         """The click converted ``delay`` seconds after it, having been learned unconverted up to
         ``elapsed_from``: learn ``−log p λ e^{−λd} / S(e₀)``."""
         r = self.add_arm(arm)
         xv = self._xv(x)
         buf, index, v, (a, lr) = self._gather(r, xv)
-        self._put(buf, index, v, xv, conversion_factor_grad(sigmoid_scalar(a), lr, delay, elapsed_from))
+        p = sigmoid_scalar(a)
+        curvature = interval_information(p, lr, elapsed_from, delay) if self.steps == "fisher" else None
+        self._put(buf, index, v, xv, conversion_factor_grad(p, lr, delay, elapsed_from), curvature)
         self._arrays["conversions"][r] += 1.0
 
     # -- the pipeline's hooks (no event times) ---------------------------------------------------------
@@ -277,5 +286,7 @@ class DelayedFeedbackModel(DeferredConversions, OptionalExploration, FTRLHeads):
         if x is None:
             return
         r, xv, (buf, index, v, (a, lr)), label = self._at_close(arm, x, reward)
-        self._put(buf, index, v, xv, window_grad(sigmoid_scalar(a), lr, self.window, label))
+        p = sigmoid_scalar(a)
+        curvature = window_information(p, lr, self.window) if self.steps == "fisher" else None
+        self._put(buf, index, v, xv, window_grad(p, lr, self.window, label), curvature)
         self._arrays["conversions"][r] += label

@@ -7,8 +7,9 @@ import math
 
 #: when the averaged weights are updated: every step of a coordinate, or at the ticks
 AVERAGE_AT = ("step", "tick")
-#: the step rule: FTRL-Proximal (1/√Σg² per coordinate) or the online Newton step (1/Σg²)
-STEPS = ("ftrl", "newton")
+#: the step rule: FTRL-Proximal (1/√Σg² per coordinate), the online Newton step (1/Σg²) or the same with
+#: the outcome-independent information in place of g² (:mod:`banditloop.operators.dfm_curvature`)
+STEPS = ("ftrl", "newton", "fisher")
 
 
 def check_average(average: float | None) -> float | None:

@@ -16,7 +16,9 @@ puts them back with one ``put``. The per-item gradient formulas are scalar ``mat
 **Options** (opt-in; off, the steps are the plain ones above, bit for bit). *Step rule* (``steps``):
 ``"ftrl"`` (FTRL-Proximal, ``σ = (√(n + g²) − √n)/α``, weights ``−z/((β + √n)/α + l2)``) or ``"newton"``
 (``n`` in place of ``√n``: ``σ = g²/α``, weights ``−z/((β + n)/α + l2)``, a per-coordinate online Newton
-step with the summed squared gradients as curvature, ``1/n`` steps; ``dfm``'s docstring says when).
+step with the summed squared gradients as curvature, ``1/n`` steps; ``dfm``'s docstring says when) or
+``"fisher"`` (the Newton step with a curvature the subclass gives per head, ``_elapsed_curvature``, added to
+``n`` in place of ``g²``).
 *Per-head rates*: a subclass
 may give each head its own ``alpha`` (``_head_alpha``, shape ``(heads, 1)``). *Averaged iterates*
 (``average = ω ≥ 0``, Polyak–Ruppert averaging; ω-suffix averaging of Shamir & Zhang 2013): the model
@@ -75,10 +77,11 @@ def merge_ftrl_coords(z1: np.ndarray, n1: np.ndarray, z2: np.ndarray, n2: np.nda
 
 
 def ftrl_step_packed(v: np.ndarray, g: np.ndarray, alpha: float | np.ndarray, beta: float, l1: float,
-                     l2: float, newton: bool = False) -> None:
+                     l2: float, newton: bool = False, curvature: np.ndarray | None = None) -> None:
     """``ftrl_step`` in place on gathered coordinates ``v = (z, n, w)`` (stacked), gradient ``g``: the
     same float operations, so the same bits (the weights are ``ftrl_weights(z, n)`` exactly). ``alpha``
-    may be an array broadcast against ``z`` (per-head rates). ``newton``: ``n`` in place of ``√n``.
+    may be an array broadcast against ``z`` (per-head rates). ``newton``: ``n`` in place of ``√n``;
+    ``curvature`` (with ``newton``; shaped as ``g``, overwritten): added to ``n`` in place of ``g²``.
 
     >>> import numpy as np
     >>> from banditloop.operators.ctr_ftrl import ftrl_step
@@ -89,7 +92,7 @@ def ftrl_step_packed(v: np.ndarray, g: np.ndarray, alpha: float | np.ndarray, be
     True
     """
     z, n, w = v
-    gg = g * g
+    gg = g * g if curvature is None else curvature
     if newton:  # σ = g²/α, the weights' denominator (β + n)/α
         s0 = gg / alpha
         n += gg
@@ -153,7 +156,7 @@ class FTRLHeads(Learner):
     average: float | None = None
     #: when the average is updated: "step" (every step of a coordinate) or "tick" (:meth:`snapshot`)
     average_at: str = "step"
-    #: the step rule: "ftrl" (FTRL-Proximal, per-coordinate ``α/√Σg²``) or "newton" (``α/Σg²``)
+    #: the step rule: "ftrl" (FTRL-Proximal, per-coordinate ``α/√Σg²``), "newton" (``α/Σg²``) or "fisher"
     steps: str = "ftrl"
     #: per-head ``alpha`` (shape ``(heads, 1)``); None: ``alpha`` for every head
     _head_alpha: np.ndarray | None = None
@@ -249,17 +252,22 @@ class FTRLHeads(Learner):
         return buf, index, v, (v[2].dot(xv) + self._offsets).tolist()
 
     def _put(self, buf: np.ndarray, index: np.ndarray, v: np.ndarray, xv: np.ndarray,
-             grads: Sequence[float]) -> None:
+             grads: Sequence[float], curvature: Sequence[float] | None = None) -> None:
         """One FTRL step of the gathered coordinates (of the row last gathered); ``grads`` is the loss
-        gradient per head output. With averaging, then the averaged weights' step (``averaged``)."""
+        gradient per head output, ``curvature`` (``steps="fisher"``) the information per head output.
+        With averaging, then the averaged weights' step (``averaged``)."""
         g = np.multiply(np.array(grads)[:, None], xv)
+        curv = None if self.steps != "fisher" else np.multiply(np.array(curvature)[:, None], xv * xv)
         if self._grad_mask is not None:
             g *= self._grad_mask
+            if curv is not None:
+                curv *= self._grad_mask
         alpha = self.alpha if self._head_alpha is None else self._head_alpha
+        newton = self.steps != "ftrl"
         if self.average is None:
-            ftrl_step_packed(v, g, alpha, self.beta, self.l1, self.l2, self.steps == "newton")
+            ftrl_step_packed(v, g, alpha, self.beta, self.l1, self.l2, newton, curv)
         else:
-            ftrl_step_packed(v[:3], g, alpha, self.beta, self.l1, self.l2, self.steps == "newton")
+            ftrl_step_packed(v[:3], g, alpha, self.beta, self.l1, self.l2, newton, curv)
             if self.average_at == "tick":  # averaged at the ticks (snapshot)
                 buf.put(index, v)
                 return
@@ -292,7 +300,7 @@ class FTRLHeads(Learner):
         buf[3] = averaged(buf[3], buf[2], steps[0], self.average)
 
     def _on_load(self) -> None:
-        a, g, h, newton = self._arrays, self._globals, self._hyper(), self.steps == "newton"
+        a, g, h, newton = self._arrays, self._globals, self._hyper(), self.steps != "ftrl"
         a["w"][...] = ftrl_weights(a["z"], a["n"], *h, newton)
         g["w_shared"][...] = ftrl_weights(g["z_shared"], g["n_shared"], *h, newton)
         g["w_bias"][...] = ftrl_weights(g["z_bias"], g["n_bias"], *self._hyper(bias=True), newton)
@@ -307,7 +315,7 @@ class FTRLHeads(Learner):
                 target[avg][at] = (1.0 - share) * target[avg][at] + share * theirs[avg]
             a["avg_steps"][rows] += theirs["avg_steps"]
             g["avg_steps_global"] += theirs["avg_steps_global"]
-        h, newton = self._hyper(), self.steps == "newton"
+        h, newton = self._hyper(), self.steps != "ftrl"
         a["z"][rows], a["n"][rows] = merge_ftrl_coords(a["z"][rows], a["n"][rows], theirs["z"], theirs["n"], *h,
                                                        newton)
         for part in ("shared", "bias"):
@@ -334,15 +342,22 @@ class FTRLHeads(Learner):
         ``elapsed_to``" at the heads' ``logits``: each model defines its own."""
         raise NotImplementedError(f"{type(self).__name__} learns no elapsed time")
 
+    def _elapsed_curvature(self, logits: list[float], elapsed_from: float, elapsed_to: float) -> tuple[float, ...]:
+        """Information per head output of that factor, known before its outcome (``steps="fisher"``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no outcome-independent curvature")
+
+    def _elapsed_step(self, row: int, xv: np.ndarray, elapsed_from: float, elapsed_to: float) -> None:
+        buf, index, v, logits = self._gather(row, xv)
+        curvature = (self._elapsed_curvature(logits, elapsed_from, elapsed_to) if self.steps == "fisher"
+                     else None)
+        self._put(buf, index, v, xv, self._elapsed_grads(logits, elapsed_from, elapsed_to), curvature)
+
     def learn_elapsed(self, arm: str, x: np.ndarray, elapsed_from: float, elapsed_to: float) -> None:
         """Learn that an item shown with context ``x`` is still not converted from ``elapsed_from`` to
         ``elapsed_to`` seconds after its click or impression (``elapsed_from = 0`` for its first
         update): each model defines its own factor (``−log S(e₁)/S(e₀)`` for the delayed feedback ones)."""
         checked_times(elapsed_from, elapsed_to)
-        r = self.add_arm(arm)
-        xv = self._xv(x)
-        buf, index, v, logits = self._gather(r, xv)
-        self._put(buf, index, v, xv, self._elapsed_grads(logits, elapsed_from, elapsed_to))
+        self._elapsed_step(self.add_arm(arm), self._xv(x), elapsed_from, elapsed_to)
 
     def learn_elapsed_batch(self, arms: Sequence[str], X: np.ndarray, elapsed_from: np.ndarray,
                             elapsed_to: np.ndarray) -> None:
@@ -355,18 +370,25 @@ class FTRLHeads(Learner):
         rows = self.rows_of(arms).tolist()  # adds unseen arms first, in order: the rows of the single calls
         XV = np.empty((count, 2 * self.dim + 1))
         XV[:, 0], XV[:, 1:self.dim + 1], XV[:, self.dim + 1:] = 1.0, X, X
-        if self.average is not None or self._head_alpha is not None or self._grad_mask is not None:  # options
+        if self.average is not None or self._head_alpha is not None:  # options of the averaging and rates
             for r, xv, a, b in zip(rows, XV, e0.tolist(), e1.tolist(), strict=True):
-                buf, index, v, logits = self._gather(r, xv)
-                self._put(buf, index, v, xv, self._elapsed_grads(logits, a, b))
+                self._elapsed_step(r, xv, a, b)
             self.snapshot()
             return
+        # the steps of _elapsed_step, inlined (the same float operations: the same bits)
         buf, coords, grads, offsets = self._packed(), self._coords, self._elapsed_grads, self._offsets
-        alpha, beta, l1, l2, newton = self.alpha, self.beta, self.l1, self.l2, self.steps == "newton"
-        array, multiply, step = np.array, np.multiply, ftrl_step_packed
+        alpha, beta, l1, l2, newton = self.alpha, self.beta, self.l1, self.l2, self.steps != "ftrl"
+        array, multiply, step, mask = np.array, np.multiply, ftrl_step_packed, self._grad_mask
+        fisher, information = self.steps == "fisher", self._elapsed_curvature
         for r, xv, a, b in zip(rows, XV, e0.tolist(), e1.tolist(), strict=True):
             index = coords(r)
             v = buf.take(index)
-            step(v, multiply(array(grads((v[2].dot(xv) + offsets).tolist(), a, b))[:, None], xv),
-                 alpha, beta, l1, l2, newton)
+            logits = (v[2].dot(xv) + offsets).tolist()
+            g = multiply(array(grads(logits, a, b))[:, None], xv)
+            curv = multiply(array(information(logits, a, b))[:, None], xv * xv) if fisher else None
+            if mask is not None:
+                g *= mask
+                if curv is not None:
+                    curv *= mask
+            step(v, g, alpha, beta, l1, l2, newton, curv)
             buf.put(index, v)

@@ -125,7 +125,9 @@ def test_tick_averaging_averages_the_weights_at_the_ends_of_the_batches():
 OPTIONS = [(ESMM, {"average": 1.0, "ctr_alpha": 0.3, "ctcvr_alpha": 0.1}), (ESMM, {"ctcvr_alpha": 0.2}),
            (DelayedFeedbackModel, {"average": 0.0}), (ESMM, {"average": 1.0, "average_at": "tick"}),
            (DelayedFeedbackModel, {"steps": "newton", "alpha": 1.0, "beta": 20.0}),
-           (DelayedFeedbackModel, {"steps": "newton", "average": 0.0, "l1": 0.1, "l2": 0.5})]
+           (DelayedFeedbackModel, {"steps": "newton", "average": 0.0, "l1": 0.1, "l2": 0.5}),
+           (DelayedFeedbackModel, {"steps": "fisher", "alpha": 1.0, "beta": 20.0, "delay_features": "bias"}),
+           (DelayedFeedbackModel, {"steps": "fisher", "average": 1.0, "l1": 0.1, "l2": 0.5, "tick": 0.0})]
 
 
 @pytest.mark.parametrize(("cls", "options"), OPTIONS)
