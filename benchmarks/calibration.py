@@ -41,7 +41,9 @@ At 10 requests/s a run of 200k impressions spans 5.6 h of event time, so under `
     python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint \\
                                      --dfm delay_prior=7200 alpha=0.1 average=10
     python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint --seed S \\
-                                     --dfm delay_prior=7200 steps=newton alpha=1 beta=20   # 5-6 min
+                                     --dfm delay_prior=7200 steps=newton alpha=1 beta=20   # ~25 min
+    python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint --history 200000 --seed S \
+                                     --dfm delay_prior=7200 steps=newton alpha=1 beta=20   # a longer history
     python benchmarks/calibration.py --cvr [--quick]  # conversions: dfm and esmm (benchmarks/calibration_cvr.py)
 
 Figures measured (200k impressions, seed 0, 10 requests/s; tenths 1-10, after the backlog, ECE of the
@@ -227,7 +229,7 @@ class Result:
 
 
 def run_case(case: str, names: list[str], steps: int, fresh: int, seed: int, rate: float,
-             warm_checkpoint: bool = False) -> list[Result]:
+             warm_checkpoint: bool = False, history: int = HISTORY) -> list[Result]:
     """Each contender's closed loop on the case's world; ``warm_checkpoint``: from its :func:`history_state`."""
     delay, window = CASES[case]
     world_config = WorldConfig(seed=seed, rate=rate, click_delay_mean=delay)
@@ -240,7 +242,7 @@ def run_case(case: str, names: list[str], steps: int, fresh: int, seed: int, rat
         config = ModelConfig(learner_name, dict(params), features=features,
                              join=JoinConfig(click_window=window))
         peers = [name] + (["river-lr-naive"] if name == "ctr-lr" else [])
-        learner = (learner_from_state(history_state(config, world_config, skip=steps, seed=seed))
+        learner = (learner_from_state(history_state(config, world_config, skip=steps, requests=history, seed=seed))
                    if warm_checkpoint else None)
         results.extend(closed_loop(case, peers, config, world_config, steps, fresh, learner))
     return results
@@ -354,15 +356,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="prior (the flag alone): the priors of dfm and ctr-ftrl are the mean CTR of a history of "
                          "the world (see history_ctr); checkpoint: also start every contender from its checkpoint "
                          "trained on that history (see history_state)")
+    ap.add_argument("--history", type=int, default=HISTORY, help=f"requests of the history behind --warm "
+                    f"(default {HISTORY}: 1.4 h at 10 requests/s)")
     args = ap.parse_args(argv)
     steps, fresh = (20_000, 2000) if args.quick else (args.steps, args.fresh)
     if args.warm:
         if args.ftrl_prior is not None or any(item.startswith("prior=") for item in args.dfm):
             ap.error("--warm sets the priors: leave out --ftrl-prior and --dfm prior=")
-        prior = history_ctr(WorldConfig(seed=args.seed, rate=args.rate), skip=steps)
+        if args.history < 1:
+            ap.error("--history must be at least 1 request")
+        prior = history_ctr(WorldConfig(seed=args.seed, rate=args.rate), skip=steps, requests=args.history)
         args.ftrl_prior = prior
         args.dfm.append(f"prior={prior!r}")
-        print(f"warm start: prior {prior:.4f}, the mean CTR of a random arm over {HISTORY} later requests"
+        print(f"warm start: prior {prior:.4f}, the mean CTR of a random arm over {args.history} later requests"
               + (", and each contender's checkpoint trained on them at random" if args.warm == "checkpoint" else ""))
     for item in args.dfm:
         key, sep, value = item.partition("=")
@@ -380,12 +386,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.rate:g} requests/s, seed {args.seed}", flush=True)
     results: list[Result] = []
     for case in args.cases:
-        for r in run_case(case, args.only, steps, fresh, args.seed, args.rate, args.warm == "checkpoint"):
+        for r in run_case(case, args.only, steps, fresh, args.seed, args.rate, args.warm == "checkpoint", args.history):
             results.append(r)
             print(f"  delay {case}s {r.name}: {r.seconds:.0f} s, after {r.final:.3f}", flush=True)
     report(results)
     print("JSON " + json.dumps({"benchmark": "calibration", "steps": steps, "fresh": fresh, "seed": args.seed,
-                                "rate": args.rate, "warm": args.warm, "results": [asdict(r) for r in results]}))
+                                "rate": args.rate, "warm": args.warm,
+                                "history": args.history if args.warm else None,
+                                "results": [asdict(r) for r in results]}))
     return 0
 
 
