@@ -42,7 +42,7 @@ At 10 requests/s a run of 200k impressions spans 5.6 h of event time, so under `
                                      --dfm delay_prior=7200 alpha=0.1 average=10
     python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint --seed S \\
                                      --dfm delay_prior=7200 steps=newton alpha=1 beta=20   # ~25 min
-    python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint --history 200000 --seed S \
+    python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint --history 200000 --seed S \\
                                      --dfm delay_prior=7200 steps=newton alpha=1 beta=20   # a longer history
     python benchmarks/calibration.py --cvr [--quick]  # conversions: dfm and esmm (benchmarks/calibration_cvr.py)
 
