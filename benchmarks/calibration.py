@@ -23,8 +23,9 @@ constant SGD step), ``ctr-ftrl delay=fnw`` (FTRL-Proximal, importance-weighted f
 ``ctr-ftrl delay=wait`` (each impression learned once when its window closes), and the peer
 "river LR naive": the same river model as ``ctr-lr`` read raw (a negative at the impression, a
 positive on arrival, no correction), which is what river's LogisticRegression fed the delayed stream
-naively predicts. The naive peer is read from the ``ctr-lr`` run: the same stream and the same
-weights, so it costs nothing more.
+naively predicts; ``vw-ctr`` (Vowpal Wabbit's hashed logistic regression, its defaults, fake
+negatives with the same calibration) and the peer "VW LR naive" read raw from it. A naive peer is read
+from its calibrated twin's run: the same stream and the same weights, so it costs nothing more.
 
 Cases: click delay 0, mean 30 s and mean 2 h (exponential), with click windows that cover them:
 60 s, 600 s (20 means: a click in 5·10⁸ is later) and 16 h (8 means: 0.03 % of clicks are later).
@@ -150,8 +151,10 @@ CASES = {"0": (0.0, 60.0), "30": (30.0, 600.0), "7200": (7200.0, 16 * 3600.0)}
 #: contender name -> (learner, params)
 CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ctr-lr": ("ctr-lr", {}), "ctr-ftrl:fnw": ("ctr-ftrl", {"delay": "fnw"}),
-    "ctr-ftrl:wait": ("ctr-ftrl", {"delay": "wait"}),
+    "ctr-ftrl:wait": ("ctr-ftrl", {"delay": "wait"}), "vw-ctr": ("vw-ctr", {}),
     "dfm": ("dfm", {"prior": 0.5, "delay_prior": 3600.0, "delay_features": "bias", "conversions_at": "tick"})}
+#: contender -> the peer read raw from the same run (a negative at the impression, a positive on arrival)
+NAIVE_PEERS = {"ctr-lr": "river-lr-naive", "vw-ctr": "vw-lr-naive"}
 TARGET = (0.95, 1.05)
 HISTORY = 50_000  # requests of the history behind --warm
 ECE_TARGET = 0.01
@@ -241,7 +244,7 @@ def run_case(case: str, names: list[str], steps: int, fresh: int, seed: int, rat
             params = {"window": window, "tick": max(window / 96, 60.0), **params}
         config = ModelConfig(learner_name, dict(params), features=features,
                              join=JoinConfig(click_window=window))
-        peers = [name] + (["river-lr-naive"] if name == "ctr-lr" else [])
+        peers = [name] + [naive for peer, naive in NAIVE_PEERS.items() if peer == name]
         learner = (learner_from_state(history_state(config, world_config, skip=steps, requests=history, seed=seed))
                    if warm_checkpoint else None)
         results.extend(closed_loop(case, peers, config, world_config, steps, fresh, learner))
