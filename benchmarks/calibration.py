@@ -45,6 +45,8 @@ At 10 requests/s a run of 200k impressions spans 5.6 h of event time, so under `
                                      --dfm delay_prior=7200 steps=newton alpha=1 beta=20   # ~25 min
     python benchmarks/calibration.py --cases 7200 --only dfm --warm checkpoint --history 200000 --seed S \\
                                      --dfm delay_prior=7200 steps=newton alpha=1 beta=20   # a longer history
+    python benchmarks/calibration.py --cases 7200 --only ctr-lr vw-ctr --warm checkpoint --history 200000 --seed 3 \\
+                                     --set ctr-lr:learning_rate=0.03 vw-ctr:learning_rate=0.1   # the peers' grid
     python benchmarks/calibration.py --cvr [--quick]  # conversions: dfm and esmm (benchmarks/calibration_cvr.py)
 
 Figures measured (200k impressions, seed 0, 10 requests/s; tenths 1-10, after the backlog, ECE of the
@@ -361,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="ctr-ftrl's prior (its prediction before any data; default: its own, 0.5)")
     ap.add_argument("--dfm", nargs="+", default=[], metavar="KEY=VALUE",
                     help="dfm's parameters (e.g. delay_features=bias prior=0.04 tick=1800); numbers as floats")
+    ap.add_argument("--set", nargs="+", default=[], metavar="NAME:KEY=VALUE", dest="settings",
+                    help="a contender's parameter (e.g. vw-ctr:learning_rate=0.1 ctr-lr:learning_rate=0.03), "
+                         "for the peers' grid; numbers as floats")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate", type=float, default=10.0, help="requests per second of event time")
     ap.add_argument("--warm", nargs="?", const="prior", choices=("prior", "checkpoint"), default=None,
@@ -388,6 +393,13 @@ def main(argv: list[str] | None = None) -> int:
         CONTENDERS["dfm"][1][key] = _value(value)
     if args.dfm:
         print(f"dfm: {CONTENDERS['dfm'][1]}")
+    for item in args.settings:
+        target, sep, value = item.partition("=")
+        name, _, key = target.rpartition(":")  # a name may hold a colon (ctr-ftrl:fnw:alpha=0.1)
+        if name not in CONTENDERS or not sep or not key:
+            ap.error(f"--set takes NAME:KEY=VALUE with NAME one of {', '.join(CONTENDERS)}, not {item!r}")
+        CONTENDERS[name][1][key] = _value(value)
+        print(f"{name}: {CONTENDERS[name][1]}")
     if args.ftrl_prior is not None:
         for name, (learner, params) in CONTENDERS.items():
             if learner == "ctr-ftrl":
@@ -403,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     report(results)
     print("JSON " + json.dumps({"benchmark": "calibration", "steps": steps, "fresh": fresh, "seed": args.seed,
                                 "rate": args.rate, "warm": args.warm,
-                                "history": args.history if args.warm else None,
+                                "history": args.history if args.warm else None, "settings": args.settings,
                                 "results": [asdict(r) for r in results]}))
     return 0
 
