@@ -249,7 +249,7 @@ def run_case(case: str, names: list[str], steps: int, fresh: int, seed: int, rat
             params = {"window": window, "tick": max(window / 96, 60.0), **params}
         config = ModelConfig(learner_name, dict(params), features=features,
                              join=JoinConfig(click_window=window))
-        peers = [name] + [naive for peer, naive in NAIVE_PEERS.items() if peer == name]
+        peers = [name] + ([NAIVE_PEERS[name]] if name in NAIVE_PEERS else [])
         learner = (learner_from_state(history_state(config, world_config, skip=steps, requests=history, seed=seed))
                    if warm_checkpoint else None)
         results.extend(closed_loop(case, peers, config, world_config, steps, fresh, learner))
@@ -323,7 +323,7 @@ def within(v: float) -> bool:
 def report(results: list[Result]) -> None:
     print(f"\npredicted ÷ true CTR per tenth of the run, after the backlog (fresh contexts), ECE; "
           f"targets [{TARGET[0]}, {TARGET[1]}], ECE ≤ {ECE_TARGET}")
-    print("(* a figure outside the target, with one more digit when it is near it: 0.946* is not 0.95)")
+    print("(* a tenth outside the target, with 3 decimals below 10: 0.946* is not 0.95)")
     head = f"{'delay':>6} {'learner':<15} " + "".join(f"{i / 10:>6.1f} " for i in range(1, 11))
     print(head + f"{'after':>6} {'ECEsrv':>7} {'ECEfin':>7} {'ok':>3} {'all arms':>8}")
     for r in results:
