@@ -256,12 +256,7 @@ class FTRLHeads(Learner):
         """One FTRL step of the gathered coordinates (of the row last gathered); ``grads`` is the loss
         gradient per head output, ``curvature`` (``steps="fisher"``) the information per head output.
         With averaging, then the averaged weights' step (``averaged``)."""
-        g = np.multiply(np.array(grads)[:, None], xv)
-        curv = None if self.steps != "fisher" else np.multiply(np.array(curvature)[:, None], xv * xv)
-        if self._grad_mask is not None:
-            g *= self._grad_mask
-            if curv is not None:
-                curv *= self._grad_mask
+        g, curv = self._step_inputs(xv, grads, curvature)
         alpha = self.alpha if self._head_alpha is None else self._head_alpha
         newton = self.steps != "ftrl"
         if self.average is None:
@@ -298,6 +293,18 @@ class FTRLHeads(Learner):
         buf, steps = self._packed(), self._globals["avg_steps_global"]
         steps += 1.0
         buf[3] = averaged(buf[3], buf[2], steps[0], self.average)
+
+    def _step_inputs(self, xv: np.ndarray, grads: Sequence[float],
+                     curvature: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per coordinate: the gradient (per head output times ``xv``) and, for ``steps="fisher"``, the
+        curvature (times ``xv²``), both masked by ``_grad_mask``."""
+        g = np.multiply(np.array(grads)[:, None], xv)
+        curv = None if curvature is None else np.multiply(np.array(curvature)[:, None], xv * xv)
+        if self._grad_mask is not None:
+            g *= self._grad_mask
+            if curv is not None:
+                curv *= self._grad_mask
+        return g, curv
 
     def _on_load(self) -> None:
         a, g, h, newton = self._arrays, self._globals, self._hyper(), self.steps != "ftrl"
@@ -375,20 +382,15 @@ class FTRLHeads(Learner):
                 self._elapsed_step(r, xv, a, b)
             self.snapshot()
             return
-        # the steps of _elapsed_step, inlined (the same float operations: the same bits)
+        # _elapsed_step's gather and put on the packed buffer directly (the same float operations: the same bits)
         buf, coords, grads, offsets = self._packed(), self._coords, self._elapsed_grads, self._offsets
         alpha, beta, l1, l2, newton = self.alpha, self.beta, self.l1, self.l2, self.steps != "ftrl"
-        array, multiply, step, mask = np.array, np.multiply, ftrl_step_packed, self._grad_mask
-        fisher, information = self.steps == "fisher", self._elapsed_curvature
+        inputs, step = self._step_inputs, ftrl_step_packed
+        information = self._elapsed_curvature if self.steps == "fisher" else None
         for r, xv, a, b in zip(rows, XV, e0.tolist(), e1.tolist(), strict=True):
             index = coords(r)
             v = buf.take(index)
             logits = (v[2].dot(xv) + offsets).tolist()
-            g = multiply(array(grads(logits, a, b))[:, None], xv)
-            curv = multiply(array(information(logits, a, b))[:, None], xv * xv) if fisher else None
-            if mask is not None:
-                g *= mask
-                if curv is not None:
-                    curv *= mask
+            g, curv = inputs(xv, grads(logits, a, b), None if information is None else information(logits, a, b))
             step(v, g, alpha, beta, l1, l2, newton, curv)
             buf.put(index, v)
